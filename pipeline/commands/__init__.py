@@ -1,0 +1,1 @@
+"""`evpipe` subcommands: each module defines NAME, HELP, add_arguments(parser) and main(args)."""

@@ -1,0 +1,168 @@
+"""The evpipe wire format over ZeroMQ (version 1), specified in docs/wire.md.
+
+A message has exactly three frames:
+
+1. topic: the stream name, UTF-8 (PUB/SUB prefix filtering works on it);
+2. header: a UTF-8 JSON object with ``"v": 1`` and the fields of ``pipeline.packet.Header``,
+   plus ``itemsize`` (bytes per record) so any reader can check the payload length;
+3. payload: the raw little-endian records (``count * itemsize`` bytes), or for ``dtype == "json"``
+   a UTF-8 JSON array of objects.
+
+Nothing is pickled. ``decode`` validates every frame and raises ``Malformed`` with a short reason
+(one of ``REASONS``) that receivers count, so a bad message never stops a stage.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from pipeline.events import JSON_DTYPE_NAME, dtype_by_name
+from pipeline.packet import DATA, EOS, KINDS, Header, Packet, Segment, encode_json_records
+
+VERSION = 1
+
+REASONS = (
+    "frame_count",  # not exactly three frames
+    "header",  # header frame is not a JSON object with the required, well-typed fields
+    "version",  # header version is not one we speak
+    "topic",  # topic frame differs from the header's stream name
+    "dtype",  # unknown record dtype, or itemsize that does not match it
+    "payload_size",  # payload length is not count * itemsize
+    "bounds",  # x or y outside the declared sensor size
+    "json_payload",  # a JSON payload that does not parse to a list
+)
+
+_REQUIRED = {
+    "v": int, "stream": str, "seq": int, "dtype": str, "itemsize": int, "count": int,
+    "width": int, "height": int, "t_first": int, "t_last": int, "clock": str,
+    "sent_ns": int, "kind": str,
+}
+
+
+class Malformed(ValueError):
+    """A received message that breaks the wire format; ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def header_to_dict(header: Header, itemsize: int) -> dict:
+    seg = header.segment
+    return {
+        "v": VERSION, "stream": header.stream, "seq": header.seq, "dtype": header.dtype,
+        "itemsize": itemsize, "count": header.count, "width": header.width,
+        "height": header.height, "t_first": header.t_first, "t_last": header.t_last,
+        "clock": header.clock, "sent_ns": header.sent_ns, "kind": header.kind,
+        "segment": None if seg is None else {
+            "id": seg.id, "start": seg.start, "end": seg.end, "label": seg.label, "name": seg.name,
+        },
+    }
+
+
+def encode(packet: Packet) -> list:
+    """The three frames of ``packet``; the payload frame is the record buffer itself (no copy)."""
+    header = packet.header
+    if header.dtype == JSON_DTYPE_NAME:
+        payload = encode_json_records(packet.records)
+        itemsize = 0
+    else:
+        records = np.ascontiguousarray(packet.records)
+        payload = memoryview(records).cast("B") if records.size else b""
+        itemsize = records.dtype.itemsize
+    head = json.dumps(header_to_dict(header, itemsize), separators=(",", ":")).encode()
+    return [header.stream.encode(), head, payload]
+
+
+def _segment(raw) -> Segment | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
+        raise Malformed("header", f"segment must be null or an object with an integer id, got {raw!r}")
+    label, name = raw.get("label"), raw.get("name")
+    if label is not None and not isinstance(label, str) or name is not None and not isinstance(name, str):
+        raise Malformed("header", "segment label and name must be strings or null")
+    return Segment(id=raw["id"], start=bool(raw.get("start", False)), end=bool(raw.get("end", False)),
+                   label=label, name=name)
+
+
+def parse_header(raw: bytes) -> tuple[Header, int]:
+    """Header and itemsize from the header frame, validated."""
+    try:
+        obj = json.loads(bytes(raw))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Malformed("header", f"not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise Malformed("header", f"expected a JSON object, got {type(obj).__name__}")
+    if obj.get("v") != VERSION:
+        raise Malformed("version", f"version {obj.get('v')!r}, this reader speaks {VERSION}")
+    for key, kind in _REQUIRED.items():
+        value = obj.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise Malformed("header", f"field {key!r} must be {kind.__name__}, got {value!r}")
+    if obj["kind"] not in KINDS:
+        raise Malformed("header", f"kind {obj['kind']!r} is not one of {KINDS}")
+    if obj["count"] < 0 or obj["itemsize"] < 0 or obj["seq"] < 0:
+        raise Malformed("header", "count, itemsize and seq must be non-negative")
+    header = Header(
+        stream=obj["stream"], seq=obj["seq"], dtype=obj["dtype"], width=obj["width"],
+        height=obj["height"], t_first=obj["t_first"], t_last=obj["t_last"], count=obj["count"],
+        clock=obj["clock"], sent_ns=obj["sent_ns"], kind=obj["kind"],
+        segment=_segment(obj.get("segment")),
+    )
+    return header, obj["itemsize"]
+
+
+def _buffer(frame) -> memoryview:
+    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+def decode(frames) -> Packet:
+    """Packet from received frames (``zmq.Frame`` or bytes); the records view the payload buffer."""
+    if len(frames) != 3:
+        raise Malformed("frame_count", f"expected 3 frames, got {len(frames)}")
+    topic, head, payload = (_buffer(f) for f in frames)
+    header, itemsize = parse_header(head)
+    if bytes(topic) != header.stream.encode():
+        raise Malformed("topic", f"topic {bytes(topic)[:64]!r} but header stream {header.stream!r}")
+    if header.kind == EOS:
+        return Packet(header, np.empty(0, dtype_by_name("events")))
+    if header.dtype == JSON_DTYPE_NAME:
+        try:
+            records = json.loads(bytes(payload)) if len(payload) else []
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise Malformed("json_payload", f"payload is not JSON ({exc})") from None
+        if not isinstance(records, list) or len(records) != header.count:
+            raise Malformed("json_payload", f"expected a JSON list of {header.count} records")
+        return Packet(header, records)
+    try:
+        dtype = dtype_by_name(header.dtype)
+    except KeyError as exc:
+        raise Malformed("dtype", str(exc.args[0])) from None
+    if itemsize != dtype.itemsize:
+        raise Malformed("dtype", f"itemsize {itemsize} but {header.dtype!r} records are {dtype.itemsize} bytes")
+    if len(payload) != header.count * itemsize:
+        raise Malformed("payload_size",
+                        f"{len(payload)} bytes for {header.count} records of {itemsize} bytes")
+    records = np.frombuffer(payload, dtype=dtype) if len(payload) else np.empty(0, dtype)
+    check_bounds(header, records)
+    return Packet(header, records)
+
+
+def check_bounds(header: Header, records: np.ndarray) -> None:
+    """Raise Malformed('bounds') when an x/y field lies outside the declared width/height."""
+    if not len(records) or header.width <= 0 or header.height <= 0:
+        return
+    names = records.dtype.names
+    for axis, size in (("x", header.width), ("y", header.height)):
+        if axis in names:
+            values = records[axis]
+            low, high = int(values.min()), int(values.max())
+            if low < 0 or high >= size:
+                raise Malformed("bounds", f"{axis} in [{low}, {high}] outside [0, {size})")
+
+
+__all__ = ["VERSION", "REASONS", "Malformed", "encode", "decode", "parse_header", "DATA", "EOS"]

@@ -1,0 +1,100 @@
+"""File readers: one module per family of formats registers here; ``open_reader`` picks one.
+
+A reader yields the file's events as chunks of canonical events (``pipeline.events.EVENT_DTYPE``,
+t in the file's own time base, us) in file order, so a replay can start sending before the whole
+file is decoded. Formats are detected from the content (magic bytes, header lines), never from
+the file name alone; ``format=`` overrides detection.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+# Modules that register formats on import (one per family).
+FORMAT_MODULES = ("sensors.aedat4", "sensors.nmnist")
+
+HEAD_BYTES = 4096
+
+
+class FormatError(ValueError):
+    """A file that cannot be decoded; the message names the file and the byte offset."""
+
+    def __init__(self, path, offset: int | None, problem: str):
+        where = f"{os.fspath(path)}" + (f" at byte {offset}" if offset is not None else "")
+        super().__init__(f"{where}: {problem}")
+        self.path = os.fspath(path)
+        self.offset = offset
+        self.problem = problem
+
+
+@dataclass
+class Reader:
+    """An opened recording: its format, sensor size and a chunk iterator over its events."""
+
+    path: str
+    format: str
+    width: int
+    height: int
+    chunks: Callable[[], Iterator[np.ndarray]]
+    streams: list[str] = field(default_factory=list)  # other streams in the file (imu, frames...)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    detect: Callable[[str, bytes], bool]  # (path, first HEAD_BYTES bytes) -> is this format
+    open: Callable[..., Reader]  # (path, **options) -> Reader
+    suffixes: tuple[str, ...] = ()
+
+
+_FORMATS: dict[str, Format] = {}
+
+
+def register_format(fmt: Format) -> Format:
+    _FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def formats() -> dict[str, Format]:
+    for module in FORMAT_MODULES:
+        importlib.import_module(module)
+    return dict(_FORMATS)
+
+
+def detect_format(path) -> str:
+    """The format name of ``path`` from its content; FormatError when nothing matches."""
+    known = formats()
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(HEAD_BYTES)
+    except OSError as exc:
+        raise FormatError(path, None, f"cannot open ({exc.strerror})") from None
+    for fmt in known.values():
+        if fmt.detect(os.fspath(path), head):
+            return fmt.name
+    raise FormatError(path, 0, f"unrecognised format (first bytes {head[:16]!r}); "
+                               f"pass --format, one of {', '.join(sorted(known))}")
+
+
+def open_reader(path, format: str = "auto", **options) -> Reader:
+    """Open ``path`` with the named format, or the detected one when ``format == "auto"``."""
+    known = formats()
+    name = detect_format(path) if format == "auto" else format
+    if name not in known:
+        raise FormatError(path, None, f"unknown format {name!r}; known: {', '.join(sorted(known))}")
+    return known[name].open(os.fspath(path), **options)
+
+
+def read_all(path, format: str = "auto", **options) -> tuple[Reader, np.ndarray]:
+    """The reader and all events of ``path`` in one array."""
+    reader = open_reader(path, format, **options)
+    chunks = list(reader.chunks())
+    from pipeline.events import EVENT_DTYPE
+
+    events = np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
+    return reader, events
