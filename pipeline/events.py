@@ -73,6 +73,16 @@ def registered_dtypes() -> dict[str, np.dtype]:
     return dict(_DTYPES)
 
 
+def concat_records(chunks, dtype: np.dtype = EVENT_DTYPE) -> np.ndarray:
+    """Concatenate record arrays keeping ``dtype`` exactly.
+
+    Trap: plain ``np.concatenate`` of structured arrays with padding returns a packed dtype
+    (13-byte events instead of 16), which breaks the zero-copy layout; this never does.
+    """
+    chunks = list(chunks)
+    return np.concatenate(chunks, dtype=dtype) if chunks else np.empty(0, dtype)
+
+
 def empty_events(n: int = 0) -> np.ndarray:
     """A zeroed array of ``n`` canonical events."""
     return np.zeros(n, dtype=EVENT_DTYPE)

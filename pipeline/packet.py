@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pipeline.events import EVENT_DTYPE, JSON_DTYPE_NAME, dtype_by_name
+from pipeline.events import EVENT_DTYPE, JSON_DTYPE_NAME, concat_records, dtype_by_name
 
 DATA = "data"
 EOS = "eos"
@@ -139,7 +139,7 @@ class Packetizer:
         self._pending = self._empty
 
     def push(self, events: np.ndarray) -> list[np.ndarray]:
-        pending = np.concatenate([self._pending, events]) if len(self._pending) else events
+        pending = concat_records([self._pending, events], self._empty.dtype) if len(self._pending) else events
         if len(pending) == 0:
             return []
         ends = cut_points(pending["t"], self.max_us, self.max_count)

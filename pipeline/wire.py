@@ -71,6 +71,9 @@ def encode(packet: Packet) -> list:
         itemsize = 0
     else:
         records = np.ascontiguousarray(packet.records)
+        if records.dtype != dtype_by_name(header.dtype):
+            raise TypeError(f"records of stream {header.stream!r} have layout {records.dtype}, "
+                            f"not the registered {header.dtype!r} layout")
         payload = memoryview(records).cast("B") if records.size else b""
         itemsize = records.dtype.itemsize
     head = json.dumps(header_to_dict(header, itemsize), separators=(",", ":")).encode()

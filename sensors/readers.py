@@ -15,8 +15,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from pipeline.events import concat_records
+
 # Modules that register formats on import (one per family).
-FORMAT_MODULES = ("sensors.aedat4", "sensors.nmnist")
+FORMAT_MODULES = ("sensors.aedat4", "sensors.nmnist", "sensors.jaer", "sensors.aedat3", "sensors.prophesee",
+                  "sensors.eventstream", "sensors.csv_events", "sensors.numpy_events", "sensors.hdf5")
 
 HEAD_BYTES = 4096
 
@@ -93,8 +96,4 @@ def open_reader(path, format: str = "auto", **options) -> Reader:
 def read_all(path, format: str = "auto", **options) -> tuple[Reader, np.ndarray]:
     """The reader and all events of ``path`` in one array."""
     reader = open_reader(path, format, **options)
-    chunks = list(reader.chunks())
-    from pipeline.events import EVENT_DTYPE
-
-    events = np.concatenate(chunks) if chunks else np.empty(0, EVENT_DTYPE)
-    return reader, events
+    return reader, concat_records(reader.chunks())

@@ -1,0 +1,183 @@
+"""Replay of recordings: one file, or a dataset folder where every file becomes one segment.
+
+A dataset folder holds either files directly (unlabelled segments) or one subfolder per class
+(``Train/<digit>/*.bin``): each file becomes a segment whose label is the subfolder name with
+surrounding white space stripped (the shared N-MNIST folders end in a carriage return).
+
+Pacing maps sensor time to wall time: a packet is released when ``wall - wall0 >=
+(t_last - t0) / speed``, with the anchor (wall0, t0) set at each segment start, so files from
+different time bases play back to back. ``speed = 0`` replays as fast as possible.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import numpy as np
+
+from pipeline.events import EVENT_DTYPE
+from pipeline.packet import Packet, Packetizer, Segment, events_packet
+from sensors.readers import FormatError, formats, open_reader
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP_S = 0.05  # sleep in slices so stop() is honoured quickly
+
+
+@dataclass(frozen=True)
+class SegmentFile:
+    path: str
+    label: str | None
+
+
+def dataset_files(root) -> list[SegmentFile]:
+    """The files to replay under ``root`` (a file, a folder, or a folder of class folders)."""
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        return [SegmentFile(root, None)]
+    if not os.path.isdir(root):
+        raise FormatError(root, None, "no such file or folder")
+    suffixes = {s for fmt in formats().values() for s in fmt.suffixes}
+    entries = sorted(os.listdir(root))
+    folders = [e for e in entries if os.path.isdir(os.path.join(root, e))]
+    if folders:
+        files = [SegmentFile(os.path.join(root, folder, name), folder.strip())
+                 for folder in sorted(folders, key=str.strip)
+                 for name in sorted(os.listdir(os.path.join(root, folder)))
+                 if os.path.splitext(name)[1] in suffixes]
+    else:
+        files = [SegmentFile(os.path.join(root, name), None)
+                 for name in entries if os.path.splitext(name)[1] in suffixes]
+    if not files:
+        raise FormatError(root, None, f"no recordings found (looked for {sorted(suffixes)})")
+    return files
+
+
+def class_names(root) -> list[str]:
+    """Sorted class labels of a dataset folder (empty for unlabelled data)."""
+    return sorted({f.label for f in dataset_files(root) if f.label is not None})
+
+
+class Pacer:
+    """Holds sensor time (us) to wall time divided by ``speed``; ``speed <= 0`` never waits."""
+
+    def __init__(self, speed: float, stopping=lambda: False):
+        self.speed = speed
+        self.stopping = stopping
+        self.anchor: tuple[float, int] | None = None
+
+    def reset(self) -> None:
+        self.anchor = None
+
+    def wait_until(self, t_us: int) -> None:
+        if self.speed <= 0:
+            return
+        if self.anchor is None:
+            self.anchor = (time.perf_counter(), t_us)
+            return
+        wall0, t0 = self.anchor
+        due = wall0 + (t_us - t0) / 1e6 / self.speed
+        while not self.stopping():
+            left = due - time.perf_counter()
+            if left <= 0:
+                return
+            time.sleep(min(left, MAX_SLEEP_S))
+
+
+def segment_packets(stream: str, chunks, width: int, height: int, packetizer: Packetizer,
+                    segment: Segment) -> Iterator[Packet]:
+    """Packets of one segment, the first marked ``start`` and the last marked ``end``.
+
+    A segment with no events still yields one empty packet carrying both markers.
+    """
+
+    def cuts():
+        for chunk in chunks:
+            yield from packetizer.push(chunk)
+        yield from packetizer.flush()
+
+    previous, first = None, True
+    for cut in cuts():
+        if previous is not None:
+            yield events_packet(stream, 0, previous, width, height, replace(segment, start=first))
+            first = False
+        previous = cut
+    if previous is None:
+        previous = np.empty(0, EVENT_DTYPE)
+    yield events_packet(stream, 0, previous, width, height, replace(segment, start=first, end=True))
+
+
+def window(chunks, start_us: int, stop_us: int) -> Iterator[np.ndarray]:
+    """Chunks restricted to ``start_us <= t - t_first < stop_us`` (stop 0 means no limit)."""
+    t_first = None
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        if t_first is None:
+            t_first = int(chunk["t"][0])
+        rel = chunk["t"] - t_first
+        keep = rel >= start_us
+        if stop_us > 0:
+            keep &= rel < stop_us
+            if rel[0] >= stop_us:
+                return
+        yield chunk[keep] if not keep.all() else chunk
+
+
+class Replay:
+    """Replays a file or dataset folder as packets (the ``replay`` source's engine)."""
+
+    def __init__(self, stream: str, path, format: str = "auto", speed: float = 0.0,
+                 loop: bool = False, start_us: int = 0, stop_us: int = 0,
+                 packet_us: int = 1000, packet_events: int = 10_000, width: int = 0,
+                 height: int = 0, stopping=lambda: False):
+        self.stream = stream
+        self.files = dataset_files(path)
+        self.format = format
+        self.loop = loop
+        self.start_us, self.stop_us = start_us, stop_us
+        self.packet_us, self.packet_events = packet_us, packet_events
+        self.size = dict(width=width, height=height) if width and height else {}
+        self.stopping = stopping
+        self.pacer = Pacer(speed, stopping)
+        self.skipped: list[str] = []  # errors of recordings that could not be read
+
+    def packets(self) -> Iterator[Packet]:
+        """All packets, segment after segment. A file that turns out unreadable is logged,
+        counted in ``skipped`` and, if it had started, closed with an empty end packet."""
+        segment_id = 0
+        while True:
+            for item in self.files:
+                if self.stopping():
+                    return
+                segment = Segment(segment_id, label=item.label, name=os.path.basename(item.path))
+                started = None
+                try:
+                    for packet in self._segment(item, segment):
+                        started = packet
+                        yield packet
+                        if self.stopping():
+                            return
+                except FormatError as exc:
+                    self.skipped.append(str(exc))
+                    log.error("skipping unreadable recording: %s", exc)
+                    if started is not None:
+                        yield events_packet(self.stream, 0, np.empty(0, EVENT_DTYPE), started.header.width,
+                                            started.header.height, replace(segment, end=True))
+                segment_id += 1
+            if not self.loop:
+                return
+
+    def _segment(self, item: SegmentFile, segment: Segment) -> Iterator[Packet]:
+        reader = open_reader(item.path, self.format, **self.size)
+        packetizer = Packetizer(self.packet_us, self.packet_events)
+        chunks = window(reader.chunks(), self.start_us, self.stop_us)
+        self.pacer.reset()
+        for packet in segment_packets(self.stream, chunks, reader.width, reader.height, packetizer, segment):
+            if len(packet.records):
+                self.pacer.wait_until(packet.header.t_last)
+            yield packet

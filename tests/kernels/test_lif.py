@@ -1,0 +1,193 @@
+"""The exact LIF kernel against a slow per-neuron float64 reference, golden trajectories and Brian2."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from kernels import lif
+from kernels.snn_input import map_inputs, n_inputs
+from sensors.readers import read_all
+
+
+def reference(layers, t, idx):
+    """Slow, obviously-correct simulation: each neuron keeps its own float64 potential and the
+    time it was last updated, and decays in closed form towards its resting level b * tau."""
+    state = []
+    for layer in layers:
+        n = layer["w"].shape[1]
+        state.append({"v": np.zeros(n), "last": np.full(n, float(t[0]) if len(t) else 0.0),
+                      "until": np.full(n, -np.inf)})
+    spikes = []
+    for te, i in zip(t.tolist(), idx.tolist()):
+        if i < 0:
+            continue
+        current = [i]
+        for l, layer in enumerate(layers):
+            s, tau, w = state[l], layer["tau"], layer["w"].astype(np.float64)
+            rest = layer["bias"] * tau if math.isfinite(tau) else 0.0
+            theta = np.broadcast_to(layer["theta"], s["v"].shape)
+            emitted = []
+            for pre in current:
+                s["v"] = rest + (s["v"] - rest) * np.exp(-(te - s["last"]) / tau)
+                s["last"][:] = te
+                open_ = te >= s["until"]
+                s["v"] = s["v"] + np.where(open_, w[pre], 0.0)
+                for j in np.flatnonzero(open_ & (s["v"] >= theta)):
+                    spikes.append((te, l, int(j), s["v"][j]))
+                    emitted.append(int(j))
+                    s["v"][j] = 0.0 if layer["reset"] == "zero" else s["v"][j] - theta[j]
+                    s["until"][j] = te + layer["ref"]
+            current = emitted
+    return spikes
+
+
+def kernel_spikes(layers, t, idx, capacity=1 << 16):
+    net = lif.make_network([l["w"] for l in layers], [l["theta"] for l in layers],
+                           [l["tau"] for l in layers], [l["reset"] for l in layers],
+                           [l["ref"] for l in layers], [l["bias"] for l in layers])
+    state = lif.init_state(net, int(t[0]) if len(t) else 0)
+    out = lif.run(net, state, t, idx, capacity=capacity)
+    return out, net, state
+
+
+def assert_same_spikes(out, ref):
+    got = list(zip(out["t"].tolist(), out["layer"].tolist(), out["neuron"].tolist()))
+    want = [(t, l, j) for t, l, j, _ in ref]
+    assert got == want
+    np.testing.assert_allclose(out["v"], [v for *_, v in ref], rtol=1e-5)
+
+
+def random_layers(rng, sizes):
+    layers = []
+    for l in range(len(sizes) - 1):
+        tau = float(rng.choice([np.inf, rng.uniform(50, 5000)]))
+        theta = rng.uniform(0.5, 1.5, sizes[l + 1])
+        bias = 0.0 if math.isinf(tau) else rng.uniform(-1, 0.9, sizes[l + 1]) * theta / tau
+        layers.append({
+            "w": rng.normal(0.15, 0.4, (sizes[l], sizes[l + 1])).astype(np.float32),
+            "theta": theta, "tau": tau, "bias": bias,
+            "reset": str(rng.choice(["zero", "subtract"])),
+            "ref": int(rng.choice([0, 0, int(rng.integers(1, 300))])),
+        })
+    return layers
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_networks_match_reference(seed):
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.integers(3, 40)) for _ in range(int(rng.integers(2, 5)))]
+    layers = random_layers(rng, sizes)
+    n = 3000
+    # repeated timestamps on purpose: several inputs at one time are delivered in order
+    t = np.sort(rng.integers(0, 200_000, n)).astype(np.int64)
+    idx = rng.integers(-1, sizes[0], n).astype(np.int64)
+    out, _, _ = kernel_spikes(layers, t, idx, capacity=64)  # small buffer: forces resumption
+    ref = reference(layers, t, idx)
+    assert len(ref) > 100, "the random network should spike"
+    assert_same_spikes(out, ref)
+    assert np.all(out["src"] < n) and np.all(t[out["src"]] == out["t"])
+
+
+def nmnist_pixels(recordings, k):
+    files = sorted((recordings / "nmnist" / "Train").glob("*/*.bin"))
+    reader, ev = read_all(files[k])
+    idx = np.empty(len(ev), np.int64)
+    dropped = map_inputs(ev["x"], ev["y"], ev["p"], reader.width, reader.height, 1, 2, idx)
+    assert dropped == 0
+    return ev["t"].astype(np.int64), idx, n_inputs(reader.width, reader.height, 1, 2)
+
+
+@pytest.mark.parametrize("sample", [0, 500])
+def test_nmnist_pixels_match_reference(recordings, sample):
+    t, idx, n_in = nmnist_pixels(recordings, sample)
+    assert n_in == 2 * 34 * 34
+    rng = np.random.default_rng(sample)
+    layers = [
+        {"w": rng.normal(0.02, 0.1, (n_in, 64)).astype(np.float32), "theta": 1.0, "tau": 20_000.0,
+         "bias": 0.0, "reset": "subtract", "ref": 1000},
+        {"w": rng.normal(0.1, 0.3, (64, 10)).astype(np.float32), "theta": 1.0, "tau": np.inf,
+         "bias": 0.0, "reset": "zero", "ref": 0},
+    ]
+    out, _, _ = kernel_spikes(layers, t, idx)
+    ref = reference(layers, t, idx)
+    assert sum(1 for s in ref if s[1] == 1) > 10, "the output layer should spike"
+    assert_same_spikes(out, ref)
+
+
+def single_neuron(reset="zero", ref=0):
+    net = lif.make_network([np.ones((1, 1), np.float32)], 1.0, 1000.0, reset, ref)
+    return net, lif.init_state(net, 0)
+
+
+def test_golden_trajectory_reset_zero():
+    """v(t) pinned by hand: tau = 1 ms, theta = 1, inputs 0.5 @ 0, 0.5 @ 500, 0.375 @ 700 (fires),
+    0.5 @ 1700 (weights exact in float32)."""
+    net, state = single_neuron("zero")
+    net.w[0] = 0.5
+    out = lif.run(net, state, np.array([0, 500]), np.array([0, 0]))
+    assert len(out["t"]) == 0
+    assert lif.potentials(net, state, 0, 500)[0] == pytest.approx(0.8032653298563167, abs=1e-12)
+    net.w[0] = 0.375
+    out = lif.run(net, state, np.array([700]), np.array([0]))
+    assert out["t"].tolist() == [700]
+    assert out["v"][0] == pytest.approx(1.0326580284346956, rel=1e-7)
+    assert lif.potentials(net, state, 0, 700)[0] == 0.0
+    net.w[0] = 0.5
+    lif.run(net, state, np.array([1700]), np.array([0]))
+    assert lif.potentials(net, state, 0, 2700)[0] == pytest.approx(0.18393972058572117, abs=1e-12)
+
+
+def test_golden_trajectory_subtract_and_refractory():
+    net, state = single_neuron("subtract", ref=600)
+    net.w[0] = 0.5
+    lif.run(net, state, np.array([0, 500]), np.array([0, 0]))
+    net.w[0] = 0.375
+    out = lif.run(net, state, np.array([700]), np.array([0]))
+    assert out["t"].tolist() == [700]
+    # v = 1.0326580284346956 - 1 after the spike; an input at 1200 is refractory: discarded
+    net.w[0] = 5.0
+    out = lif.run(net, state, np.array([1200]), np.array([0]))
+    assert len(out["t"]) == 0
+    assert lif.potentials(net, state, 0, 1200)[0] == pytest.approx(0.01980809553140984, abs=1e-12)
+    net.w[0] = 0.5
+    lif.run(net, state, np.array([1300]), np.array([0]))  # the period has ended (700 + 600)
+    assert lif.potentials(net, state, 0, 1700)[0] == pytest.approx(0.34717424026813654, abs=1e-12)
+
+
+def test_bias_drives_towards_rest_in_closed_form():
+    # b = 0.5 / tau: v(t) = 0.5 (1 - exp(-t / tau)) from v(0) = 0, without any input
+    net = lif.make_network([np.zeros((1, 1), np.float32)], 1.0, 1000.0, biases=0.5 / 1000.0)
+    state = lif.init_state(net, 0)
+    assert lif.potentials(net, state, 0, 1000)[0] == pytest.approx(0.5 * (1 - math.exp(-1)))
+    with pytest.raises(ValueError, match="below threshold"):
+        lif.make_network([np.zeros((1, 1), np.float32)], 1.0, 1000.0, biases=1.0 / 1000.0)
+    with pytest.raises(ValueError, match="leaky"):
+        lif.make_network([np.zeros((1, 1), np.float32)], 1.0, np.inf, biases=1e-4)
+
+
+def test_renormalisation_over_long_gaps():
+    """tau = 10 us over 1e12 us: the scale factor would overflow without renormalisation."""
+    rng = np.random.default_rng(7)
+    layers = [{"w": rng.uniform(0, 0.7, (4, 3)).astype(np.float32), "theta": 1.0, "tau": 10.0,
+               "bias": 0.0, "reset": "zero", "ref": 0}]
+    t = np.cumsum(rng.choice([1, 3, 500, 10**9], 2000)).astype(np.int64) + 10**12
+    idx = rng.integers(0, 4, 2000).astype(np.int64)
+    out, net, state = kernel_spikes(layers, t, idx)
+    ref = reference(layers, t, idx)
+    assert len(ref) > 50
+    assert_same_spikes(out, ref)
+    assert np.all(np.isfinite(state.u))
+    assert (t[-1] - state.t0[0]) * net.inv_tau[0] <= lif.RENORM_EXPONENT
+
+
+def test_same_input_twice_is_deterministic(recordings):
+    t, idx, n_in = nmnist_pixels(recordings, 3)
+    rng = np.random.default_rng(1)
+    layers = random_layers(rng, [n_in, 32, 10])
+    a, _, _ = kernel_spikes(layers, t, idx)
+    b, _, _ = kernel_spikes(layers, t, idx)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
