@@ -154,7 +154,7 @@ def _child(config_path: str, name: str, run_dir: str, collector: str) -> None:
     config = load(config_path)
     ctx = zmq.Context()
     runner = NodeRunner(config, name, ctx, "processes", run_dir=run_dir, collector=collector)
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGTERM, lambda *_: runner.interrupt())
     runner.run()
     ctx.term()
     os._exit(1 if runner.failed else 0)
@@ -219,7 +219,7 @@ def run_one(config: Config, name: str, run_dir: str, collector: str = "") -> int
     ctx = zmq.Context()
     runner = NodeRunner(config, name, ctx, "processes", run_dir=run_dir, collector=collector,
                         standalone=True)
-    with _Signals(runner.stop):
+    with _Signals(runner.interrupt):
         final = runner.run()
     ctx.term()
     if config.graph.summary:

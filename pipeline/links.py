@@ -1,11 +1,16 @@
 """Links: one ZeroMQ socket pair per graph edge, in one of two modes.
 
-- ``lossless`` (PUSH -> PULL): the sender blocks once ``hwm`` messages are queued, so nothing is
-  ever dropped; for replay and evaluation.
+- ``lossless`` (DEALER -> DEALER, used one way like PUSH/PULL): the sender blocks once ``hwm``
+  messages are queued, so nothing is ever dropped; for replay and evaluation. End of stream is
+  acknowledged: the receiver answers it with one ``ack`` frame and the sender does not close before
+  that answer. (Trap: ZeroMQ's LINGER alone does not prevent loss here: when the sender closes
+  while the receiver's queue is full, libzmq drops what the receiving side had not yet queued.)
 - ``live`` (XPUB -> SUB): the sender never blocks. A message that finds the queue full is dropped
   and counted at the sender (``XPUB_NODROP`` makes the full queue visible instead of silent);
-  receivers find every loss, wherever it happened, from gaps in the sequence numbers. End of stream
-  is still delivered reliably: the sender waits for room for it.
+  receivers find every loss, wherever it happened, from gaps in the sequence numbers. End of
+  stream waits for room at the sender and is repeated ``LIVE_EOS_REPEATS`` times, spaced by
+  ``LIVE_EOS_SPACING_S``, since a full receiving queue may drop any one copy; receivers ignore
+  the duplicates.
 
 The sending side binds and the receiving side connects, so a stage can be restarted, or moved to
 another host, without touching its upstream. Addresses are ``inproc://``, ``ipc://`` or
@@ -50,8 +55,14 @@ class ReceiveStats:
     malformed: Counter = field(default_factory=Counter)  # reason -> count
 
 
+LINGER_MS = 2000  # how long unsent messages may delay closing a socket
+ACK = b"ack"
+LIVE_EOS_REPEATS = 5
+LIVE_EOS_SPACING_S = 0.1
+
+
 def _configure(sock: zmq.Socket, hwm: int) -> None:
-    sock.setsockopt(zmq.LINGER, 2000)
+    sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
 
@@ -64,7 +75,7 @@ class Sender:
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode, self.aborting = address, mode, aborting
-        self.sock = ctx.socket(zmq.PUSH if mode == LOSSLESS else zmq.XPUB)
+        self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.XPUB)
         _configure(self.sock, hwm)
         if mode == LIVE:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
@@ -100,7 +111,10 @@ class Sender:
 
     def send(self, packet: Packet) -> bool:
         frames = wire.encode(packet)
-        if self.mode == LIVE and not packet.is_eos:
+        if packet.is_eos:
+            self._end(frames)
+            return True
+        if self.mode == LIVE:
             try:
                 self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -108,13 +122,27 @@ class Sender:
                 return False
         else:
             self._blocking_send(frames)
-        if not packet.is_eos:
-            self.stats.packets += 1
-            self.stats.events += packet.header.count
+        self.stats.packets += 1
+        self.stats.events += packet.header.count
         return True
 
+    def _end(self, frames) -> None:
+        """Deliver end of stream: acknowledged on lossless links, repeated on live ones."""
+        if self.mode == LIVE:
+            for _ in range(LIVE_EOS_REPEATS):
+                self._blocking_send(frames)
+                time.sleep(LIVE_EOS_SPACING_S)
+            return
+        self._blocking_send(frames)
+        while True:
+            if self.sock.poll(POLL_MS, zmq.POLLIN):
+                if self.sock.recv() == ACK:
+                    return
+            elif self.aborting():
+                raise Aborted(f"end of stream on {self.address} not acknowledged")
+
     def close(self) -> None:
-        self.sock.close()
+        self.sock.close(linger=0 if self.aborting() else None)
 
 
 class Receiver:
@@ -125,7 +153,7 @@ class Receiver:
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode = address, mode
-        self.sock = ctx.socket(zmq.PULL if mode == LOSSLESS else zmq.SUB)
+        self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.SUB)
         _configure(self.sock, hwm)
         if curve:
             self.sock.curve_serverkey = curve["server_public"]
@@ -149,6 +177,11 @@ class Receiver:
             self.stats.malformed[exc.reason] += 1
             log.warning("malformed message on %s dropped: %s", self.address, exc)
             return None
+        if packet.is_eos:
+            if self.ended:
+                return None  # a repeated end of stream (live links)
+            if self.mode == LOSSLESS:
+                self.sock.send(ACK, zmq.NOBLOCK)
         self._track(packet)
         return packet
 

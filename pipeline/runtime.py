@@ -71,6 +71,10 @@ class NodeRunner:
         if self.settings.kind == SOURCE:
             self.node.stop()
 
+    def interrupt(self) -> None:
+        """SIGINT/SIGTERM on a single node: the first stops gracefully, the second aborts."""
+        self.abort() if self._stop.is_set() else self.stop()
+
     def abort(self) -> None:
         """Give up on blocked sends (the graph is being torn down after a failure)."""
         self._abort.set()

@@ -1,7 +1,12 @@
 """AEDAT 4.0 recordings (iniVation), read through dv-processing's ``MonoCameraRecording``.
 
 Only the event stream is replayed; IMU, frame and trigger streams are listed in
-``Reader.streams`` and skipped. Timestamps are the file's own (us since the Unix epoch).
+``Reader.streams`` and skipped. Timestamps are the file's own (us since the Unix epoch). A file
+with several cameras is read through ``camera`` (the camera name, as ``evpipe info`` lists it).
+
+dv-processing 2.0 never returns from ``getNextEventBatch`` on some corrupted LZ4 packets, so by
+default (``validate=1``) the file is first walked once with faery's AEDAT decoder, which reports
+corruption as an error; ``validate=0`` skips that pass for trusted files.
 """
 
 from __future__ import annotations
@@ -16,9 +21,25 @@ from sensors.readers import Format, FormatError, Reader, register_format
 MAGIC = b"#!AER-DAT4.0"
 
 
-def open_aedat4(path: str, camera: str = "") -> Reader:
+def validate_packets(path: str) -> None:
+    """Decode every packet with faery; FormatError on corruption (faery reports no offset)."""
+    from faery.extension import aedat
+
+    from sensors.eventstream import faery_errors
+
+    try:
+        with aedat.Decoder(path=path) as decoder:
+            for _ in decoder:
+                pass
+    except faery_errors() as exc:
+        raise FormatError(path, None, f"corrupt AEDAT 4.0 packet (faery: {exc})") from None
+
+
+def open_aedat4(path: str, camera: str = "", validate: int = 1) -> Reader:
     import dv_processing as dv
 
+    if validate:
+        validate_packets(path)
     try:
         recording = dv.io.MonoCameraRecording(path, camera) if camera else dv.io.MonoCameraRecording(path)
     except RuntimeError as exc:

@@ -26,6 +26,7 @@ from sensors.readers import FormatError, formats, open_reader
 log = logging.getLogger(__name__)
 
 MAX_SLEEP_S = 0.05  # sleep in slices so stop() is honoured quickly
+SPIN_S = 0.001  # the last stretch before a packet is due is busy-waited
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,50 @@ class Pacer:
             left = due - time.perf_counter()
             if left <= 0:
                 return
-            time.sleep(min(left, MAX_SLEEP_S))
+            if left > SPIN_S:  # sleep overshoots by ~0.1 ms: sleep short of the deadline, then spin
+                time.sleep(min(left - SPIN_S, MAX_SLEEP_S))
+
+
+TIME_POLICIES = ("keep", "sort", "drop")
+
+
+class TimeOrder:
+    """Policy for events whose t is below an earlier event's (sensor reordering, corrupt data).
+
+    ``keep`` passes them on; ``sort`` sorts each packet by t (stable); ``drop`` removes them.
+    ``backwards`` counts the events found out of order (before the policy applied), over all
+    packets seen.
+    """
+
+    def __init__(self, policy: str = "keep"):
+        if policy not in TIME_POLICIES:
+            raise ValueError(f"timestamp policy must be one of {TIME_POLICIES}, not {policy!r}")
+        self.policy = policy
+        self.latest = None
+        self.backwards = 0
+
+    def apply(self, events: np.ndarray) -> np.ndarray:
+        if not len(events):
+            return events
+        t = events["t"]
+        running = np.maximum.accumulate(t if self.latest is None else np.maximum(t, self.latest))
+        late = t < running
+        found = int(np.count_nonzero(late))
+        self.backwards += found
+        self.latest = int(running[-1])
+        if not found or self.policy == "keep":
+            return events
+        if self.policy == "drop":
+            return events[~late]
+        return events[np.argsort(t, kind="stable")]
 
 
 def segment_packets(stream: str, chunks, width: int, height: int, packetizer: Packetizer,
-                    segment: Segment) -> Iterator[Packet]:
+                    segment: Segment, order: TimeOrder | None = None) -> Iterator[Packet]:
     """Packets of one segment, the first marked ``start`` and the last marked ``end``.
 
-    A segment with no events still yields one empty packet carrying both markers.
+    A segment with no events still yields one empty packet carrying both markers. ``order``
+    applies a timestamp policy to every packet.
     """
 
     def cuts():
@@ -102,6 +139,7 @@ def segment_packets(stream: str, chunks, width: int, height: int, packetizer: Pa
 
     previous, first = None, True
     for cut in cuts():
+        cut = order.apply(cut) if order is not None else cut
         if previous is not None:
             yield events_packet(stream, 0, previous, width, height, replace(segment, start=first))
             first = False
@@ -134,7 +172,7 @@ class Replay:
     def __init__(self, stream: str, path, format: str = "auto", speed: float = 0.0,
                  loop: bool = False, start_us: int = 0, stop_us: int = 0,
                  packet_us: int = 1000, packet_events: int = 10_000, width: int = 0,
-                 height: int = 0, stopping=lambda: False):
+                 height: int = 0, stopping=lambda: False, timestamps: str = "keep"):
         self.stream = stream
         self.files = dataset_files(path)
         self.format = format
@@ -144,6 +182,7 @@ class Replay:
         self.size = dict(width=width, height=height) if width and height else {}
         self.stopping = stopping
         self.pacer = Pacer(speed, stopping)
+        self.order = TimeOrder(timestamps)  # .backwards counts out-of-order events
         self.skipped: list[str] = []  # errors of recordings that could not be read
 
     def packets(self) -> Iterator[Packet]:
@@ -177,7 +216,9 @@ class Replay:
         packetizer = Packetizer(self.packet_us, self.packet_events)
         chunks = window(reader.chunks(), self.start_us, self.stop_us)
         self.pacer.reset()
-        for packet in segment_packets(self.stream, chunks, reader.width, reader.height, packetizer, segment):
+        self.order.latest = None  # each file has its own time base
+        for packet in segment_packets(self.stream, chunks, reader.width, reader.height, packetizer,
+                                      segment, self.order):
             if len(packet.records):
                 self.pacer.wait_until(packet.header.t_last)
             yield packet

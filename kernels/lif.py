@@ -1,0 +1,270 @@
+"""Exact event-driven layers of leaky (LIF) and non-leaky (IF) integrate-and-fire neurons.
+
+Model (per neuron j of layer l, time t in us, no time step)::
+
+    dv_j/dt = -(v_j - b_j * tau_l) / tau_l     between inputs (leaky; b_j: bias in potential/us)
+    dv_j/dt = 0                                 between inputs (non-leaky, tau_l = inf, no bias)
+    v_j += W_l[i, j]                            when presynaptic i spikes (unless j is refractory)
+
+A bias current b_j therefore moves the potential exponentially towards its resting level
+``r_j = b_j * tau_l``, integrated in closed form between inputs. Biases are restricted to
+``r_j < theta_j`` (and to leaky layers), so a potential below threshold never crosses it between
+inputs: every spike happens at the time of an input and is timed exactly.
+
+Scaled-potential trick (one time constant per layer): the state holds
+``u_j = (v_j - r_j) * exp((t - t0_l) / tau_l)``, which is constant between inputs. An input at
+time t costs one ``g = exp((t - t0_l)/tau_l)`` per layer and one multiply-add ``u_j += W[i, j] * g``
+per synapse; the threshold test is ``u_j >= (theta_j - r_j) * g``. When ``(t - t0_l)/tau_l``
+exceeds ``RENORM_EXPONENT`` the layer is renormalised (``u *= 1/g``, ``t0_l = t``), which keeps
+``u`` far from float64 overflow; this costs one pass over the layer, rarely.
+
+Semantics, stated for the reference in the tests and for Brian2 comparisons:
+
+- After each input delivered to a layer, every non-refractory neuron of that layer whose potential
+  is >= theta fires once, at the input's time (a neuron fires at most once per delivered input;
+  after a reset by subtraction a potential still above theta fires at the layer's next input).
+- Reset to zero sets v = 0; reset by subtraction sets v -= theta.
+- Refractory period ``ref_l`` us: a neuron that fired at t_s discards every input with
+  t < t_s + ref_l (they neither add to v nor make it fire); its potential keeps following its own
+  dynamics (decay towards r_j) meanwhile. ``ref_l = 0`` means no refractoriness.
+- Spikes of layer l are delivered to layer l + 1 at the same time, in the order they were
+  emitted (input order, then neuron index); all consequences of one input event are computed
+  through every layer before the next input event. Deterministic.
+- Initial potential v = 0 (not the resting level r).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+RESET_ZERO = 0
+RESET_SUBTRACT = 1
+RESETS = {"zero": RESET_ZERO, "subtract": RESET_SUBTRACT}
+RENORM_EXPONENT = 32.0  # renormalise a layer when its scale factor exceeds e**32 (~8e13)
+
+
+class LIFNetwork(NamedTuple):
+    """Parameters, packed in plain arrays; build with ``make_network``.
+
+    sizes: int64[L+1] layer widths, inputs first. w: float32 flat, layer l row-major
+    (sizes[l], sizes[l+1]) at w_off[l]. Per layer: n_off (first neuron in per-neuron arrays),
+    inv_tau (1/us, 0 for IF), reset code, refractory (us). Per neuron: theta (threshold),
+    rest (r = b * tau, the level a bias drives towards), thr (theta - rest).
+    """
+
+    sizes: np.ndarray
+    w: np.ndarray
+    w_off: np.ndarray
+    n_off: np.ndarray
+    inv_tau: np.ndarray
+    reset: np.ndarray
+    refractory: np.ndarray
+    theta: np.ndarray
+    rest: np.ndarray
+    thr: np.ndarray
+
+
+class LIFState(NamedTuple):
+    """Mutable state: u (float64 per neuron, scaled shifted potential), t0 (int64 per layer, us),
+    ref_until (int64 per neuron: first time, us, at which the neuron accepts input again)."""
+
+    u: np.ndarray
+    t0: np.ndarray
+    ref_until: np.ndarray
+
+
+def make_network(weights, thresholds, taus_us, resets="zero", refractory_us=0,
+                 biases=None) -> LIFNetwork:
+    """Pack a network. ``weights[l]`` has shape (n_in, n_out); thresholds and biases (potential
+    per us) are scalars or per-neuron arrays per layer; ``taus_us[l]`` is ``inf`` for IF layers;
+    ``resets`` is "zero"/"subtract" (one or per layer); ``refractory_us`` int us (one or per layer).
+    """
+    n_layers = len(weights)
+    per_layer = lambda value: list(value) if isinstance(value, (list, tuple)) else [value] * n_layers
+    thresholds, taus_us = per_layer(thresholds), per_layer(taus_us)
+    resets, refractory_us = per_layer(resets), per_layer(refractory_us)
+    biases = per_layer(0.0 if biases is None else biases)
+    sizes = [np.asarray(weights[0]).shape[0]]
+    for l, w in enumerate(weights):
+        if np.asarray(w).ndim != 2 or np.asarray(w).shape[0] != sizes[-1]:
+            raise ValueError(f"layer {l}: weights must be ({sizes[-1]}, n_out), got {np.shape(w)}")
+        sizes.append(np.asarray(w).shape[1])
+    theta, rest = [], []
+    for l in range(n_layers):
+        n = sizes[l + 1]
+        th = np.broadcast_to(np.asarray(thresholds[l], dtype=np.float64), (n,))
+        b = np.broadcast_to(np.asarray(biases[l], dtype=np.float64), (n,))
+        tau = float(taus_us[l])
+        if not tau > 0:
+            raise ValueError(f"layer {l}: tau must be > 0 us (inf for IF), got {tau}")
+        if np.any(th <= 0):
+            raise ValueError(f"layer {l}: thresholds must be > 0")
+        if np.isinf(tau) and np.any(b != 0):
+            raise ValueError(f"layer {l}: bias currents need a leaky layer (finite tau)")
+        r = b * tau if np.isfinite(tau) else np.zeros(n)
+        if np.any(r >= th):
+            raise ValueError(f"layer {l}: bias * tau must stay below threshold (no bias-driven "
+                             f"spikes between inputs)")
+        if resets[l] not in RESETS:
+            raise ValueError(f"layer {l}: reset must be one of {sorted(RESETS)}, got {resets[l]!r}")
+        if int(refractory_us[l]) < 0:
+            raise ValueError(f"layer {l}: refractory period must be >= 0 us")
+        theta.append(th)
+        rest.append(r)
+    theta, rest = np.concatenate(theta), np.concatenate(rest)
+    inv_tau = np.array([0.0 if np.isinf(float(t)) else 1.0 / float(t) for t in taus_us])
+    w_sizes = [sizes[l] * sizes[l + 1] for l in range(n_layers)]
+    return LIFNetwork(
+        sizes=np.asarray(sizes, dtype=np.int64),
+        w=np.concatenate([np.asarray(w, dtype=np.float32).ravel() for w in weights]),
+        w_off=np.concatenate([[0], np.cumsum(w_sizes)[:-1]]).astype(np.int64),
+        n_off=np.concatenate([[0], np.cumsum(sizes[1:])[:-1]]).astype(np.int64),
+        inv_tau=inv_tau,
+        reset=np.array([RESETS[r] for r in resets], dtype=np.int8),
+        refractory=np.asarray(refractory_us, dtype=np.int64),
+        theta=theta, rest=rest, thr=theta - rest,
+    )
+
+
+def init_state(net: LIFNetwork, t0: int = 0) -> LIFState:
+    """A state with every potential at 0 at time ``t0`` (us)."""
+    state = LIFState(np.empty(len(net.theta)), np.empty(len(net.inv_tau), dtype=np.int64),
+                     np.empty(len(net.theta), dtype=np.int64))
+    reset_state(net, state, t0)
+    return state
+
+
+def reset_state(net: LIFNetwork, state: LIFState, t0: int) -> None:
+    """Set every potential to 0 at time ``t0`` (us) and end refractory periods, in place."""
+    state.u[:] = -net.rest
+    state.t0[:] = t0
+    state.ref_until[:] = np.iinfo(np.int64).min
+
+
+def max_spikes_per_event(net: LIFNetwork) -> int:
+    """Upper bound on the spikes one input event can cause (layer l fires at most once per
+    neuron per delivered input)."""
+    total, previous = 0, 1
+    for n in net.sizes[1:]:
+        previous *= int(n)
+        total += previous
+    return total
+
+
+def potentials(net: LIFNetwork, state: LIFState, layer: int, t: int) -> np.ndarray:
+    """Membrane potentials v (float64) of ``layer`` at time ``t`` (us, >= the last input)."""
+    o, n = net.n_off[layer], net.sizes[layer + 1]
+    decay = np.exp(-(t - state.t0[layer]) * net.inv_tau[layer])
+    return net.rest[o:o + n] + state.u[o:o + n] * decay
+
+
+@njit(cache=True, nogil=True)
+def _deliver(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
+             u, t0, ref_until, layer, i, t, src,
+             out_t, out_neuron, out_layer, out_v, out_src, n):
+    """Deliver presynaptic spike ``i`` at ``t`` to ``layer``; append its spikes at ``n``."""
+    n_out = sizes[layer + 1]
+    o = n_off[layer]
+    x = (t - t0[layer]) * inv_tau[layer]
+    if x > RENORM_EXPONENT:
+        f = np.exp(-x)
+        for j in range(o, o + n_out):
+            u[j] *= f
+        t0[layer] = t
+        x = 0.0
+    g = np.exp(x)
+    # contiguous views and separate update / test loops: this is the form LLVM vectorises
+    ws = w[w_off[layer] + i * n_out:w_off[layer] + (i + 1) * n_out]
+    us = u[o:o + n_out]
+    if refractory[layer] == 0:
+        for j in range(n_out):
+            us[j] += ws[j] * g
+    else:
+        rs = ref_until[o:o + n_out]
+        for j in range(n_out):
+            us[j] += ws[j] * g * (t >= rs[j])
+    ts = thr[o:o + n_out]
+    crossed = 0
+    for j in range(n_out):
+        crossed += us[j] >= ts[j] * g
+    if crossed == 0:
+        return n
+    for j in range(n_out):
+        k = o + j
+        if u[k] >= thr[k] * g and t >= ref_until[k]:
+            out_t[n] = t
+            out_neuron[n] = j
+            out_layer[n] = layer
+            out_v[n] = rest[k] + u[k] / g
+            out_src[n] = src
+            n += 1
+            if reset[layer] == RESET_ZERO:
+                u[k] = -rest[k] * g
+            else:
+                u[k] -= theta[k] * g
+            ref_until[k] = t + refractory[layer]
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
+         u, t0, ref_until, in_t, in_idx, bound,
+         out_t, out_neuron, out_layer, out_v, out_src):
+    """Process input events in order until done or fewer than ``bound`` output slots remain.
+
+    Negative input indices are skipped. Returns (input events consumed, spikes written).
+    """
+    n = 0
+    capacity = len(out_t)
+    n_layers = len(sizes) - 1
+    for e in range(len(in_t)):
+        if n + bound > capacity:
+            return e, n
+        if in_idx[e] < 0:
+            continue
+        t = in_t[e]
+        start = n
+        n = _deliver(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
+                     u, t0, ref_until, 0, in_idx[e], t, e,
+                     out_t, out_neuron, out_layer, out_v, out_src, n)
+        for layer in range(1, n_layers):
+            end = n
+            for q in range(start, end):
+                n = _deliver(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest,
+                             thr, u, t0, ref_until, layer, out_neuron[q], t, e,
+                             out_t, out_neuron, out_layer, out_v, out_src, n)
+            start = end
+    return len(in_t), n
+
+
+SPIKE_FIELDS = ("t", "neuron", "layer", "v", "src")
+
+
+def run(net: LIFNetwork, state: LIFState, t: np.ndarray, idx: np.ndarray,
+        capacity: int = 1 << 16) -> dict[str, np.ndarray]:
+    """Run input events (t int64 us, sorted; idx int64 input neuron, < 0 skipped) through the
+    network, updating ``state``. Returns the spikes of every layer in emission order as arrays
+    ``t`` (us), ``neuron`` (index within its layer), ``layer``, ``v`` (potential at the crossing,
+    before reset) and ``src`` (index of the input event that caused it)."""
+    t = np.ascontiguousarray(t, dtype=np.int64)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    if len(idx) and (idx.max() >= net.sizes[0]):
+        raise ValueError(f"input index {int(idx.max())} out of range for {net.sizes[0]} inputs")
+    bound = max_spikes_per_event(net)
+    capacity = max(capacity, 2 * bound)
+    buffers = [np.empty(capacity, np.int64), np.empty(capacity, np.int32),
+               np.empty(capacity, np.int16), np.empty(capacity, np.float32),
+               np.empty(capacity, np.int64)]
+    pieces, done = [], 0
+    while True:
+        consumed, written = _run(*net, *state, t[done:], idx[done:], bound, *buffers)
+        pieces.append([b[:written].copy() for b in buffers])
+        for piece in pieces[-1][4:]:
+            piece += done
+        done += consumed
+        if done == len(t):
+            break
+    return {name: np.concatenate([p[k] for p in pieces]) for k, name in enumerate(SPIKE_FIELDS)}

@@ -1,0 +1,55 @@
+"""``evpipe info FILE``: format, resolution, event count, time range, ON fraction, streams."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from sensors.readers import FormatError
+
+NAME = "info"
+HELP = "describe a recording: format, resolution, events, first/last time, ON fraction"
+
+
+def add_reader_arguments(parser) -> None:
+    """Options shared by the commands that open recordings (info, convert)."""
+    parser.add_argument("--format", default="auto", help="reader format (default: detect from content)")
+    parser.add_argument("--sensor", default="", help="sensor name or WxH when the file does not say")
+    parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="reader option, e.g. evt3_time=expelliarmus or columns=t,x,y,p")
+
+
+def reader_options(args) -> dict:
+    """Reader keyword options from ``--sensor`` and ``-o KEY=VALUE`` (ints parsed as ints)."""
+    options = {"sensor": args.sensor} if args.sensor else {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"evpipe: -o expects KEY=VALUE, got {item!r}")
+        options[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value
+    return options
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", help="recording to describe")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_reader_arguments(parser)
+
+
+def main(args) -> int:
+    from sensors.info import info
+
+    try:
+        summary = info(args.file, args.format, **reader_options(args))
+    except FormatError as exc:
+        print(f"evpipe info: {exc}", file=sys.stderr)
+        return 2
+    except TypeError as exc:  # an option the chosen reader does not take
+        print(f"evpipe info: {args.file}: bad reader option: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    for key, value in summary.items():
+        print(f"{key:>12}: {', '.join(value) if isinstance(value, list) else value}")
+    return 0

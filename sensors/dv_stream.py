@@ -1,0 +1,107 @@
+"""Live dv-processing inputs (cameras, DV network streams) as packet sources, with reconnection.
+
+Both ``dv_processing.io.camera`` devices and ``dv_processing.io.NetworkReader`` expose
+``getNextEventBatch()`` (an ``EventStore`` or None when nothing is ready), ``getEventResolution()``
+and ``isRunning()``. ``DvSource`` turns their batches into packets the same way for both: each
+batch is cut by time (``packet_us``) or count (``packet_events``) and sent at once (a live
+source never holds events back waiting for the next batch). When the input stops running or
+cannot be opened, it is reopened with exponential backoff while the rest of the graph keeps
+running; ``reconnects`` counts the successful reopenings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator
+
+from pipeline.events import from_dv
+from pipeline.packet import Packet, Packetizer, events_packet
+from pipeline.stage import Source
+
+log = logging.getLogger(__name__)
+POLL_S = 0.001  # wait between polls when no batch is ready
+SLEEP_SLICE_S = 0.05  # sleep in slices so stop() is honoured quickly
+# what dv-processing raises when an input cannot be opened (no camera found: IndexError)
+OPEN_ERRORS = (RuntimeError, IndexError, OSError)
+
+
+class Backoff:
+    """Delays (s) that double from ``initial`` up to ``maximum``; ``reset`` after a success."""
+
+    def __init__(self, initial: float = 0.1, maximum: float = 5.0):
+        self.initial, self.maximum = initial, maximum
+        self.delay = initial
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(self.delay * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.initial
+
+
+class DvSource(Source):
+    """Base of the camera and network sources: subclasses implement ``open()`` and ``describe()``."""
+
+    def __init__(self, name: str, packet_us: int = 1000, packet_events: int = 10_000,
+                 backoff_s: float = 0.1, backoff_max_s: float = 5.0):
+        super().__init__(name)
+        self.packet_us, self.packet_events = packet_us, packet_events
+        self.backoff = Backoff(backoff_s, backoff_max_s)
+        self.reconnects = 0
+        self.input = None
+
+    def open(self):
+        """A running dv-processing input; raises one of OPEN_ERRORS when it cannot be opened."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(min(SLEEP_SLICE_S, max(end - time.monotonic(), 0)))
+
+    def _connect(self) -> bool:
+        """Open the input, waiting with backoff between failures; False when stopped first."""
+        opened_before = self.input is not None
+        while not self.stopping:
+            try:
+                self.input = self.open()
+                if opened_before:
+                    self.reconnects += 1
+                self.backoff.reset()
+                log.info("%s: connected to %s", self.name, self.describe())
+                return True
+            except OPEN_ERRORS as exc:
+                delay = self.backoff.next()
+                log.warning("%s: cannot open %s (%s); retrying in %.2f s", self.name,
+                            self.describe(), exc, delay)
+                self._sleep(delay)
+        return False
+
+    def packets(self) -> Iterator[Packet]:
+        packetizer = Packetizer(self.packet_us, self.packet_events)
+        while self._connect():
+            width, height = self.input.getEventResolution()
+            while not self.stopping:
+                try:
+                    batch = self.input.getNextEventBatch() if self.input.isRunning() else None
+                except RuntimeError as exc:
+                    log.warning("%s: %s failed (%s)", self.name, self.describe(), exc)
+                    batch = None
+                if batch is None:
+                    if not self.input.isRunning():
+                        log.warning("%s: %s went away; reconnecting", self.name, self.describe())
+                        break
+                    time.sleep(POLL_S)
+                    continue
+                events = from_dv(batch).copy()  # the store's buffer dies with the batch
+                for cut in packetizer.push(events) + packetizer.flush():
+                    yield events_packet(self.name, 0, cut, width, height)
+            self.input = None if self.stopping else self.input
+
+    def close(self) -> None:
+        self.input = None

@@ -1,0 +1,123 @@
+"""HOTS layer vs a per-event reference that follows Lagorce et al. 2017 literally."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import tonic
+
+from kernels.hots import ALL, MERGE, SAME, hots_layer, hots_map, surface_dim
+from pipeline.events import from_structured
+
+
+def reference_surface(last, t, x, y, c, radius, tau, mode):
+    """S(u, c) = exp(-(t - last[c, y+v, x+u]) / tau); never-fired and off-sensor pixels give 0."""
+    channels = range(last.shape[0]) if mode == ALL else [0 if mode == MERGE else c]
+    values = []
+    for cc in channels:
+        for v in range(-radius, radius + 1):
+            for u in range(-radius, radius + 1):
+                yy, xx = y + v, x + u
+                inside = 0 <= yy < last.shape[1] and 0 <= xx < last.shape[2]
+                seen = inside and last[cc, yy, xx] is not None
+                values.append(math.exp(-(t - last[cc, yy, xx]) / tau) if seen else 0.0)
+    return np.array(values)
+
+
+def reference_hots(events, width, height, channels, radius, tau, mode, protos, learn):
+    """One event at a time: update memory, build S, nearest prototype, paper's online update."""
+    last = np.full((channels if mode != MERGE else 1, height, width), None, dtype=object)
+    protos = [None if p is None else p.copy() for p in protos]
+    hits = [0 if p is None else 1 for p in protos]
+    out, distances = [], []
+    for t, x, y, c in events.tolist():
+        last[0 if mode == MERGE else c, y, x] = t
+        s = reference_surface(last, t, x, y, c, radius, tau, mode)
+        if learn and any(p is None for p in protos):
+            k = next(j for j, p in enumerate(protos) if p is None)
+            protos[k], hits[k] = s.copy(), 1
+            distances.append(None)
+        else:
+            d = np.array([np.sum((p - s) ** 2) for p in protos])
+            k = int(np.argmin(d))
+            distances.append(d)
+            if learn:
+                beta = protos[k] @ s / (np.linalg.norm(protos[k]) * np.linalg.norm(s))
+                alpha = 0.01 / (1 + hits[k] / 20000)
+                protos[k] = protos[k] + alpha * (s - beta * protos[k])
+                hits[k] += 1
+        out.append(k)
+    return np.array(out), np.array(protos), distances
+
+
+def nmnist_sample(recordings, index):
+    path = sorted((recordings / "nmnist" / "Train").glob("*/*.bin"))[index]
+    return from_structured(tonic.io.read_mnist_file(str(path), dtype=tonic.datasets.NMNIST.dtype))
+
+
+def run_kernel(events, width, height, channels, radius, tau, mode, protos, hits, learn, chunks=1):
+    surf, clock = hots_map(width, height, channels, radius, mode)
+    out = np.empty(len(events), np.int16)
+    bounds = np.linspace(0, len(events), chunks + 1).astype(int)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        ev = events[lo:hi]
+        hots_layer(ev["t"], ev["x"], ev["y"], ev["p"], surf, clock, radius, tau, mode,
+                   protos, hits, learn, out[lo:hi])
+    return out
+
+
+def assert_same_winners(ours, expected, distances):
+    """Equal winners, except at exact near-ties of the reference distances (rounding order)."""
+    for i in np.nonzero(ours != expected)[0]:
+        d = distances[i]
+        assert d is not None and abs(d[ours[i]] - d[expected[i]]) <= 1e-9 * max(1.0, d.max()), i
+    assert (ours == expected).mean() > 0.999
+
+
+@pytest.mark.parametrize("mode", [SAME, ALL, MERGE])
+def test_learning_layer_equals_reference_on_nmnist(recordings, mode):
+    events = nmnist_sample(recordings, 123)[:1500]
+    radius, tau, n = 2, 20_000.0, 8
+    dim = surface_dim(2, radius, mode)
+    protos, hits = np.zeros((dim, n)), np.zeros(n, np.int64)
+    ours = run_kernel(events, 34, 34, 2, radius, tau, mode, protos, hits, True, chunks=3)
+    expected, expected_protos, distances = reference_hots(
+        events[["t", "x", "y", "p"]], 34, 34, 2, radius, tau, mode, [None] * n, True)
+    assert_same_winners(ours, expected, distances)
+    np.testing.assert_allclose(protos.T, expected_protos, rtol=1e-9, atol=1e-12)
+    assert len(np.unique(ours)) > n // 2
+    assert hits.sum() == len(events) and np.array_equal(hits, np.bincount(ours, minlength=n))
+
+
+def test_fixed_prototypes_equal_reference_with_time_gaps_and_borders(recordings):
+    # two samples back to back, 40 s apart: forces the map rescaling (500 tau) in between
+    first, second = nmnist_sample(recordings, 7)[:800], nmnist_sample(recordings, 901)[:800]
+    second = second.copy()
+    second["t"] += first["t"][-1] + 40_000_000
+    events = np.concatenate([first, second])
+    radius, tau, n = 3, 50_000.0, 16
+    rng = np.random.default_rng(4)
+    protos = rng.random((surface_dim(2, radius, SAME), n)) * 0.3
+    hits = np.ones(n, np.int64)
+    before = protos.copy()
+    ours = run_kernel(events, 34, 34, 2, radius, tau, SAME, protos, hits, False)
+    expected, _, distances = reference_hots(
+        events[["t", "x", "y", "p"]], 34, 34, 2, radius, tau, SAME, list(before.T), False)
+    assert_same_winners(ours, expected, distances)
+    np.testing.assert_array_equal(protos, before)  # no learning: prototypes untouched
+    border = (events["x"] < radius) | (events["y"] < radius) | (events["x"] >= 34 - radius)
+    assert border.any()
+
+
+def test_first_surface_is_only_the_event_itself():
+    # memory starts at minus infinity: a lone event sees 1 at its centre and 0 elsewhere,
+    # also at the sensor corner where the neighbourhood leaves the sensor (no mirroring)
+    events = np.zeros(1, dtype=[("t", np.int64), ("x", np.int16), ("y", np.int16), ("p", np.int8)])
+    radius, n = 2, 1
+    protos, hits = np.zeros((surface_dim(2, radius, SAME), n)), np.zeros(n, np.int64)
+    run_kernel(events, 5, 5, 2, radius, 1000.0, SAME, protos, hits, True)
+    expected = np.zeros((5, 5))
+    expected[2, 2] = 1.0
+    np.testing.assert_array_equal(protos[:, 0].reshape(5, 5), expected)

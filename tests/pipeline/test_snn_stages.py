@@ -1,0 +1,170 @@
+"""The "snn" and "decoder" stages and the model file, on real N-MNIST samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels import lif
+from kernels.snn_input import map_inputs
+from pipeline.model import SnnModel, load_model
+from pipeline.nodes.snn import SAMPLE, SPIKE, DecoderParams, DecoderStage, SnnParams, SnnStage
+from pipeline.packet import Packetizer, Segment, events_packet
+from pipeline.registry import lookup
+from pipeline.stage import run_chain
+from sensors.readers import read_all
+
+TRAIN_PER_CLASS = 30
+
+
+def class_files(recordings):
+    """(label, sorted files) per class folder; folder names end in a carriage return."""
+    folders = sorted((recordings / "nmnist" / "Train").iterdir())
+    return [(folder.name.strip(), sorted(folder.glob("*.bin"))) for folder in folders]
+
+
+def pixel_indices(events):
+    idx = np.empty(len(events), np.int64)
+    map_inputs(events["x"], events["y"], events["p"], 34, 34, 1, 2, idx)
+    return idx
+
+
+@pytest.fixture(scope="module")
+def model_path(recordings, tmp_path_factory):
+    """A 2312 -> 10 IF model whose weights are class templates (mean event-count images of
+    TRAIN_PER_CLASS samples per class, centred): a crude but real classifier."""
+    classes, templates = [], []
+    for label, files in class_files(recordings):
+        counts = np.zeros(2312)
+        for f in files[:TRAIN_PER_CLASS]:
+            idx = pixel_indices(read_all(f)[1])
+            counts += np.bincount(idx, minlength=2312) / len(idx)
+        classes.append(label)
+        templates.append(counts / TRAIN_PER_CLASS)
+    w = (np.array(templates) - np.mean(templates, axis=0)).T
+    model = SnnModel(weights=((w / np.abs(w).max()).astype(np.float32),), thresholds=(1.0,),
+                     biases=(0.0,), taus_us=(np.inf,), resets=("subtract",),
+                     refractory_us=(0,), classes=tuple(classes))
+    path = tmp_path_factory.mktemp("model") / "templates.npz"
+    model.save(path)
+    return path
+
+
+def sample_packets(files_and_labels, gap_us=0, markers=True):
+    """Replay samples back to back as 1 ms packets, one segment per sample (start/end marked)."""
+    packets, offset = [], 0
+    for seg_id, (label, path) in enumerate(files_and_labels):
+        events = read_all(path)[1].copy()
+        events["t"] += offset
+        offset = int(events["t"][-1]) + 1 + gap_us
+        packetizer = Packetizer(max_us=1000)
+        chunks = packetizer.push(events) + packetizer.flush()
+        for k, chunk in enumerate(chunks):
+            segment = Segment(seg_id, start=k == 0, end=k == len(chunks) - 1, label=label,
+                              name=path.name) if markers else None
+            packets.append(events_packet("nmnist", len(packets), chunk, 34, 34, segment))
+    return packets
+
+
+def held_out(recordings, per_class):
+    return [(label, f) for label, files in class_files(recordings)
+            for f in files[TRAIN_PER_CLASS:TRAIN_PER_CLASS + per_class]]
+
+
+def test_model_round_trip_and_errors(model_path, tmp_path):
+    model = load_model(model_path)
+    assert model.classes == tuple(str(d) for d in range(10))
+    assert model.net.sizes.tolist() == [2312, 10]
+    assert np.isinf(model.taus_us[0]) and model.resets == ("subtract",)
+    archive = dict(np.load(model_path))
+    del archive["reset"]
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, **archive)
+    with pytest.raises(ValueError, match="lacks key 'reset'"):
+        load_model(broken)
+    archive = dict(np.load(model_path))
+    archive["cell"] = np.array(2)
+    np.savez(broken, **archive)
+    with pytest.raises(ValueError, match="w0 has 2312 rows, the input mapping needs 578"):
+        load_model(broken)
+
+
+def test_snn_stage_equals_kernel_with_resets_at_segment_starts(recordings, model_path):
+    samples = held_out(recordings, 1)[:3]
+    stage = lookup("snn").build("snn", SnnParams(model=str(model_path), layers="all"))
+    out = run_chain(sample_packets(samples), [stage])
+    net = load_model(model_path).net
+    for seg_id, (_, path) in enumerate(samples):
+        events = read_all(path)[1]
+        state = lif.init_state(net, int(events["t"][0]))
+        want = lif.run(net, state, events["t"], pixel_indices(events))
+        mine = [p for p in out if p.header.segment.id == seg_id]
+        got = np.concatenate([p.records for p in mine])
+        spikes = got[got["kind"] == SPIKE]
+        offset = mine[0].header.t_first - int(events["t"][0])
+        np.testing.assert_array_equal(spikes["t"] - offset, want["t"])
+        np.testing.assert_array_equal(spikes["neuron"], want["neuron"])
+        np.testing.assert_array_equal(spikes["seen"], want["src"] + 1)
+        last = mine[-1].records[mine[-1].records["kind"] == SAMPLE]
+        assert last["seen"].tolist() == [len(events)] * 10
+        np.testing.assert_allclose(last["v"], lif.potentials(net, state, 0, int(events["t"][-1])),
+                                   rtol=1e-6)
+
+
+def test_snn_and_decoder_classify_held_out_samples(recordings, model_path):
+    samples = held_out(recordings, 4)
+    snn = SnnStage("snn", SnnParams(model=str(model_path)))
+    decoder = DecoderStage("decoder", DecoderParams(model=str(model_path), rule="count", k=5,
+                                                    final="always"))
+    packets = sample_packets(samples)
+    starts = {p.header.segment.id: p.header.t_first for p in packets if p.header.segment.start}
+    ends = {p.header.segment.id: p.header.t_last for p in packets if p.header.segment.end}
+    records = [r for p in run_chain(packets, [snn, decoder]) for r in p.records]
+    early = [r for r in records if r["rule"] == "count"]
+    final = [r for r in records if r["rule"] in ("end", "forced")]
+    assert [r["segment"] for r in final] == list(range(len(samples)))
+    assert len(early) >= len(samples) // 2
+    for r in records:
+        label = samples[r["segment"]][0]
+        assert r["label"] == label and r["class_name"] == str(r["class"])
+        assert starts[r["segment"]] == r["t_start"] <= r["t"] <= ends[r["segment"]]
+        assert r["latency_ns"] >= 0 and r["stream"] == "nmnist"
+    for r in early:
+        assert r["margin"] >= 5 and r["events"] < read_all(samples[r["segment"]][1])[1].size
+    accuracy = np.mean([r["class_name"] == r["label"] for r in final])
+    assert accuracy >= 0.25, accuracy  # chance is 0.10; the template model gets ~0.4
+
+
+def test_margin_rule_and_forced_decision(recordings, model_path):
+    samples = held_out(recordings, 1)[:2]
+    snn = SnnStage("snn", SnnParams(model=str(model_path)))
+    strict = DecoderStage("d", DecoderParams(model=str(model_path), rule="margin", margin=1e9))
+    records = [r for p in run_chain(sample_packets(samples), [snn, strict]) for r in p.records]
+    assert [r["rule"] for r in records] == ["forced", "forced"]
+    snn = SnnStage("snn", SnnParams(model=str(model_path)))
+    loose = DecoderStage("d", DecoderParams(model=str(model_path), rule="margin", margin=0.05))
+    records = [r for p in run_chain(sample_packets(samples), [snn, loose]) for r in p.records]
+    assert [r["rule"] for r in records] == ["margin", "margin"]
+    assert all(r["margin"] >= 0.05 for r in records)
+
+
+def test_activity_segmentation_finds_each_sample(recordings, model_path):
+    samples = held_out(recordings, 1)[:3]
+    packets = sample_packets(samples, gap_us=300_000, markers=False)
+    snn = SnnStage("snn", SnnParams(model=str(model_path), segments="activity",
+                                    activity_tau_us=20_000, onset_rate=5_000, offset_rate=1_000))
+    decoder = DecoderStage("d", DecoderParams(model=str(model_path), rule="first"))
+    out = run_chain(packets, [snn])
+    segments = [p.header.segment for p in out]
+    assert sorted({s.id for s in segments}) == [0, 1, 2]
+    assert [s.id for s in segments if s.start] == [0, 1, 2]
+    assert [s.id for s in segments if s.end] == [0, 1, 2]
+    marked = sample_packets(samples, gap_us=300_000)
+    sample_end = {p.header.segment.id: p.header.t_last for p in marked if p.header.segment.end}
+    for s_id in range(3):  # the offset comes after the sample's last event, before the next one
+        mine = [p for p in out if p.header.segment.id == s_id]
+        assert sample_end[s_id] <= mine[-1].header.t_last < sample_end[s_id] + 300_000
+    records = [r for p in run_chain(packets, [SnnStage("snn", snn.params), decoder])
+               for r in p.records]
+    assert [r["segment"] for r in records] == [0, 1, 2]
+    assert all(r["rule"] == "first" and r["margin"] == 1 for r in records)

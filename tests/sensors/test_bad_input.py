@@ -1,0 +1,123 @@
+"""Bad input: empty, truncated, wrong magic, unsupported versions and flipped bytes of the real
+samples give a FormatError naming the file (and the byte offset, for the formats decoded here),
+never a hang or another exception. Fuzz cases are bounded: a few dozen per format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sensors.aedat3 import write_aedat3
+from sensors.common import split_header
+from sensors.readers import FormatError, read_all
+
+CUTS, FLIPS = 24, 24
+# formats decoded by a library that reports no byte offset
+NO_OFFSET = {"aedat4", "es", "hdf5"}
+
+
+def sample_bytes(recordings, tmp_path) -> dict[str, tuple[bytes, str]]:
+    """Name -> (bytes, suffix) of a real sample of every format (small prefixes of the big ones)."""
+    def head(name, size=None):
+        data = (recordings / name).read_bytes()
+        return data if size is None else data[:size]
+
+    csv = head("eventstream/dvs_disc.csv", 40_000)
+    csv = csv[:csv.rindex(b"\n") + 1]
+    _, events = read_all(recordings / "aedat4/dvxplorer_sample.aedat4")
+    write_aedat3(tmp_path / "sample.aedat", events[:20_000], 320, 240, "DVXplorer Lite")
+    from faery.extension import es
+
+    with es.Encoder(tmp_path / "sample.es", "dvs", True, (320, 240)) as encoder:
+        packet = np.zeros(20_000, [("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("on", "?")])
+        for field, ours in (("t", "t"), ("x", "x"), ("y", "y"), ("on", "p")):
+            packet[field] = events[ours][:20_000]
+        encoder.write(packet)
+    return {
+        "aedat4": (head("aedat4/dvxplorer_sample.aedat4"), ".aedat4"),
+        "aedat2": (head("jaer/dvs128_short.aedat", 200_000), ".aedat"),
+        "aedat3": ((tmp_path / "sample.aedat").read_bytes(), ".aedat"),
+        "evt2": (head("prophesee/evt2_sample.raw", 300_000), ".raw"),
+        "evt3": (head("prophesee/evt3_sample.raw"), ".raw"),
+        "dat": (head("prophesee/NCARS_obj_004397_td.dat"), ".dat"),
+        "csv": (csv, ".csv"),
+        "nmnist": (head("nmnist/Train/0\r/1.bin") if (recordings / "nmnist/Train/0\r/1.bin").exists()
+                   else next((recordings / "nmnist/Train").glob("*/*.bin")).read_bytes(), ".bin"),
+        "npy": (head("prophesee/evt3_test_pedestrians.npy"), ".npy"),
+        "es": ((tmp_path / "sample.es").read_bytes(), ".es"),
+    }
+
+
+def check(path, name) -> None:
+    """Reading ``path`` either works or raises a FormatError naming it (and an offset)."""
+    try:
+        read_all(path)
+    except FormatError as exc:
+        assert str(path) in str(exc)
+        if name not in NO_OFFSET and "unrecognised format" not in str(exc):
+            assert exc.offset is not None and 0 <= exc.offset <= path.stat().st_size, str(exc)
+
+
+def test_fuzz_truncations_and_byte_flips(recordings, tmp_path):
+    rng = np.random.default_rng(2024)
+    for name, (data, suffix) in sample_bytes(recordings, tmp_path).items():
+        cuts = np.unique(np.concatenate([np.arange(0, 40), rng.integers(0, len(data), CUTS)]))
+        for n, cut in enumerate(cuts):
+            path = tmp_path / f"{name}_cut{n}{suffix}"
+            path.write_bytes(data[:cut])
+            check(path, name)
+        for n, at in enumerate(rng.integers(0, len(data), FLIPS)):
+            flipped = bytearray(data)
+            flipped[at] ^= 1 << int(rng.integers(0, 8))
+            path = tmp_path / f"{name}_flip{n}{suffix}"
+            path.write_bytes(bytes(flipped))
+            check(path, name)
+
+
+def test_empty_file_names_the_file(tmp_path):
+    path = tmp_path / "empty.raw"
+    path.write_bytes(b"")
+    with pytest.raises(FormatError, match="empty.raw at byte 0"):
+        read_all(path)
+
+
+def test_truncated_evt3_word_names_its_offset(recordings, tmp_path):
+    data = (recordings / "prophesee/evt3_sample.raw").read_bytes()
+    path = tmp_path / "cut.raw"
+    path.write_bytes(data[:-1])
+    with pytest.raises(FormatError) as err:
+        read_all(path)
+    assert err.value.offset == len(data) - 2 and "truncated record" in str(err.value)
+
+
+def test_unknown_evt3_word_type_names_its_offset(recordings, tmp_path):
+    data = bytearray((recordings / "prophesee/evt3_sample.raw").read_bytes())
+    _, words_start = split_header("evt3", bytes(data), b"%", b"% end")
+    words_start += 200  # a word well inside the data
+    data[words_start + 1] = 0x1F  # little-endian: type 0x1 does not exist in EVT 3.0
+    path = tmp_path / "bad.raw"
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError) as err:
+        read_all(path)
+    assert err.value.offset == words_start and "unknown word type" in str(err.value)
+
+
+@pytest.mark.parametrize("content,problem", [
+    (b"#!AER-DAT9.9\r\n", "unsupported AEDAT version"),
+    (b"% evt 4.0\n\x00\x00", "the header says EVT4, not EVT3"),
+    (b"% Version 3\n% Data file containing Event2D events.\n", "unsupported DAT version"),
+])
+def test_unsupported_versions(tmp_path, content, problem):
+    path = tmp_path / "file.bin2"
+    path.write_bytes(content)
+    fmt = {b"#": "aedat2", b"% e": "prophesee_evt3", b"% V": "prophesee_dat"}
+    name = next(v for k, v in fmt.items() if content.startswith(k))
+    with pytest.raises(FormatError, match=problem):
+        read_all(path, name)
+
+
+def test_wrong_magic_is_not_detected(tmp_path):
+    path = tmp_path / "random.aedat4"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(FormatError, match="unrecognised format"):
+        read_all(path)

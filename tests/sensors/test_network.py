@@ -1,0 +1,63 @@
+"""DV network source against a real dv-processing NetworkWriter on loopback, restarted mid-stream."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+from sensors.network import NetworkSource
+from sensors.readers import read_all
+from conftest import AEDAT4_SAMPLE, ROOT
+
+SERVER = ROOT / "tests" / "sensors" / "dv_server.py"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(port: int, start: int, stop: int) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, str(SERVER), str(port), str(start), str(stop)],
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"})
+    assert server.stdout.readline().strip() == "listening"
+    return server
+
+
+def test_every_event_arrives_across_a_server_restart():
+    _, events = read_all(AEDAT4_SAMPLE)
+    assert len(events) == 111_954
+    port, half = free_port(), len(events) // 2
+    first = start_server(port, 0, half)
+    source = NetworkSource("dv", port=port, backoff_s=0.02, backoff_max_s=0.2)
+    received, headers = [], []
+
+    def consume():
+        for packet in source.packets():
+            received.append(packet.records)
+            headers.append(packet.header)
+            if sum(map(len, received)) >= len(events):
+                source.stop()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    try:
+        assert first.communicate(timeout=60)[0].strip() == f"sent {half}"
+        second = start_server(port, half, len(events))  # the server comes back on the same port
+        assert second.communicate(timeout=60)[0].strip() == f"sent {len(events) - half}"
+        consumer.join(30)
+    finally:
+        source.stop()
+    assert not consumer.is_alive()
+    assert source.reconnects == 1
+    got = np.concatenate(received)
+    assert len(got) == len(events) and (got == events).all()
+    assert all((h.width, h.height) == (320, 240) for h in headers)
+    assert all(h.t_last - h.t_first < 1000 and h.count <= 10_000 for h in headers)
