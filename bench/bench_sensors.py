@@ -10,26 +10,15 @@ largest |sensor time / speed - wall time| over its packets, as the release time 
 
 from __future__ import annotations
 
-import pathlib
 import tempfile
 import time
 
 import numpy as np
 
+from bench.common import RECORDINGS, best_of
 from sensors.readers import open_reader, read_all
 from sensors.replay import Replay
 
-RECORDINGS = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "recordings"
-
-
-def best_of(fn, repeats=5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def stream(path, **options) -> None:

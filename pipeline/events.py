@@ -91,7 +91,7 @@ def empty_events(n: int = 0) -> np.ndarray:
 def make_events(t, x, y, p) -> np.ndarray:
     """Canonical events from four equally long sequences (t in us, p: nonzero means ON)."""
     t = np.asarray(t)
-    out = np.empty(len(t), dtype=EVENT_DTYPE)
+    out = np.zeros(len(t), dtype=EVENT_DTYPE)  # zeroed padding: payloads are deterministic
     out["t"] = t
     out["x"] = x
     out["y"] = y

@@ -59,6 +59,7 @@ LINGER_MS = 2000  # how long unsent messages may delay closing a socket
 ACK = b"ack"
 LIVE_EOS_REPEATS = 5
 LIVE_EOS_SPACING_S = 0.1
+ZERO_COPY_BYTES = 64 * 1024  # payloads at least this large are sent without copying
 
 
 def _configure(sock: zmq.Socket, hwm: int) -> None:
@@ -71,7 +72,7 @@ class Sender:
     """Sending end of one edge. ``send`` returns False when a live link dropped the packet."""
 
     def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
-                 aborting=lambda: False, curve: dict | None = None):
+                 aborting=lambda: False):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode, self.aborting = address, mode, aborting
@@ -79,10 +80,6 @@ class Sender:
         _configure(self.sock, hwm)
         if mode == LIVE:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
-        if curve:
-            self.sock.curve_server = True
-            self.sock.curve_secretkey = curve["secret"]
-            self.sock.curve_publickey = curve["public"]
         self.sock.bind(address)
         self.stats = SendStats()
         self.subscribers = 0
@@ -99,10 +96,21 @@ class Sender:
                     self.subscribers += 1
         return self.subscribers > 0
 
+    def _send_now(self, frames) -> None:
+        """Send the three frames without blocking (zmq.Again when the queue is full).
+
+        Topic and header are small and copied; the payload goes zero-copy when it is large
+        enough for that to pay (ZeroMQ copies small frames anyway).
+        """
+        topic, head, payload = frames
+        self.sock.send(topic, zmq.NOBLOCK | zmq.SNDMORE)
+        self.sock.send(head, zmq.SNDMORE)  # later parts of a message never block
+        self.sock.send(payload, copy=len(payload) < ZERO_COPY_BYTES)
+
     def _blocking_send(self, frames) -> None:
         while True:
             try:
-                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self._send_now(frames)
                 return
             except zmq.Again:
                 if self.aborting():
@@ -110,13 +118,14 @@ class Sender:
                 self.sock.poll(POLL_MS, zmq.POLLOUT)
 
     def send(self, packet: Packet) -> bool:
-        frames = wire.encode(packet)
+        """Send ``packet`` stamped with the current host time; False if a live link dropped it."""
+        frames = wire.encode(packet, sent_ns=time.time_ns())
         if packet.is_eos:
             self._end(frames)
             return True
         if self.mode == LIVE:
             try:
-                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                self._send_now(frames)
             except zmq.Again:
                 self.stats.dropped += 1
                 return False
@@ -148,17 +157,12 @@ class Sender:
 class Receiver:
     """Receiving end of one edge: validated packets, per-reason malformed counts, gap counts."""
 
-    def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
-                 curve: dict | None = None):
+    def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode = address, mode
         self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.SUB)
         _configure(self.sock, hwm)
-        if curve:
-            self.sock.curve_serverkey = curve["server_public"]
-            self.sock.curve_secretkey = curve["secret"]
-            self.sock.curve_publickey = curve["public"]
         if mode == LIVE:
             self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(address)

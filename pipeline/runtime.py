@@ -2,8 +2,8 @@
 
 A ``NodeRunner`` owns the node's sockets (created in the thread that uses them) and:
 
-- stamps every emitted packet with the node's stream name, the next sequence number and the host
-  send time (ns), and sends it on every output link;
+- stamps every emitted packet with the node's stream name and the next sequence number, and
+  sends it on every output link (each link stamps the host send time, ns);
 - calls ``process`` for each received data packet and ``finish`` once every input has delivered
   end of stream, then sends end of stream downstream;
 - on ``stop()`` (SIGINT/SIGTERM): a source stops reading and ends its stream, so in-flight packets
@@ -93,7 +93,7 @@ class NodeRunner:
 
     def _emit(self, packets: list[Packet], arrival_ns: int | None = None) -> None:
         for packet in packets:
-            packet.header = packet.header.with_(stream=self.name, seq=self.seq, sent_ns=time.time_ns())
+            packet.header = packet.header.with_(stream=self.name, seq=self.seq)
             self.seq += 1
             for sender in self.senders:
                 sender.send(packet)

@@ -18,6 +18,7 @@ import json
 
 import numpy as np
 
+from kernels.bounds import xy_range
 from pipeline.events import JSON_DTYPE_NAME, dtype_by_name
 from pipeline.packet import DATA, EOS, KINDS, Header, Packet, Segment, encode_json_records
 
@@ -50,21 +51,26 @@ class Malformed(ValueError):
         self.detail = detail
 
 
-def header_to_dict(header: Header, itemsize: int) -> dict:
+def header_to_dict(header: Header, itemsize: int, sent_ns: int | None = None) -> dict:
     seg = header.segment
     return {
         "v": VERSION, "stream": header.stream, "seq": header.seq, "dtype": header.dtype,
         "itemsize": itemsize, "count": header.count, "width": header.width,
         "height": header.height, "t_first": header.t_first, "t_last": header.t_last,
-        "clock": header.clock, "sent_ns": header.sent_ns, "kind": header.kind,
+        "clock": header.clock, "sent_ns": header.sent_ns if sent_ns is None else sent_ns,
+        "kind": header.kind,
         "segment": None if seg is None else {
             "id": seg.id, "start": seg.start, "end": seg.end, "label": seg.label, "name": seg.name,
         },
     }
 
 
-def encode(packet: Packet) -> list:
-    """The three frames of ``packet``; the payload frame is the record buffer itself (no copy)."""
+def encode(packet: Packet, sent_ns: int | None = None) -> list:
+    """The three frames of ``packet``; the payload frame is the record buffer itself (no copy).
+
+    ``sent_ns`` (host ``time.time_ns()``) replaces the header's send time when given: links stamp
+    the moment each copy is sent.
+    """
     header = packet.header
     if header.dtype == JSON_DTYPE_NAME:
         payload = encode_json_records(packet.records)
@@ -76,7 +82,7 @@ def encode(packet: Packet) -> list:
                             f"not the registered {header.dtype!r} layout")
         payload = memoryview(records).cast("B") if records.size else b""
         itemsize = records.dtype.itemsize
-    head = json.dumps(header_to_dict(header, itemsize), separators=(",", ":")).encode()
+    head = json.dumps(header_to_dict(header, itemsize, sent_ns), separators=(",", ":")).encode()
     return [header.stream.encode(), head, payload]
 
 
@@ -155,15 +161,32 @@ def decode(frames) -> Packet:
     return Packet(header, records)
 
 
+def _int16_columns(dtype: np.dtype) -> tuple[int, int] | None:
+    """Int16 column indices of x and y when both are aligned int16 fields, else None."""
+    fields = dtype.fields or {}
+    if "x" not in fields or "y" not in fields or dtype.itemsize % 2:
+        return None
+    (x_type, x_offset), (y_type, y_offset) = fields["x"][:2], fields["y"][:2]
+    if x_type != np.dtype("<i2") or y_type != np.dtype("<i2") or x_offset % 2 or y_offset % 2:
+        return None
+    return x_offset // 2, y_offset // 2
+
+
 def check_bounds(header: Header, records: np.ndarray) -> None:
     """Raise Malformed('bounds') when an x/y field lies outside the declared width/height."""
     if not len(records) or header.width <= 0 or header.height <= 0:
         return
-    names = records.dtype.names
+    columns = _int16_columns(records.dtype)
+    if columns is not None:  # one compiled pass over the buffer
+        words = records.view(np.int16).reshape(len(records), -1)
+        x_low, x_high, y_low, y_high = xy_range(words, *columns)
+        ranges = {"x": (x_low, x_high), "y": (y_low, y_high)}
+    else:
+        ranges = {axis: (int(records[axis].min()), int(records[axis].max()))
+                  for axis in ("x", "y") if axis in records.dtype.names}
     for axis, size in (("x", header.width), ("y", header.height)):
-        if axis in names:
-            values = records[axis]
-            low, high = int(values.min()), int(values.max())
+        if axis in ranges:
+            low, high = ranges[axis]
             if low < 0 or high >= size:
                 raise Malformed("bounds", f"{axis} in [{low}, {high}] outside [0, {size})")
 

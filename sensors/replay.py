@@ -26,7 +26,6 @@ from sensors.readers import FormatError, formats, open_reader
 log = logging.getLogger(__name__)
 
 MAX_SLEEP_S = 0.05  # sleep in slices so stop() is honoured quickly
-SPIN_S = 0.001  # the last stretch before a packet is due is busy-waited
 
 
 @dataclass(frozen=True)
@@ -86,8 +85,9 @@ class Pacer:
             left = due - time.perf_counter()
             if left <= 0:
                 return
-            if left > SPIN_S:  # sleep overshoots by ~0.1 ms: sleep short of the deadline, then spin
-                time.sleep(min(left - SPIN_S, MAX_SLEEP_S))
+            # plain sleep (it overshoots by ~0.1 ms on Linux); never spin: a paced replay of
+            # 1 ms packets would otherwise keep a core busy
+            time.sleep(min(left, MAX_SLEEP_S))
 
 
 TIME_POLICIES = ("keep", "sort", "drop")
