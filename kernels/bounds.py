@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+
+# read-only array argument: accepts received (read-only) payload buffers and writable arrays alike
+_SIGNATURE = types.UniTuple(types.int16, 4)(types.Array(types.int16, 2, "A", readonly=True),
+                                            types.int64, types.int64)
 
 
 # Compiled eagerly (from the cache after the first run) when imported, so the first packet a
 # receiver validates does not pay for compilation.
-@njit("UniTuple(int16, 4)(int16[:, :], int64, int64)", cache=True, nogil=True)
+@njit([_SIGNATURE], cache=True, nogil=True)
 def xy_range(words: np.ndarray, x_col: int, y_col: int) -> tuple[int, int, int, int]:
     """(x min, x max, y min, y max) of records viewed as an (n, k) int16 matrix.
 

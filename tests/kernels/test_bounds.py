@@ -20,6 +20,8 @@ def test_matches_numpy_on_real_recordings():
         for chunk in (events, events[:1], events[1000:1003], events[-777:]):
             words = chunk.view(np.int16).reshape(len(chunk), -1)
             assert xy_range(words, 4, 5) == reference(chunk)
+            received = np.frombuffer(chunk.tobytes(), np.int16).reshape(len(chunk), -1)  # read-only
+            assert xy_range(received, 4, 5) == reference(chunk)
 
 
 def test_negative_and_extreme_coordinates_in_feature_records():
