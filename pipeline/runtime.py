@@ -106,10 +106,12 @@ class NodeRunner:
         if reporter.due():
             reporter.send(self.metrics.snapshot(self.receivers, self.senders))
 
-    def _fail(self, where: str) -> None:
+    def _fail(self, where: str, exc: BaseException) -> None:
+        """Record and log a failure of the node's own code, with its traceback."""
         self.failed = True
-        self.metrics.error = f"{where}: {traceback.format_exc().strip().splitlines()[-1]}"
-        log.error("node %r failed in %s:\n%s", self.name, where, traceback.format_exc())
+        self.metrics.error = f"{where}: {type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        log.error("node %r failed in %s:\n%s", self.name, where, trace)
 
     def _run_source(self, reporter: MetricsReporter) -> None:
         for sender in self.senders:
@@ -150,8 +152,8 @@ class NodeRunner:
                     start = time.perf_counter_ns()
                     try:
                         out = self.node.process(packet)
-                    except Exception:
-                        self._fail(f"process(packet seq {packet.header.seq} from {packet.header.stream})")
+                    except Exception as exc:  # the node's bug or bad data: report, keep draining
+                        self._fail(f"process(packet seq {packet.header.seq} from {packet.header.stream})", exc)
                         continue
                     self.metrics.busy_ns += time.perf_counter_ns() - start
                     self._emit(out, arrival)
@@ -170,8 +172,8 @@ class NodeRunner:
                     self._emit(self.node.finish())
             except Aborted:
                 log.warning("node %r: sends abandoned during shutdown", self.name)
-            except Exception:
-                self._fail("run" if self.settings.kind == SOURCE else "finish")
+            except Exception as exc:  # reported; end of stream still goes downstream
+                self._fail("run" if self.settings.kind == SOURCE else "finish", exc)
             try:
                 for sender in self.senders:
                     sender.send(eos_packet(self.name, self.seq))
@@ -180,8 +182,8 @@ class NodeRunner:
         finally:
             try:
                 self.node.close()
-            except Exception:
-                self._fail("close")
+            except Exception as exc:  # reported in the final metrics
+                self._fail("close", exc)
             final = self.metrics.snapshot(self.receivers, self.senders, final=True)
             reporter.send(final, final=True)
             reporter.close()

@@ -134,3 +134,37 @@ def test_every_subcommand_has_help():
     for command in ("run", "stage", "replay", "info", "convert", "devices"):
         done = evpipe(command, "--help")
         assert done.returncode == 0 and "usage: evpipe " + command in done.stdout
+
+
+def test_graph_split_over_separate_stage_commands(tmp_path):
+    """Each node started on its own with `evpipe stage`, linked over tcp, as on separate hosts."""
+    out = tmp_path / "split.npy"
+    first, second = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "split.toml", f"""
+[source.replay]
+type = "replay"
+path = "{AEDAT4_SAMPLE}"
+
+[stage.pass]
+type = "passthrough"
+
+[sink.record]
+type = "npy"
+path = "{out}"
+
+[[link]]
+from = "replay"
+to = "pass"
+address = "{first}"
+
+[[link]]
+from = "pass"
+to = "record"
+address = "{second}"
+""")
+    procs = [subprocess.Popen(EVPIPE + ["stage", name, "-c", str(config)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for name in ("record", "pass", "replay")]
+    for proc in procs:
+        assert proc.wait(120) == 0, proc.stderr.read()
+    events = np.load(out)
+    assert len(events) == 111_954 and np.all(np.diff(events["t"]) >= 0)
