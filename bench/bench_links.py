@@ -4,7 +4,8 @@ Throughput: a sender in this process, a receiver in a separate process, over ipc
 packets of 1k, 10k and 100k events. Ours is ``pipeline.links`` (header encoded per packet,
 every received message validated, sequence tracked); the peer is raw pyzmq sending the same
 three frames (same buffers, zero-copy) with no encoding or checks. Rate is measured at the
-receiver from the first to the last message. Target: ours >= 0.8x raw at 10k events.
+receiver from the first to the last message; best of 3 alternating rounds each. Target: ours
+>= 0.8x raw at 10k events.
 
 Latency: 1000-event packets paced at 1 Mev/s (one per ms) for 2 s over tcp loopback; the
 receiver takes host arrival time minus the header's send time (both ``time.time_ns``). Target:
@@ -28,9 +29,10 @@ from pipeline.links import LOSSLESS, Receiver, Sender
 from pipeline.packet import eos_packet, events_packet
 
 SIZES = (1_000, 10_000, 100_000)
-BYTES_PER_RUN = 400 * 2**20  # about this much payload per throughput run
+BYTES_PER_RUN = 200 * 2**20  # about this much payload per throughput run
 LATENCY_S, LATENCY_BUDGET_MS = 2.0, 2.0
 HWM = 64
+ROUNDS = 3
 
 
 def free_tcp() -> str:
@@ -56,6 +58,7 @@ def receive(kind: str, address: str, count: int) -> dict:
     transit = []
     if kind == "ours":
         receiver = Receiver(ctx, address, LOSSLESS, HWM)
+        print("ready", flush=True)
         n = 0
         while True:
             packet = receiver.receive()
@@ -73,6 +76,7 @@ def receive(kind: str, address: str, count: int) -> dict:
         sock = ctx.socket(zmq.PULL)
         sock.setsockopt(zmq.RCVHWM, HWM)
         sock.connect(address)
+        print("ready", flush=True)
         n = 0
         while True:
             frames = sock.recv_multipart(copy=False)
@@ -125,7 +129,8 @@ def send(kind: str, address: str, packets: list[np.ndarray], pace_s: float = 0.0
 
 def measure(kind: str, address: str, packets: list[np.ndarray], pace_s: float = 0.0) -> dict:
     proc = spawn_receiver(kind, address, len(packets))
-    time.sleep(0.3)  # let the receiver connect
+    if proc.stdout.readline().strip() != "ready":  # imported and connected: no start-up backlog
+        raise RuntimeError(f"{kind} receiver did not start")
     send(kind, address, packets, pace_s)
     out, _ = proc.communicate(timeout=300)
     result = json.loads(out)
@@ -144,10 +149,11 @@ def run() -> list[dict]:
         for size in SIZES:
             count = max(200, BYTES_PER_RUN // (size * EVENT_DTYPE.itemsize))
             packets = [events(size, seq % 16) for seq in range(min(count, 16))] * (count // 16)
-            rates = {}
-            for kind in ("ours", "raw"):
-                result = measure(kind, address_for(transport), packets)
-                rates[kind] = (len(packets) - 1) * size / result["seconds"]
+            rates = {"ours": 0.0, "raw": 0.0}
+            for _ in range(ROUNDS):  # alternate, keep the best of each: the machine is shared
+                for kind in rates:
+                    result = measure(kind, address_for(transport), packets)
+                    rates[kind] = max(rates[kind], (len(packets) - 1) * size / result["seconds"])
             target = 0.8 if size == 10_000 else None
             records.append(record(f"lossless link {transport}, {size:,}-event packets vs raw pyzmq",
                                   rates["ours"], rates["raw"], "events/s", target))

@@ -161,25 +161,20 @@ def decode(frames) -> Packet:
     return Packet(header, records)
 
 
-def _int16_columns(dtype: np.dtype) -> tuple[int, int] | None:
-    """Int16 column indices of x and y when both are aligned int16 fields, else None."""
+def _compiled_layout(dtype: np.dtype) -> bool:
+    """Whether records have int16 x and y at bytes 8 and 10 of 16 (what ``xy_range`` reads)."""
     fields = dtype.fields or {}
-    if "x" not in fields or "y" not in fields or dtype.itemsize % 2:
-        return None
-    (x_type, x_offset), (y_type, y_offset) = fields["x"][:2], fields["y"][:2]
-    if x_type != np.dtype("<i2") or y_type != np.dtype("<i2") or x_offset % 2 or y_offset % 2:
-        return None
-    return x_offset // 2, y_offset // 2
+    return (dtype.itemsize == 16 and "x" in fields and "y" in fields
+            and fields["x"][:2] == (np.dtype("<i2"), 8) and fields["y"][:2] == (np.dtype("<i2"), 10))
 
 
 def check_bounds(header: Header, records: np.ndarray) -> None:
     """Raise Malformed('bounds') when an x/y field lies outside the declared width/height."""
     if not len(records) or header.width <= 0 or header.height <= 0:
         return
-    columns = _int16_columns(records.dtype)
-    if columns is not None:  # one compiled pass over the buffer
-        words = records.view(np.int16).reshape(len(records), -1)
-        x_low, x_high, y_low, y_high = xy_range(words, *columns)
+    if _compiled_layout(records.dtype):  # one compiled pass over the buffer
+        words = np.ascontiguousarray(records).view(np.int16).reshape(len(records), 8)
+        x_low, x_high, y_low, y_high = xy_range(words)
         ranges = {"x": (x_low, x_high), "y": (y_low, y_high)}
     else:
         ranges = {axis: (int(records[axis].min()), int(records[axis].max()))
