@@ -1,8 +1,8 @@
 """Event filters: background-activity denoise, refractory period and pixel masks (ROI, hot pixels).
 
 Each kernel writes a boolean ``keep`` array (one entry per event) and returns how many events it
-keeps; per-pixel state lives in int64 (height, width) maps of timestamps in us that the caller
-owns, so a stream can be filtered packet by packet with the same result as in one go.
+keeps; per-pixel state lives in int64 maps of timestamps in us that the caller owns
+(``last_times``), so a stream can be filtered packet by packet with the same result as in one go.
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ from kernels.timesurface import NEVER
 
 
 def last_times(width: int, height: int, dv_compatible: bool = False) -> np.ndarray:
-    """A (height, width) int64 last-timestamp map.
+    """An int64 last-timestamp map of (height + 2, width + 2): pixel (x, y) is ``[y + 1, x + 1]``.
 
-    ``dv_compatible`` starts it at 0 like dv-processing's zero-initialised ``TimeSurface``, so an
-    event in the first ``duration`` us of the clock counts as supported by pixels that never fired.
-    Otherwise it starts at ``NEVER`` (minus infinity), which is what the filters mean.
+    The one-pixel border stays ``NEVER`` (minus infinity): pixels beyond the sensor never fired,
+    so the 3 x 3 neighbourhood of any pixel is read without bounds checks.
+    ``dv_compatible`` starts the sensor pixels at 0 like dv-processing's zero-initialised
+    ``TimeSurface``, so an event in the first ``duration`` us of the clock counts as supported by
+    pixels that never fired. Otherwise they start at ``NEVER``, which is what the filters mean.
     """
-    return np.full((height, width), 0 if dv_compatible else NEVER, dtype=np.int64)
+    last = np.full((height + 2, width + 2), NEVER, dtype=np.int64)
+    if dv_compatible:
+        last[1:-1, 1:-1] = 0
+    return last
 
 
 @njit(cache=True, nogil=True)
@@ -29,21 +34,23 @@ def background_activity(t, x, y, last, duration, keep):
 
     Same decision as dv-processing ``noise.BackgroundActivityNoiseFilter``: an event at (x, y, t)
     is kept when some neighbour pixel (the pixel itself excluded, sensor borders clipped) holds a
-    time ``t_n`` with ``t - t_n < duration``; then ``last[y, x] = t`` for every event, kept or not.
+    time ``t_n`` with ``t - t_n < duration``, i.e. when ``t`` minus the latest neighbour time is
+    below ``duration``; then the pixel takes ``t`` for every event, kept or not. Branch-free: the
+    padded map (``last_times``) has no border cases, and unsigned flat indices skip numba's
+    negative-index wraparound.
     """
-    height, width = last.shape
+    cols = np.uint64(last.shape[1])
+    flat = last.reshape(-1)
+    one = np.uint64(1)
     kept = 0
     for i in range(t.shape[0]):
-        ti, xi, yi = t[i], x[i], y[i]
-        support = False
-        for yy in range(max(yi - 1, 0), min(yi + 2, height)):
-            for xx in range(max(xi - 1, 0), min(xi + 2, width)):
-                if ti - last[yy, xx] < duration and (yy != yi or xx != xi):
-                    support = True
-                    break
-            if support:
-                break
-        last[yi, xi] = ti
+        ti = t[i]
+        mid = (np.uint64(y[i]) + one) * cols + np.uint64(x[i]) + one
+        up, down = mid - cols, mid + cols
+        newest = max(max(max(flat[up - one], flat[up]), max(flat[up + one], flat[mid - one])),
+                     max(max(flat[mid + one], flat[down - one]), max(flat[down], flat[down + one])))
+        flat[mid] = ti
+        support = ti - newest < duration
         keep[i] = support
         kept += support
     return kept
@@ -57,9 +64,10 @@ def refractory(t, x, y, last, period, keep):
     """
     kept = 0
     for i in range(t.shape[0]):
-        ok = t[i] - last[y[i], x[i]] >= period
+        yi, xi = y[i] + 1, x[i] + 1  # the map is padded (``last_times``)
+        ok = t[i] - last[yi, xi] >= period
         if ok:
-            last[y[i], x[i]] = t[i]
+            last[yi, xi] = t[i]
             kept += 1
         keep[i] = ok
     return kept

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 RESET_ZERO = 0
 RESET_SUBTRACT = 1
@@ -162,81 +163,93 @@ def potentials(net: LIFNetwork, state: LIFState, layer: int, t: int) -> np.ndarr
 
 
 @njit(cache=True, nogil=True)
-def _deliver(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
-             u, t0, ref_until, layer, i, t, src,
-             out_t, out_neuron, out_layer, out_v, out_src, n):
-    """Deliver presynaptic spike ``i`` at ``t`` to ``layer``; append its spikes at ``n``."""
-    n_out = sizes[layer + 1]
-    o = n_off[layer]
-    x = (t - t0[layer]) * inv_tau[layer]
-    if x > RENORM_EXPONENT:
-        f = np.exp(-x)
-        for j in range(o, o + n_out):
-            u[j] *= f
-        t0[layer] = t
-        x = 0.0
-    g = np.exp(x)
-    # contiguous views and separate update / test loops: this is the form LLVM vectorises
-    ws = w[w_off[layer] + i * n_out:w_off[layer] + (i + 1) * n_out]
-    us = u[o:o + n_out]
-    if refractory[layer] == 0:
-        for j in range(n_out):
-            us[j] += ws[j] * g
-    else:
-        rs = ref_until[o:o + n_out]
-        for j in range(n_out):
-            us[j] += ws[j] * g * (t >= rs[j])
-    ts = thr[o:o + n_out]
-    crossed = 0
-    for j in range(n_out):
-        crossed += us[j] >= ts[j] * g
-    if crossed == 0:
-        return n
-    for j in range(n_out):
-        k = o + j
-        if u[k] >= thr[k] * g and t >= ref_until[k]:
-            out_t[n] = t
-            out_neuron[n] = j
-            out_layer[n] = layer
-            out_v[n] = rest[k] + u[k] / g
-            out_src[n] = src
-            n += 1
-            if reset[layer] == RESET_ZERO:
-                u[k] = -rest[k] * g
-            else:
-                u[k] -= theta[k] * g
-            ref_until[k] = t + refractory[layer]
-    return n
-
-
-@njit(cache=True, nogil=True)
 def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
          u, t0, ref_until, in_t, in_idx, bound,
          out_t, out_neuron, out_layer, out_v, out_src):
     """Process input events in order until done or fewer than ``bound`` output slots remain.
 
     Negative input indices are skipped. Returns (input events consumed, spikes written).
+
+    One loop body delivers every presynaptic spike: the input event to layer 0, then the spikes
+    already written at ``out[next:n]`` in order (breadth first, so layer by layer), each to the
+    layer after its own. Keeping it in one function without array-passing calls or slices keeps
+    numba's reference counting out of the per-spike path.
     """
     n = 0
     capacity = len(out_t)
-    n_layers = len(sizes) - 1
+    last = len(sizes) - 2
+    # per neuron of the delivered layer: 1 if it fires (uint8, read 8 at a time as uint64)
+    crossed = np.zeros((sizes[1:].max() + 7) & ~7, np.uint8)
+    words = crossed.view(np.uint64)
     for e in range(len(in_t)):
         if n + bound > capacity:
             return e, n
         if in_idx[e] < 0:
             continue
         t = in_t[e]
-        start = n
-        n = _deliver(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
-                     u, t0, ref_until, 0, in_idx[e], t, e,
-                     out_t, out_neuron, out_layer, out_v, out_src, n)
-        for layer in range(1, n_layers):
-            end = n
-            for q in range(start, end):
-                n = _deliver(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest,
-                             thr, u, t0, ref_until, layer, out_neuron[q], t, e,
-                             out_t, out_neuron, out_layer, out_v, out_src, n)
-            start = end
+        layer, pre, next_, g_layer = 0, in_idx[e], n, -1
+        while True:
+            n_out = sizes[layer + 1]
+            o = n_off[layer]
+            if layer != g_layer:  # first delivery to this layer for this event
+                x = (t - t0[layer]) * inv_tau[layer]
+                if x > RENORM_EXPONENT:
+                    f = np.exp(-x)
+                    for j in range(o, o + n_out):
+                        u[j] *= f
+                    t0[layer] = t
+                    x = 0.0
+                g = np.exp(x)
+                g_layer = layer
+            # one pass over a contiguous weight row, multiply-add and threshold test, in the
+            # form LLVM vectorises: unsigned indices, since numba's wraparound of negative
+            # indices (on signed ones) keeps the loop scalar
+            r = np.uint64(w_off[layer] + pre * n_out)
+            uo = np.uint64(o)
+            hits = 0
+            if refractory[layer] == 0:
+                for j in range(np.uint64(n_out)):
+                    v = u[uo + j] + w[r + j] * g
+                    u[uo + j] = v
+                    c = v >= thr[uo + j] * g
+                    crossed[j] = c
+                    hits += c
+            else:
+                for j in range(np.uint64(n_out)):
+                    open_ = t >= ref_until[uo + j]
+                    v = u[uo + j] + w[r + j] * g * open_
+                    u[uo + j] = v
+                    c = open_ & (v >= thr[uo + j] * g)
+                    crossed[j] = c
+                    hits += c
+            # the crossed neurons in index order, skipping 8 clear ones at a time; bytes past
+            # the layer (stale, from a wider one) come after the last hit and are never acted on
+            q = -1
+            while hits:
+                q += 1
+                bits = words[q]
+                while bits and hits:
+                    j = (q << 3) + (trailing_zeros(bits) >> 3)
+                    bits &= bits - np.uint64(1)
+                    hits -= 1
+                    k = o + j
+                    out_t[n] = t
+                    out_neuron[n] = j
+                    out_layer[n] = layer
+                    out_v[n] = rest[k] + u[k] / g
+                    out_src[n] = e
+                    n += 1
+                    if reset[layer] == RESET_ZERO:
+                        u[k] = -rest[k] * g
+                    else:
+                        u[k] -= theta[k] * g
+                    ref_until[k] = t + refractory[layer]
+            while next_ < n and out_layer[next_] == last:
+                next_ += 1
+            if next_ == n:
+                break
+            layer, pre = out_layer[next_] + 1, out_neuron[next_]
+            next_ += 1
     return len(in_t), n
 
 

@@ -78,6 +78,8 @@ def concat_records(chunks, dtype: np.dtype = EVENT_DTYPE) -> np.ndarray:
 
     Trap: plain ``np.concatenate`` of structured arrays with padding returns a packed dtype
     (13-byte events instead of 16), which breaks the zero-copy layout; this never does.
+    Padding bytes are not data: numpy copies structured arrays field by field and leaves them
+    unspecified, and so does the wire format.
     """
     chunks = list(chunks)
     return np.concatenate(chunks, dtype=dtype) if chunks else np.empty(0, dtype)
@@ -91,7 +93,7 @@ def empty_events(n: int = 0) -> np.ndarray:
 def make_events(t, x, y, p) -> np.ndarray:
     """Canonical events from four equally long sequences (t in us, p: nonzero means ON)."""
     t = np.asarray(t)
-    out = np.zeros(len(t), dtype=EVENT_DTYPE)  # zeroed padding: payloads are deterministic
+    out = np.zeros(len(t), dtype=EVENT_DTYPE)
     out["t"] = t
     out["x"] = x
     out["y"] = y
@@ -103,7 +105,7 @@ def from_dv(store) -> np.ndarray:
     """Canonical events from a dv-processing ``EventStore``.
 
     ``EventStore.numpy()`` returns records named (timestamp, x, y, polarity) in exactly our
-    layout, so this is a ``view`` of that buffer, never a field-by-field copy.
+    layout, so this is a ``view`` of that buffer (kept alive by the array), never a copy.
     """
     array = store.numpy()
     if array.dtype.itemsize != EVENT_DTYPE.itemsize:

@@ -12,6 +12,9 @@ Keys (L layers, see docs/snn.md):
 - ``threshold{l}``, ``bias{l}``: float64 [n_out] (bias in potential per us, leaky layers only).
 - ``tau_us``: float64 [L], membrane time constants in us, ``inf`` for non-leaky IF layers.
 - ``reset``: str [L], ``"zero"`` or ``"subtract"``; ``refractory_us``: int64 [L].
+
+Other keys are allowed and ignored here; trained models (``pipeline/train.py``) add
+``hots_prototypes`` and ``training`` (a JSON string), see docs/training.md.
 """
 
 from __future__ import annotations
@@ -63,8 +66,11 @@ class SnnModel:
     def n_layers(self) -> int:
         return len(self.weights)
 
-    def save(self, path) -> None:
-        arrays = {"format": np.array(FORMAT), "classes": np.array(self.classes, dtype=str),
+    def save(self, path, extra: dict | None = None) -> None:
+        """Write the model; ``extra`` adds arrays under other keys (feature prototypes, training
+        metadata), which ``load_model`` ignores."""
+        arrays = {**(extra or {}), "format": np.array(FORMAT),
+                  "classes": np.array(self.classes, dtype=str),
                   "input": np.array(self.input), "width": self.width, "height": self.height,
                   "cell": self.cell, "channels": self.channels,
                   "tau_us": np.asarray(self.taus_us, np.float64),

@@ -160,8 +160,8 @@ def console_line(record: dict) -> str:
         truth = record.get("label")
         verdict = "" if truth is None else ("  right" if str(truth) == str(record["class_name"]) else f"  WRONG (true {truth})")
         return (f"[{record.get('stream')}] segment {record.get('segment')}: class {record['class_name']} "
-                f"by {record.get('rule')} after {record.get('events_seen')} events, "
-                f"{record.get('latency_us', 0):.0f} us latency{verdict}")
+                f"by {record.get('rule')} (margin {record.get('margin', 0):.3g}) after "
+                f"{record.get('events')} events, {record.get('latency_ns', 0) / 1e3:.0f} us latency{verdict}")
     label = "" if record.get("label") is None else f" label {record['label']}"
     name = "" if record.get("name") is None else f" ({record['name']})"
     return (f"[{record['stream']}] segment {record['segment']}{name}{label}: {record['events']:,} events "

@@ -30,6 +30,7 @@ from kernels.filters import background_activity, count_events, last_times, pixel
 from kernels.hats import HatsState
 from kernels.hots import MODES, hots_layer, hots_map, surface_dim
 from kernels.timesurface import sae_new, sae_update, sample_surface
+from pipeline.config import path_field
 from pipeline.events import FEATURE_DTYPE, register_dtype
 from pipeline.packet import Packet, Segment, events_packet
 from pipeline.registry import STAGE, node_type
@@ -72,9 +73,13 @@ class _FeatureStage(Stage):
 
 
 class _Filter(_FeatureStage):
-    """A filter: ``keep(events, mask)`` fills the boolean mask; kept events go downstream."""
+    """A filter: ``keep(events, mask)`` fills the boolean mask; kept events go downstream.
+    With a true ``per_segment`` parameter the state starts afresh at each segment start."""
 
     def handle(self, packet: Packet) -> list[Packet]:
+        segment = packet.header.segment
+        if getattr(self.params, "per_segment", False) and segment is not None and segment.start:
+            self.start(*self.size)
         events = packet.records
         mask = np.empty(len(events), bool)
         self.keep(events, mask)
@@ -87,10 +92,12 @@ class _Filter(_FeatureStage):
 @dataclass(frozen=True)
 class DenoiseParams:
     """duration_us: support window (us); dv_compatible: memory starts at t = 0 like dv-processing
-    (events in the first duration_us of the clock pass), else at minus infinity."""
+    (events in the first duration_us of the clock pass), else at minus infinity; per_segment:
+    forget the past at each segment start (dataset recordings each have their own time base)."""
 
     duration_us: int = 2000
     dv_compatible: bool = True
+    per_segment: bool = False
 
 
 @node_type("denoise", STAGE, DenoiseParams)
@@ -316,8 +323,8 @@ class HotsParams:
     """One HOTS layer (Lagorce et al. 2017). radius: R (pixels); tau_us: decay (us);
     n_prototypes: N; mode: "same" (event's own channel), "all" (every channel) or "merge";
     in_channels: 2 for camera events, previous layer's N for feature events; learn: online
-    clustering with the paper's schedule; prototypes: .npy file of a (dim, N) array to start from
-    (required when learn is false)."""
+    clustering with the paper's schedule; prototypes: .npy file of a (dim, N) array to start from,
+    or a .npz model file holding it under ``hots_prototypes`` (required when learn is false)."""
 
     radius: int = 2
     tau_us: float = 20_000.0
@@ -325,7 +332,17 @@ class HotsParams:
     mode: str = "same"
     in_channels: int = 2
     learn: bool = True
-    prototypes: str | None = None
+    prototypes: str | None = path_field(None)
+
+
+def load_prototypes(path: str) -> np.ndarray:
+    """HOTS prototypes from a .npy array or a model .npz (key ``hots_prototypes``)."""
+    if not path.endswith(".npz"):
+        return np.load(path, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as archive:
+        if "hots_prototypes" not in archive:
+            raise ValueError(f"hots.prototypes: {path} holds no 'hots_prototypes' array")
+        return archive["hots_prototypes"]
 
 
 @node_type("hots", STAGE, HotsParams)
@@ -339,7 +356,7 @@ class Hots(_FeatureStage):
         self.mode = MODES[p.mode]
         dim = surface_dim(p.in_channels, p.radius, self.mode)
         if p.prototypes is not None:
-            self.protos = np.ascontiguousarray(np.load(p.prototypes), dtype=np.float64)
+            self.protos = np.ascontiguousarray(load_prototypes(p.prototypes), dtype=np.float64)
             if self.protos.shape != (dim, p.n_prototypes):
                 raise ValueError(f"hots.prototypes: {p.prototypes} holds {self.protos.shape}, "
                                  f"expected {(dim, p.n_prototypes)}")

@@ -23,6 +23,7 @@ import numpy as np
 
 from kernels import decoders, lif
 from kernels.snn_input import map_inputs
+from pipeline.config import path_field
 from pipeline.events import register_dtype
 from pipeline.model import load_model
 from pipeline.packet import Header, Packet, Segment, json_packet
@@ -39,7 +40,7 @@ SPIKE, SAMPLE = 0, 1
 
 @dataclass(frozen=True)
 class SnnParams:
-    model: str = ""  # path to a .npz model file (pipeline/model.py)
+    model: str = path_field()  # path to a .npz model file (pipeline/model.py)
     layers: str = "output"  # "output" or "all": whose spikes are emitted
     segments: str = "markers"  # "markers" (replay) or "activity" (live streams)
     activity_tau_us: float = 20_000.0  # time constant of the event-rate trace
@@ -165,7 +166,7 @@ RULES = ("first", "count", "rate", "margin")
 
 @dataclass(frozen=True)
 class DecoderParams:
-    model: str = ""  # the snn model file: class names and the output layer
+    model: str = path_field()  # the snn model file: class names and the output layer
     rule: str = "count"  # first | count (lead of k spikes) | rate (lead within window) | margin
     k: int = 3  # spike lead for "count" and "rate"
     window_us: int = 50_000  # sliding window for "rate"

@@ -83,6 +83,22 @@ def test_hats_streams_and_grows_exactly(recordings):
     assert not np.array_equal(readings[5], whole)
 
 
+def test_same_microsecond_events_and_long_gaps_across_packets(recordings):
+    # timestamps coarsened to 1 ms: runs of same-time events, which never see each other, cut by
+    # packet borders; then a second sample 30 s later (past the 500 tau rescaling)
+    first, second = nmnist(recordings, 2, step=400)
+    second = second.copy()
+    second["t"] += first["t"][-1] + 30_000_000
+    events = np.concatenate([first, second])
+    events["t"] = events["t"] // 1000 * 1000
+    expected = reference_hats(events, 34, 34, 10, 3, 20_000.0, 100_000, **PAPER)
+    state = HatsState(34, 34, 10, 3, 20_000.0, 100_000, capacity=8)
+    for chunk in np.array_split(events, 41):
+        state.update(chunk)
+    np.testing.assert_allclose(state.histogram(), expected, rtol=1e-6, atol=1e-9)
+    assert (np.diff(events["t"]) == 0).mean() > 0.5
+
+
 def test_hats_equals_paper_reference_on_dvxplorer_and_ncars(recordings):
     recording = dv.io.MonoCameraRecording(str(recordings / "aedat4" / "dvxplorer_sample.aedat4"))
     dvx = np.concatenate([from_dv(recording.getNextEventBatch()) for _ in range(6)])[:12_000]

@@ -91,20 +91,22 @@ def test_learning_layer_equals_reference_on_nmnist(recordings, mode):
     assert hits.sum() == len(events) and np.array_equal(hits, np.bincount(ours, minlength=n))
 
 
-def test_fixed_prototypes_equal_reference_with_time_gaps_and_borders(recordings):
-    # two samples back to back, 40 s apart: forces the map rescaling (500 tau) in between
+@pytest.mark.parametrize("mode", [SAME, ALL, MERGE])
+def test_fixed_prototypes_equal_reference_with_time_gaps_and_borders(recordings, mode):
+    # two samples back to back, 40 s apart: forces the map rescaling (500 tau) in between; three
+    # calls whose borders fall inside the kernel's blocks of events
     first, second = nmnist_sample(recordings, 7)[:800], nmnist_sample(recordings, 901)[:800]
     second = second.copy()
     second["t"] += first["t"][-1] + 40_000_000
     events = np.concatenate([first, second])
     radius, tau, n = 3, 50_000.0, 16
     rng = np.random.default_rng(4)
-    protos = rng.random((surface_dim(2, radius, SAME), n)) * 0.3
+    protos = rng.random((surface_dim(2, radius, mode), n)) * 0.3
     hits = np.ones(n, np.int64)
     before = protos.copy()
-    ours = run_kernel(events, 34, 34, 2, radius, tau, SAME, protos, hits, False)
+    ours = run_kernel(events, 34, 34, 2, radius, tau, mode, protos, hits, False, chunks=3)
     expected, _, distances = reference_hots(
-        events[["t", "x", "y", "p"]], 34, 34, 2, radius, tau, SAME, list(before.T), False)
+        events[["t", "x", "y", "p"]], 34, 34, 2, radius, tau, mode, list(before.T), False)
     assert_same_winners(ours, expected, distances)
     np.testing.assert_array_equal(protos, before)  # no learning: prototypes untouched
     border = (events["x"] < radius) | (events["y"] < radius) | (events["x"] >= 34 - radius)

@@ -117,6 +117,25 @@ def test_nmnist_pixels_match_reference(recordings, sample):
     assert_same_spikes(out, ref)
 
 
+def test_bench_network_matches_reference(recordings):
+    """The benchmark's shape, 2312 -> 256 (LIF) -> 10 (LIF), firing about 2 hidden spikes per
+    input: crossings found 8 neurons at a time across 32 words, then a layer of 10 that reads
+    only part of its second word (the rest holds the wider layer's flags)."""
+    t, idx, n_in = nmnist_pixels(recordings, 11)
+    rng = np.random.default_rng(0)
+    layers = [
+        {"w": rng.normal(0.01, 0.08, (n_in, 256)).astype(np.float32), "theta": 1.0,
+         "tau": 20_000.0, "bias": 0.0, "reset": "subtract", "ref": 0},
+        {"w": rng.normal(0.02, 0.2, (256, 10)).astype(np.float32), "theta": 1.0,
+         "tau": 20_000.0, "bias": 0.0, "reset": "subtract", "ref": 0},
+    ]
+    out, _, _ = kernel_spikes(layers, t, idx)
+    ref = reference(layers, t, idx)
+    hidden = sum(1 for s in ref if s[1] == 0)
+    assert hidden > len(t) and len(ref) - hidden > 100
+    assert_same_spikes(out, ref)
+
+
 def single_neuron(reset="zero", ref=0):
     net = lif.make_network([np.ones((1, 1), np.float32)], 1.0, 1000.0, reset, ref)
     return net, lif.init_state(net, 0)

@@ -52,13 +52,15 @@ to = "record"
 """))
 
 
-def test_demo_config_replays_bundled_samples():
+def test_demo_config_decides_every_bundled_sample():
     done = evpipe("run", "config.toml")
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("[passthrough] segment")]
-    assert len(lines) == 20
-    assert {line.split(" label ")[1].split(":")[0] for line in lines} == {str(d) for d in range(10)}
-    assert "events/s" in done.stdout and "replay" in done.stdout
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[snn] segment")]
+    assert [int(line.split()[2].rstrip(":")) for line in lines] == list(range(20))
+    assert {line.split(": class ")[1].split()[0] for line in lines} == {str(d) for d in range(10)}
+    assert all(" events, " in line and " us latency" in line for line in lines)
+    assert sum(line.endswith("  right") for line in lines) >= 18
+    assert "events/s" in done.stdout and "decoder" in done.stdout
 
 
 @pytest.mark.parametrize("runner", ["threads", "processes"])

@@ -23,6 +23,10 @@ def dv_events() -> np.ndarray:
     return np.concatenate(chunks, dtype=EVENT_DTYPE)
 
 
+def data_bytes(events: np.ndarray) -> bytes:
+    return np.ascontiguousarray(events).view(np.uint8).reshape(len(events), 16)[:, :13].tobytes()
+
+
 def addresses(transport: str, tmp_path) -> tuple[str, str]:
     if transport == "ipc":
         return f"ipc://{tmp_path}/a.sock", f"ipc://{tmp_path}/b.sock"
@@ -70,7 +74,9 @@ hwm = 4
     expected = dv_events()
     assert len(got) == len(expected) == 111_954
     assert got.dtype == EVENT_DTYPE
-    assert got.tobytes() == expected.tobytes()
+    # byte for byte, over the 13 data bytes of each record (t, x, y, p); the 3 padding bytes are
+    # not data (dv-processing and numpy copies leave them unspecified, see docs/wire.md)
+    assert data_bytes(got) == data_bytes(expected)
     assert np.all(np.diff(got["t"]) >= 0)
     snaps = result.snapshots
     assert snaps["replay"]["events_out"] == snaps["pass"]["events_in"] == snaps["record"]["events_in"] == 111_954

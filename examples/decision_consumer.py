@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Receive evpipe decisions: a standalone consumer to copy into a robot controller or ROS 2 node.
+
+Needs only pyzmq and the standard library. The protocol (docs/decisions.md): connect a SUB socket
+to the decisions sink's address, subscribe to its topic; every message has two frames, the topic
+and one UTF-8 JSON object (one decision). ``seq`` grows by one per decision, so a jump means
+decisions were dropped (a slow consumer) or missed (connected late).
+
+    python examples/decision_consumer.py tcp://127.0.0.1:5560
+    python examples/decision_consumer.py tcp://127.0.0.1:5560 --json --count 10
+
+In a ROS 2 node, run ``receive`` in a thread (or poll the socket from a timer with
+``zmq.NOBLOCK``) and publish a message built from the fields you need from ``handle``.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import zmq
+
+# Fields every decision carries (docs/decisions.md): checked so a mismatch is reported, not guessed.
+REQUIRED = ("stream", "segment", "class", "class_name", "score", "margin", "rule", "t", "t_start",
+            "events", "latency_ns", "label", "seq", "published_ns")
+
+
+def receive(address, topic="decisions", count=0, timeout_s=0.0, idle_s=0.0):
+    """Yield decisions (dicts) from ``address``; stop after ``count`` (0: never), after
+    ``timeout_s`` in total or ``idle_s`` without a message (0: no limit). Malformed messages are
+    reported on stderr and skipped."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, 10000)
+    sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+    sock.connect(address)
+    start = last = time.monotonic()
+    received = 0
+    try:
+        while not count or received < count:
+            now = time.monotonic()
+            limits = [timeout_s - (now - start) if timeout_s else None,
+                      idle_s - (now - last) if idle_s else None]
+            limits = [x for x in limits if x is not None]
+            if limits and min(limits) <= 0:
+                return
+            if not sock.poll(int(min(limits + [0.2]) * 1000), zmq.POLLIN):
+                continue
+            frames = sock.recv_multipart()
+            last = time.monotonic()
+            try:
+                if len(frames) != 2:
+                    raise ValueError(f"expected 2 frames, got {len(frames)}")
+                decision = json.loads(frames[1])
+                missing = [key for key in REQUIRED if key not in decision]
+                if missing:
+                    raise ValueError(f"missing fields {missing}")
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                print(f"skipping malformed message: {exc}", file=sys.stderr)
+                continue
+            received += 1
+            yield decision
+    finally:
+        sock.close(linger=0)
+
+
+def handle(decision):
+    """One readable line; replace with what your robot does with a decision."""
+    truth = "" if decision["label"] is None else f" (true {decision['label']})"
+    return (f"#{decision['seq']} [{decision['stream']}] segment {decision['segment']}: "
+            f"{decision['class_name']}{truth} by {decision['rule']}, margin {decision['margin']:.3g}, "
+            f"{decision['events']} events, t = {decision['t'] / 1e6:.3f} s")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("address", nargs="?", default="tcp://127.0.0.1:5560")
+    parser.add_argument("--topic", default="decisions", help="topic prefix to subscribe to")
+    parser.add_argument("--count", type=int, default=0, help="exit after this many decisions")
+    parser.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds")
+    parser.add_argument("--idle", type=float, default=0.0, help="exit after this many seconds without a decision")
+    parser.add_argument("--json", action="store_true", help="print each decision as one JSON line")
+    args = parser.parse_args(argv)
+    print(f"listening on {args.address}, topic {args.topic!r}", file=sys.stderr, flush=True)
+    expected = None
+    try:
+        for decision in receive(args.address, args.topic, args.count, args.timeout, args.idle):
+            if expected is not None and decision["seq"] != expected:
+                print(f"missed {decision['seq'] - expected} decision(s)", file=sys.stderr, flush=True)
+            expected = decision["seq"] + 1
+            print(json.dumps(decision) if args.json else handle(decision), flush=True)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Sinks for machines and people: the decision stream, DV network output, AEDAT4 recorder, viewer.
+
+- ``decisions``: ZeroMQ PUB of decision records, one two-frame message per decision (topic,
+  UTF-8 JSON object); the format is specified in docs/decisions.md.
+- ``dv_server``: events served with dv-processing's ``NetworkWriter`` (the DV protocol), so DV
+  software and any dv-processing ``NetworkReader`` can watch the stream.
+- ``aedat4``: events recorded to an AEDAT 4.0 file with dv-processing's ``MonoCameraWriter``.
+- ``viewer``: the live viewer of ``pipeline.viewer``, shown or saved headless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import zmq
+
+from pipeline.config import path_field
+from pipeline.events import EVENT_DTYPE, JSON_DTYPE_NAME, to_dv
+from pipeline.packet import Packet
+from pipeline.registry import SINK, node_type
+from pipeline.stage import Sink
+
+log = logging.getLogger(__name__)
+
+
+def _event_records(sink: str, packet: Packet) -> np.ndarray:
+    """The camera events of ``packet``; TypeError names the sink and what it got instead."""
+    if packet.header.dtype != "events":
+        raise TypeError(f"{sink}: expected 'events' packets, got {packet.header.dtype!r} "
+                        f"from {packet.header.stream!r}")
+    return np.ascontiguousarray(packet.records, dtype=EVENT_DTYPE)
+
+
+# ---- decisions: ZeroMQ PUB ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecisionsParams:
+    address: str = "tcp://127.0.0.1:5560"  # where the PUB socket binds (tcp://, ipc://)
+    topic: str = "decisions"  # first frame of every message (subscribers filter on its prefix)
+    hwm: int = 1000  # decisions queued per subscriber at most; beyond, they are dropped and counted
+    wait_s: float = 0.0  # before the first publication, wait up to this long for a subscriber
+    linger_ms: int = 1000  # at close, how long queued decisions may still be delivered
+
+    def __post_init__(self):
+        if "://" not in self.address:
+            raise ValueError(f"address must look like tcp://HOST:PORT or ipc://PATH, got {self.address!r}")
+        if self.hwm < 1 or self.wait_s < 0 or self.linger_ms < 0:
+            raise ValueError("need hwm >= 1, wait_s >= 0 and linger_ms >= 0")
+
+
+@node_type("decisions", SINK, DecisionsParams)
+class DecisionsSink(Sink):
+    """Publishes each decision record as one ZeroMQ message [topic, JSON] (docs/decisions.md).
+
+    The socket is an XPUB with ``XPUB_NODROP``: a decision that finds a subscriber's queue full
+    is not sent and is counted in ``dropped``, the pipeline never blocks. Each message adds
+    ``seq`` (+1 per decision, so a consumer sees losses), ``published_ns`` and
+    ``publish_latency_ns`` to the decoder's record.
+    """
+
+    def __init__(self, name: str, params: DecisionsParams):
+        super().__init__(name)
+        self.params = params
+        self.topic = params.topic.encode()
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.SNDHWM, params.hwm)
+        self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self.sock.setsockopt(zmq.LINGER, params.linger_ms)
+        try:
+            self.sock.bind(params.address)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ValueError(f"{name}: cannot bind {params.address} ({exc})") from None
+        self.subscribers = 0
+        self.seq = 0
+        self.published = 0
+        self.dropped = 0
+        self.ignored = 0
+        self._waited = params.wait_s == 0
+
+    def _read_subscriptions(self, timeout_ms: int = 0) -> None:
+        while self.sock.poll(timeout_ms, zmq.POLLIN):
+            timeout_ms = 0
+            message = self.sock.recv()
+            if message[:1] == b"\x01":
+                self.subscribers += 1
+            elif message[:1] == b"\x00":
+                self.subscribers -= 1
+
+    def _wait_for_subscriber(self) -> None:
+        deadline = time.monotonic() + self.params.wait_s
+        while self.subscribers < 1 and time.monotonic() < deadline:
+            self._read_subscriptions(50)
+        if self.subscribers < 1:
+            log.warning("%s: no subscriber on %s after %.1f s; publishing anyway", self.name,
+                        self.params.address, self.params.wait_s)
+        self._waited = True
+
+    def consume(self, packet: Packet) -> None:
+        header = packet.header
+        if header.dtype != JSON_DTYPE_NAME:
+            self._ignore(f"{header.dtype!r} packets from {header.stream!r}")
+            return
+        if not self._waited:
+            self._wait_for_subscriber()
+        self._read_subscriptions()
+        for record in packet.records:
+            if not isinstance(record, dict) or "class" not in record:
+                self._ignore(f"a JSON record that is not a decision: {str(record)[:80]}")
+                continue
+            now = time.time_ns()
+            message = dict(record, seq=self.seq, published_ns=now,
+                           publish_latency_ns=(record.get("latency_ns", 0) + now - header.sent_ns)
+                           if header.sent_ns else None)
+            self.seq += 1
+            try:
+                self.sock.send_multipart([self.topic, json.dumps(message).encode()], zmq.NOBLOCK)
+                self.published += 1
+            except zmq.Again:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("%s: subscriber queue full, %d decision(s) dropped so far", self.name, self.dropped)
+
+    def _ignore(self, what: str) -> None:
+        self.ignored += 1
+        if self.ignored == 1:
+            log.warning("%s: ignoring %s (this sink publishes decision records)", self.name, what)
+
+    def close(self) -> None:
+        if self.dropped:
+            log.warning("%s: %d of %d decisions dropped (subscriber queues full)", self.name,
+                        self.dropped, self.seq)
+        self.sock.close()
+        self.ctx.term()
+
+
+# ---- DV protocol: dv-processing NetworkWriter in a helper process ---------------------------
+
+@dataclass(frozen=True)
+class DvServerParams:
+    host: str = "127.0.0.1"  # address the DV server listens on
+    port: int = 7777
+    width: int = 0  # sensor size; 0 = from the first packet (the server starts then)
+    height: int = 0
+    camera: str = "evpipe"  # source name DV clients see
+    wait_s: float = 0.0  # before the first events, wait up to this long for a client
+
+    def __post_init__(self):
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be within 1..65535, got {self.port}")
+        if (self.width > 0) != (self.height > 0) or self.width < 0 or self.height < 0:
+            raise ValueError("width and height must both be given (positive) or both be 0")
+        if self.wait_s < 0:
+            raise ValueError("wait_s must be >= 0")
+
+
+END = b""  # parent -> helper: no more events
+
+
+def _serve_dv(conn, params: dict) -> None:
+    """Helper process: a ``NetworkWriter`` fed with raw canonical event records from ``conn``.
+
+    Protocol on the pipe (raw bytes, nothing pickled): the helper answers ``b"listening"`` or
+    ``b"error: ..."``; the parent sends event records (16 bytes each) and ``END``; the helper
+    waits until its queue is sent, answers ``b"done"`` and leaves with ``os._exit``, since
+    dv-processing 2.0's writer destructor can deadlock while a client is connected.
+    """
+    import dv_processing as dv
+
+    try:
+        stream = dv.io.Stream.EventStream(0, "events", params["camera"], (params["width"], params["height"]))
+        writer = dv.io.NetworkWriter(params["host"], params["port"], stream)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, whatever it is
+        conn.send_bytes(f"error: {exc}".encode())
+        os._exit(1)
+    conn.send_bytes(b"listening")
+    deadline = time.monotonic() + params["wait_s"]
+    while writer.getClientCount() < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except EOFError:  # the parent vanished
+            os._exit(0)
+        if data == END:
+            break
+        writer.writeEvents(to_dv(np.frombuffer(data, EVENT_DTYPE)))
+    deadline = time.monotonic() + 10
+    while writer.getClientCount() and writer.getQueuedPacketCount() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)  # let the kernel deliver the last bytes
+    conn.send_bytes(b"done")
+    os._exit(0)
+
+
+@node_type("dv_server", SINK, DvServerParams)
+class DvServerSink(Sink):
+    """Serves events over the DV network protocol (dv-processing ``NetworkWriter``, TCP).
+
+    The writer lives in a helper process fed through a pipe (see ``_serve_dv``); a full pipe
+    blocks the sink, so a slow DV client slows a lossless graph rather than losing events.
+    """
+
+    def __init__(self, name: str, params: DvServerParams):
+        super().__init__(name)
+        self.params = params
+        self.proc = None
+        self.conn = None
+        self.sent = 0
+        if params.width:
+            self._start(params.width, params.height)
+
+    def _start(self, width: int, height: int) -> None:
+        p = self.params
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        settings = {"host": p.host, "port": p.port, "width": width, "height": height,
+                    "camera": p.camera, "wait_s": p.wait_s}
+        self.proc = ctx.Process(target=_serve_dv, args=(child, settings), name=f"{self.name}-dv", daemon=True)
+        self.proc.start()
+        child.close()
+        if not self.conn.poll(30):
+            self.close()
+            raise RuntimeError(f"{self.name}: DV server helper did not start within 30 s")
+        answer = self.conn.recv_bytes()
+        if answer != b"listening":
+            self.close()
+            raise RuntimeError(f"{self.name}: cannot serve on {p.host}:{p.port}: {answer.decode()}")
+        log.info("%s: DV server on %s:%d (%dx%d)", self.name, p.host, p.port, width, height)
+
+    def consume(self, packet: Packet) -> None:
+        events = _event_records(self.name, packet)
+        if self.proc is None:
+            self._start(packet.header.width, packet.header.height)
+        if len(events):
+            self.conn.send_bytes(memoryview(events).cast("B"))
+            self.sent += len(events)
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.conn.send_bytes(END)
+            if self.conn.poll(15):
+                self.conn.recv_bytes()
+        except (OSError, EOFError):
+            log.warning("%s: DV server helper already gone", self.name)
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.conn.close()
+        self.proc = None
+
+
+# ---- AEDAT4 recorder ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Aedat4Params:
+    path: str = path_field()
+    camera: str = "evpipe"  # camera name stored in the file
+
+    def __post_init__(self):
+        if not self.path:
+            raise ValueError("missing required key: path")
+
+
+@node_type("aedat4", SINK, Aedat4Params)
+class Aedat4Sink(Sink):
+    """Records events into an AEDAT 4.0 file (dv-processing ``MonoCameraWriter``), packet by packet.
+
+    The file is opened at the first packet, with that packet's sensor size, and closed (made
+    complete) when the sink closes, also after an error upstream.
+    """
+
+    def __init__(self, name: str, params: Aedat4Params):
+        super().__init__(name)
+        self.params = params
+        self.writer = None
+        self.count = 0
+
+    def consume(self, packet: Packet) -> None:
+        events = _event_records(self.name, packet)
+        if self.writer is None:
+            import dv_processing as dv
+
+            header = packet.header
+            folder = os.path.dirname(self.params.path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            config = dv.io.MonoCameraWriter.EventOnlyConfig(self.params.camera, (header.width, header.height))
+            self.writer = dv.io.MonoCameraWriter(self.params.path, config)
+        if len(events):
+            self.writer.writeEvents(to_dv(events))
+            self.count += len(events)
+
+    def close(self) -> None:
+        self.writer = None  # the destructor completes the file
+
+
+# ---- viewer ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ViewerParams:
+    fps: float = 30.0  # redraws per second of the clock, at most
+    tau_us: float = 30_000.0  # decay of the event frame (us)
+    surface_tau_us: float = 50_000.0  # decay of the time-surface panel (us)
+    save: str = path_field()  # .png (last frame), .gif or .mp4; empty: show a window
+    clock: str = "auto"  # "wall", "stream", or "auto": stream when saving, else wall
+    width: int = 0  # sensor size; 0 = from the first event packet
+    height: int = 0
+    max_frames: int = 300  # most frames in a saved video
+
+
+@node_type("viewer", SINK, ViewerParams)
+class ViewerSink(Sink):
+    """Live viewer (pipeline/viewer.py): events, time surface, output neurons, decisions."""
+
+    def __init__(self, name: str, params: ViewerParams):
+        super().__init__(name)
+        from pipeline.viewer import Viewer
+
+        clock = ("stream" if params.save else "wall") if params.clock == "auto" else params.clock
+        self.viewer = Viewer(params.width, params.height, params.fps, params.tau_us,
+                             params.surface_tau_us, params.save, clock, params.max_frames, title=name)
+
+    def consume(self, packet: Packet) -> None:
+        self.viewer.feed(packet)
+        self.viewer.maybe_draw()
+
+    def close(self) -> None:
+        self.viewer.close()

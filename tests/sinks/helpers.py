@@ -1,0 +1,32 @@
+"""Shared by the sink tests: a small real model, an N-MNIST subset folder, a graph config."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from pipeline.model import SnnModel
+from tests.conftest import NMNIST_TRAIN
+
+
+def nmnist_subset(folder, per_class: int):
+    """A dataset folder of symlinks to the first ``per_class`` samples of each class; returns
+    (folder, number of samples)."""
+    total = 0
+    for class_folder in sorted(NMNIST_TRAIN.iterdir()):
+        target = folder / class_folder.name.strip()
+        target.mkdir(parents=True)
+        for sample in sorted(class_folder.glob("*.bin"))[:per_class]:
+            os.symlink(sample, target / sample.name)
+            total += 1
+    return folder, total
+
+
+def random_model(path, classes) -> str:
+    """A 2312 -> len(classes) IF network with seeded positive weights: it spikes on every sample."""
+    rng = np.random.default_rng(7)
+    weights = rng.uniform(0.0, 0.02, (2312, len(classes))).astype(np.float32)
+    SnnModel(weights=(weights,), thresholds=(1.0,), biases=(0.0,), taus_us=(np.inf,),
+             resets=("subtract",), refractory_us=(0,), classes=tuple(classes)).save(path)
+    return str(path)
