@@ -158,7 +158,8 @@ def console_line(record: dict) -> str:
     """One readable line for a decision or a segment summary."""
     if "class_name" in record:  # a decision (see docs/decisions.md)
         truth = record.get("label")
-        verdict = "" if truth is None else ("  right" if str(truth) == str(record["class_name"]) else f"  WRONG (true {truth})")
+        verdict = "" if truth is None else (
+            f"  true {truth}: " + ("right" if str(truth) == str(record["class_name"]) else "WRONG"))
         return (f"[{record.get('stream')}] segment {record.get('segment')}: class {record['class_name']} "
                 f"by {record.get('rule')} (margin {record.get('margin', 0):.3g}) after "
                 f"{record.get('events')} events, {record.get('latency_ns', 0) / 1e3:.0f} us latency{verdict}")
