@@ -7,36 +7,19 @@ sample (the record name says how many).
 
 from __future__ import annotations
 
-import datetime
-import pathlib
-import time
 
 import dv_processing as dv
 import numpy as np
 import tonic
 
+from bench.common import RECORDINGS, best_of, record
 from kernels.filters import background_activity, last_times
 from kernels.hats import HatsState
 from kernels.hots import SAME, hots_layer, hots_map, surface_dim
 from kernels.timesurface import sae_new, sae_update
 from pipeline.events import from_dv, from_structured
 
-RECORDINGS = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "recordings"
 TONIC_SUBSET = 25
-
-
-def best_of(fn, repeats=5) -> float:
-    """Shortest wall time (s) of ``repeats`` calls to ``fn``."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def record(name, ours, peer, unit, target):
-    return dict(name=name, ours=ours, peer=peer, unit=unit, ratio=ours / peer, target=target)
 
 
 def dvxplorer():

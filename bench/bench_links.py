@@ -23,7 +23,6 @@ import numpy as np
 import zmq
 
 from bench.common import record
-from pipeline import wire
 from pipeline.events import EVENT_DTYPE
 from pipeline.links import LOSSLESS, Receiver, Sender
 from pipeline.packet import eos_packet, events_packet

@@ -10,7 +10,6 @@ largest |sensor time / speed - wall time| over its packets, as the release time 
 
 from __future__ import annotations
 
-import tempfile
 import time
 
 import numpy as np
@@ -62,7 +61,7 @@ def decode_records() -> list[dict]:
     r = RECORDINGS
     aedat4, jaer = r / "aedat4/dvxplorer_sample.aedat4", r / "jaer/dvs128_short.aedat"
     evt2, evt3, dat = r / "prophesee/evt2_sample.raw", r / "prophesee/evt3_sample.raw", r / "prophesee/NCARS_obj_004397_td.dat"
-    csv, nmnist = r / "eventstream/dvs_disc.csv", next((r / "nmnist/Train").glob("*/*.bin"))
+    csv = r / "eventstream/dvs_disc.csv"
     gesture = r / "gesture/clip5.bin"
     count = {p: len(read_all(p)[1]) for p in (aedat4, jaer, evt2, evt3, dat, csv, gesture)}
     tonic_dtype = np.dtype([("x", int), ("y", int), ("t", int), ("p", int)])

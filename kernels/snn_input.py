@@ -13,7 +13,6 @@ Events outside the sensor or with a channel outside [0, channels) map to -1 (dro
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dv_processing as dv
 import numpy as np
-import pytest
 import tonic
 
 from kernels.hats import HatsState
