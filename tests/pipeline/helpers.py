@@ -14,3 +14,29 @@ def free_port() -> int:
 def write_config(path, text: str):
     path.write_text(text)
     return path
+
+
+def chain_config(path, recording, out, graph: str = "", replay: str = "", addresses=("", ""),
+                 link: str = ""):
+    """Write a replay -> passthrough -> npy graph; extra TOML lines go into [graph], the replay
+    source and every link; ``addresses`` are the two links' addresses (empty: the default)."""
+    links = "".join(
+        f'\n[[link]]\nfrom = "{source}"\nto = "{target}"\n{link}\n'
+        + (f'address = "{address}"\n' if address else "")
+        for (source, target), address in zip((("replay", "pass"), ("pass", "record")), addresses))
+    return write_config(path, f"""
+[graph]
+{graph}
+
+[source.replay]
+type = "replay"
+path = "{recording}"
+{replay}
+
+[stage.pass]
+type = "passthrough"
+
+[sink.record]
+type = "npy"
+path = "{out}"
+{links}""")

@@ -13,7 +13,7 @@ import zmq
 
 from pipeline.links import LOSSLESS, Receiver
 from tests.conftest import AEDAT4_SAMPLE, ROOT
-from tests.pipeline.helpers import free_port, write_config
+from tests.pipeline.helpers import chain_config, free_port, write_config
 
 EVPIPE = [sys.executable, "-m", "pipeline.cli"]
 
@@ -23,32 +23,9 @@ def evpipe(*args, timeout=120, **kwargs):
                           cwd=ROOT, **kwargs)
 
 
-def looping_graph(tmp_path, runner: str, out_path: str) -> str:
-    return str(write_config(tmp_path / "loop.toml", f"""
-[graph]
-runner = "{runner}"
-
-[source.replay]
-type = "replay"
-path = "{AEDAT4_SAMPLE}"
-speed = 1.0
-loop = true
-
-[stage.pass]
-type = "passthrough"
-
-[sink.record]
-type = "npy"
-path = "{out_path}"
-
-[[link]]
-from = "replay"
-to = "pass"
-
-[[link]]
-from = "pass"
-to = "record"
-"""))
+def looping_graph(tmp_path, runner: str, out_path) -> str:
+    return str(chain_config(tmp_path / "loop.toml", AEDAT4_SAMPLE, out_path, graph=f'runner = "{runner}"',
+                            replay="speed = 1.0\nloop = true"))
 
 
 def test_demo_config_decides_every_bundled_sample():
@@ -143,28 +120,7 @@ def test_graph_split_over_separate_stage_commands(tmp_path):
     """Each node started on its own with `evpipe stage`, linked over tcp, as on separate hosts."""
     out = tmp_path / "split.npy"
     first, second = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    config = write_config(tmp_path / "split.toml", f"""
-[source.replay]
-type = "replay"
-path = "{AEDAT4_SAMPLE}"
-
-[stage.pass]
-type = "passthrough"
-
-[sink.record]
-type = "npy"
-path = "{out}"
-
-[[link]]
-from = "replay"
-to = "pass"
-address = "{first}"
-
-[[link]]
-from = "pass"
-to = "record"
-address = "{second}"
-""")
+    config = chain_config(tmp_path / "split.toml", AEDAT4_SAMPLE, out, addresses=(first, second))
     procs = [subprocess.Popen(EVPIPE + ["stage", name, "-c", str(config)], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for name in ("record", "pass", "replay")]
     for proc in procs:

@@ -9,7 +9,7 @@ from pipeline.config import load
 from pipeline.events import EVENT_DTYPE, from_dv
 from pipeline.graph import run
 from tests.conftest import AEDAT4_SAMPLE
-from tests.pipeline.helpers import free_port, write_config
+from tests.pipeline.helpers import chain_config, free_port
 
 
 def dv_events() -> np.ndarray:
@@ -38,36 +38,9 @@ def addresses(transport: str, tmp_path) -> tuple[str, str]:
 def test_every_event_arrives_in_order_byte_identical(tmp_path, runner, transport):
     first, second = addresses(transport, tmp_path)
     out = tmp_path / "out.npy"
-    path = write_config(tmp_path / "graph.toml", f"""
-[graph]
-name = "lossless"
-runner = "{runner}"
-summary = false
-
-[source.replay]
-type = "replay"
-path = "{AEDAT4_SAMPLE}"
-packet_us = 1000
-
-[stage.pass]
-type = "passthrough"
-
-[sink.record]
-type = "npy"
-path = "{out}"
-
-[[link]]
-from = "replay"
-to = "pass"
-address = "{first}"
-hwm = 4
-
-[[link]]
-from = "pass"
-to = "record"
-address = "{second}"
-hwm = 4
-""")
+    path = chain_config(tmp_path / "graph.toml", AEDAT4_SAMPLE, out,
+                        graph=f'name = "lossless"\nrunner = "{runner}"\nsummary = false',
+                        replay="packet_us = 1000", addresses=(first, second), link="hwm = 4")
     result = run(load(path))
     assert result.ok, result.snapshots
     got = np.load(out)
