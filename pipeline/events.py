@@ -68,11 +68,6 @@ def dtype_name(dtype: np.dtype) -> str:
     raise ValueError(f"record dtype {dtype} is not registered; call register_dtype first")
 
 
-def registered_dtypes() -> dict[str, np.dtype]:
-    """A copy of the registry: name -> dtype."""
-    return dict(_DTYPES)
-
-
 def concat_records(chunks, dtype: np.dtype = EVENT_DTYPE) -> np.ndarray:
     """Concatenate record arrays keeping ``dtype`` exactly.
 

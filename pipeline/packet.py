@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from pipeline.events import EVENT_DTYPE, JSON_DTYPE_NAME, concat_records, dtype_by_name
+from pipeline.events import EVENT_DTYPE, JSON_DTYPE_NAME, concat_records
 
 DATA = "data"
 EOS = "eos"
@@ -93,11 +93,6 @@ def json_packet(stream: str, seq: int, records: list[dict], t: int = 0,
 def eos_packet(stream: str, seq: int) -> Packet:
     """The end-of-stream message for ``stream``."""
     return Packet(Header(stream=stream, seq=seq, kind=EOS), np.empty(0, EVENT_DTYPE))
-
-
-def records_dtype(header: Header) -> np.dtype | None:
-    """The record dtype of a header, None for JSON payloads."""
-    return None if header.dtype == JSON_DTYPE_NAME else dtype_by_name(header.dtype)
 
 
 def encode_json_records(records: list) -> bytes:
