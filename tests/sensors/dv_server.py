@@ -1,6 +1,7 @@
 """A real dv-processing NetworkWriter serving events [start, stop) of dvxplorer_sample.aedat4.
 
-Run as ``python dv_server.py PORT START STOP``: binds loopback PORT, waits (at most 30 s) for a
+Run as ``python dv_server.py ADDRESS START STOP``: binds loopback port ADDRESS (digits) or the
+UNIX socket at path ADDRESS (removing a socket file a previous server left behind), waits (at most 30 s) for a
 client, writes the events in batches of 5000, waits until they left the queue, prints "sent N"
 and exits with os._exit (dv-processing 2.0's writer destructor can deadlock on the GIL while a
 client is connected, and a server that just goes away is what the client must survive anyway).
@@ -19,10 +20,15 @@ from conftest import AEDAT4_SAMPLE
 BATCH = 5000
 
 
-def main(port: int, start: int, stop: int) -> None:
+def main(address: str, start: int, stop: int) -> None:
     reader, events = read_all(AEDAT4_SAMPLE)
     stream = dv.io.Stream.EventStream(0, "events", "DVXplorer", (reader.width, reader.height))
-    writer = dv.io.NetworkWriter("127.0.0.1", port, stream)
+    if address.isdigit():
+        writer = dv.io.NetworkWriter("127.0.0.1", int(address), stream)
+    else:
+        if os.path.exists(address):
+            os.unlink(address)
+        writer = dv.io.NetworkWriter(address, stream)
     print("listening", flush=True)
     deadline = time.monotonic() + 30
     while writer.getClientCount() < 1 and time.monotonic() < deadline:
@@ -37,4 +43,4 @@ def main(port: int, start: int, stop: int) -> None:
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:4]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

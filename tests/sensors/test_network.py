@@ -9,6 +9,7 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 from sensors.network import NetworkSource
 from sensors.readers import read_all
@@ -23,20 +24,28 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(port: int, start: int, stop: int) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, str(SERVER), str(port), str(start), str(stop)],
+def start_server(address: str, start: int, stop: int) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, str(SERVER), address, str(start), str(stop)],
                               stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"})
     assert server.stdout.readline().strip() == "listening"
     return server
 
 
-def test_every_event_arrives_across_a_server_restart():
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_every_event_arrives_across_a_server_restart(transport, tmp_path):
     _, events = read_all(AEDAT4_SAMPLE)
     assert len(events) == 111_954
-    port, half = free_port(), len(events) // 2
-    first = start_server(port, 0, half)
-    source = NetworkSource("dv", port=port, backoff_s=0.02, backoff_max_s=0.2)
+    half = len(events) // 2
+    if transport == "tcp":
+        port = free_port()
+        address, where = str(port), dict(port=port)
+    else:
+        address = str(tmp_path / "dv.sock")
+        where = dict(socket=address)
+    first = start_server(address, 0, half)
+    source = NetworkSource("dv", backoff_s=0.02, backoff_max_s=0.2, **where)
+    assert source.describe() == (f"unix:{address}" if transport == "unix" else f"tcp://127.0.0.1:{port}")
     received, headers = [], []
 
     def consume():
@@ -50,7 +59,7 @@ def test_every_event_arrives_across_a_server_restart():
     consumer.start()
     try:
         assert first.communicate(timeout=60)[0].strip() == f"sent {half}"
-        second = start_server(port, half, len(events))  # the server comes back on the same port
+        second = start_server(address, half, len(events))  # the server comes back at the same address
         assert second.communicate(timeout=60)[0].strip() == f"sent {len(events) - half}"
         consumer.join(30)
     finally:
