@@ -4,23 +4,31 @@ One event per line. ``columns`` names the t, x, y, p columns by header name or 0
 (default ``t,x,y,p``, with the aliases of ``from_structured``: ts/timestamp, polarity/on).
 Header names may carry the sensor size as ``name@size`` (``t,x@320,y@240,on``, the tonic/faery
 convention), which sets width and height unless given. ``t_scale`` converts the t column to us
-(1 for us, 1e6 for seconds); p > 0 means ON.
+(1 for us, 1e6 for seconds); p > 0 means ON. The text is parsed by ``kernels.text`` in blocks of
+BLOCK_BYTES, with the same values and the same accepted lines as ``numpy.loadtxt``.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from typing import Iterator
 
 import numpy as np
 
-from pipeline.events import make_events
-from sensors.common import check_bounds, sensor_size
+from kernels import text
+from sensors.common import check_bounds, new_events, sensor_size
 from sensors.readers import Format, FormatError, Reader, register_format
 
 ALIASES = {"t": ("t", "ts", "timestamp"), "x": ("x",), "y": ("y",), "p": ("p", "polarity", "on")}
-BLOCK_LINES = 200_000
+BLOCK_BYTES = 1 << 22  # bytes read at a time, and the longest line accepted
+CHUNK_EVENTS = 1 << 16  # events per chunk at most
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+PROBLEMS = {
+    text.BAD_NUMBER: "column {} (counted from 0) is not a number",
+    text.FEW_COLUMNS: "{} columns, fewer than the {needed} needed",
+    text.OUT_OF_RANGE: "value out of range (|t| >= 2**62 us, |x| or |y| >= 32768, or infinite)",
+    text.STRAY_CR: "carriage return inside the line",
+}
 
 
 def parse_header(path: str, line: str, delimiter: str) -> tuple[list[str], dict[str, int]]:
@@ -55,34 +63,29 @@ def pick_columns(path: str, columns: str, names: list[str]) -> list[int]:
     return picked
 
 
-def parse_block(path: str, lines: list[bytes], starts: np.ndarray, delimiter: str,
-                usecols: list[int], t_scale: float) -> np.ndarray:
-    """Canonical events from non-blank text lines (``starts``: byte offset of each line)."""
-    try:
-        table = np.loadtxt(lines, delimiter=delimiter, usecols=usecols, dtype=np.float64, ndmin=2,
-                           encoding="latin-1")
-    except ValueError:
-        for line, start in zip(lines, starts):  # find the line that failed, for its offset
-            try:
-                np.loadtxt([line], delimiter=delimiter, usecols=usecols, dtype=np.float64,
-                           encoding="latin-1")
-            except ValueError as exc:
-                raise FormatError(path, int(start), f"bad CSV line {line[:60]!r}: {exc}") from None
-        raise
-    t = table[:, 0] * t_scale
-    bad = ~np.isfinite(table).all(axis=1) | (np.abs(t) >= 2 ** 62)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise FormatError(path, int(starts[row]), f"value out of range in CSV line {lines[row][:60]!r}")
-    return make_events(np.rint(t).astype(np.int64), table[:, 1], table[:, 2], table[:, 3] > 0)
+def has_header_cells(line: str, delimiter: str) -> bool:
+    """True when a cell of ``line`` (comment removed) is not a number, i.e. names a column."""
+    cells = (cell.strip() for cell in line.partition("#")[0].split(delimiter))
+    return any(cell and not NUMBER.fullmatch(cell) for cell in cells)
+
+
+def line_error(path: str, data: np.ndarray, offset: int, status: int, detail: int,
+               needed: int) -> FormatError:
+    """The FormatError of the line starting at data[0] (byte ``offset`` of the file)."""
+    line = bytes(data[:80]).partition(b"\n")[0][:60]
+    problem = PROBLEMS[status].format(detail, needed=needed)
+    return FormatError(path, offset, f"bad CSV line {line!r}: {problem}")
 
 
 def open_csv(path: str, columns: str = "t,x,y,p", delimiter: str = ",", header: str = "auto",
              t_scale: float = 1.0, sensor: str = "", width: int = 0, height: int = 0) -> Reader:
-    """A delimited text file. ``header``: "auto" (a first line with letters), "yes" or "no"."""
+    """A delimited text file. ``header``: "auto" (a first line naming columns), "yes" or "no"."""
+    if len(delimiter) != 1 or delimiter in "0123456789.+-eE#\r\n" or ord(delimiter) > 255:
+        raise FormatError(path, None, f"delimiter {delimiter!r} must be one character that "
+                                      "cannot be part of a number, a line end or a comment")
     with open(path, "rb") as handle:
-        first = handle.readline().decode("latin-1")
-    has_header = header == "yes" or (header == "auto" and bool(re.search(r"[A-Za-z_]", first)))
+        first = handle.readline(BLOCK_BYTES).decode("latin-1")
+    has_header = header == "yes" or (header == "auto" and has_header_cells(first, delimiter))
     names, sizes = parse_header(path, first, delimiter) if has_header else ([], {})
     usecols = pick_columns(path, columns, names)
     if sensor:
@@ -92,22 +95,47 @@ def open_csv(path: str, columns: str = "t,x,y,p", delimiter: str = ",", header: 
         width, height = sizes.get(x_name, 0), sizes.get(y_name, 0)
     if not (width and height):
         raise FormatError(path, 0, "the CSV states no sensor size; pass --sensor or width/height")
+    roles = np.zeros(max(usecols) + 1, np.int64)
+    for role, column in zip((text.T_ROLE, text.X_ROLE, text.Y_ROLE, text.P_ROLE), usecols):
+        roles[column] |= role
+    start = len(first.encode("latin-1")) if has_header else 0
+    scale = float(t_scale)
 
     def chunks() -> Iterator[np.ndarray]:
+        data = np.empty(BLOCK_BYTES, np.uint8)  # data[:filled] holds the file from byte base on
+        base, filled, position, final = start, 0, 0, False
+        events, words = new_events(CHUNK_EVENTS)
+        count = 0
         with open(path, "rb") as handle:
-            offset = len(handle.readline()) if has_header else 0
+            handle.seek(start)
             while True:
-                lines = list(itertools.islice(handle, BLOCK_LINES))
-                if not lines:
+                status, position, parsed, detail = text.parse_events(
+                    data, position, filled, final, ord(delimiter), roles, scale, width, height,
+                    words[2 * count:])
+                count += parsed
+                if status != text.OK:
+                    if count:
+                        yield events[:count]
+                    if status == text.OUTSIDE_SENSOR:
+                        check_bounds(path, events[count:count + 1], width, height,
+                                     lambda _: base + position)
+                    raise line_error(path, data[position:filled], base + position, status, detail,
+                                     len(roles))
+                if count == CHUNK_EVENTS:
+                    yield events
+                    (events, words), count = new_events(CHUNK_EVENTS), 0
+                elif final:
+                    if count:
+                        yield events[:count]
                     return
-                ends = offset + np.cumsum([len(line) for line in lines])
-                kept = [i for i, line in enumerate(lines) if line.strip()]
-                starts = (ends - [len(line) for line in lines])[kept]
-                events = parse_block(path, [lines[i] for i in kept], starts, delimiter, usecols,
-                                     t_scale)
-                check_bounds(path, events, width, height, lambda i: starts[i])
-                offset = int(ends[-1])
-                yield events
+                else:  # keep the partial line, read on
+                    if position == 0 and filled == BLOCK_BYTES:
+                        raise FormatError(path, base, f"line longer than {BLOCK_BYTES} bytes")
+                    data[:filled - position] = data[position:filled]
+                    base, filled, position = base + position, filled - position, 0
+                    read = handle.readinto(memoryview(data)[filled:])
+                    filled += read
+                    final = read == 0
 
     return Reader(path=path, format="csv", width=width, height=height, chunks=chunks)
 

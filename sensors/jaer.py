@@ -6,10 +6,17 @@ timestamp (1 us tick, wrapping at 2**32 us: unwrapped here), both big-endian; AE
 addresses (DVS128 only). Address layouts:
 
 - ``dvs128``: bit 0 polarity (0 = ON), bits 1-7 x counted from the right (x = 127 - raw), bits
-  8-14 y counting upwards.
+  8-14 y counted from the bottom (y = 127 - raw).
 - ``davis``: bit 31 set for APS/IMU samples and bit 10 set for external (special) events, both
   skipped and listed as streams; otherwise polarity bit 11 (1 = ON), x bits 12-21 counted from
-  the right (x = width - 1 - raw), y bits 22-30.
+  the right (x = width - 1 - raw), y bits 22-30 counted from the bottom (y = height - 1 - raw).
+
+jAER's extractors keep y as stored (its display puts the origin at the bottom left); evpipe puts
+the origin at the top left, as AEDAT 4.0, Prophesee and Event Stream data, so y is flipped here,
+as ``tonic.io.read_davis_346`` does.
+
+One numba pass (``_decode``) swaps the bytes, decodes the layout, skips APS/IMU/special records,
+unwraps the DVS events' timestamps and stops at the first event outside the sensor.
 
 The layout and sensor size come from the ``# AEChip:`` header line when it names a known chip,
 else from the ``sensor`` option (``dvs128``, ``davis240``, ``davis346``, ... or ``WxH``).
@@ -21,9 +28,9 @@ import re
 from typing import Iterator
 
 import numpy as np
+from numba import njit
 
-from pipeline.events import EVENT_DTYPE
-from sensors.common import check_bounds, read_header, records, sensor_size
+from sensors.common import new_events, read_header, records, sensor_size, xyp
 from sensors.readers import Format, FormatError, Reader, register_format
 
 MAGIC = b"#!AER-DAT"
@@ -42,28 +49,44 @@ def chip_sensor(lines: list[str]) -> str:
     return ""
 
 
-def unwrap(t: np.ndarray, state: list[int]) -> np.ndarray:
-    """uint32 microsecond timestamps to int64, adding 2**32 at each wrap; ``state`` = [last, wraps]."""
-    t = t.astype(np.int64)
-    back = np.diff(t, prepend=state[0] if state[0] >= 0 else t[:1]) < -(1 << 31)
-    wraps = np.cumsum(back) + state[1]
-    state[0], state[1] = int(t[-1]), int(wraps[-1])
-    return t + (wraps << 32)
+@njit(cache=True, nogil=True)
+def _big_endian(word):
+    """A uint32 read little-endian, as the big-endian value it holds."""
+    word = np.int64(word)
+    return ((word & 0xFF) << 24) | ((word & 0xFF00) << 8) | ((word >> 8) & 0xFF00) | (word >> 24)
 
 
-def decode(raw: np.ndarray, layout: str, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical events of the DVS records in ``raw`` and the index of each in ``raw``."""
-    a = raw["a"].astype(np.uint32)
-    if layout == "dvs128":
-        keep = np.arange(len(a))
-        x, y, p = 127 - ((a >> 1) & 0x7F), (a >> 8) & 0x7F, 1 - (a & 1)
-    else:
-        keep = np.flatnonzero(((a >> 31) == 0) & (((a >> 10) & 1) == 0))
-        a = a[keep]
-        x, y, p = width - 1 - ((a >> 12) & 0x3FF).astype(np.int64), (a >> 22) & 0x1FF, (a >> 11) & 1
-    out = np.empty(len(keep), EVENT_DTYPE)
-    out["x"], out["y"], out["p"] = x, y, p
-    return out, keep
+@njit(cache=True, nogil=True)
+def _decode(words, davis, width, height, state, out):
+    """AEDAT 2.0 records (``words``: uint32 pairs address, timestamp, big-endian) into ``out``
+    (``new_events`` words).
+
+    ``state`` int64[2] carries over between calls: the last raw timestamp (-1 before any) and the
+    2**32 us wraps so far (a timestamp below the last by more than 2**31). Returns the events
+    written and the index of the first record outside the sensor (its x, y left in the next
+    slot), or -1.
+    """
+    last, wraps = state[0], state[1]
+    n = 0
+    for i in range(len(words)):
+        a, t = _big_endian(words[i, 0]), _big_endian(words[i, 1])
+        if davis:
+            if a & 0x80000400:  # APS/IMU sample or external (special) event
+                continue
+            x, y, p = width - 1 - ((a >> 12) & 0x3FF), height - 1 - ((a >> 22) & 0x1FF), (a >> 11) & 1
+        else:
+            x, y, p = 127 - ((a >> 1) & 0x7F), 127 - ((a >> 8) & 0x7F), 1 - (a & 1)
+        out[2 * n + 1] = xyp(x, y, p)
+        if x < 0 or x >= width or y < 0 or y >= height:
+            state[0], state[1] = last, wraps
+            return n, i
+        if last >= 0 and t - last < -(1 << 31):
+            wraps += 1
+        last = t
+        out[2 * n] = t + (wraps << 32)
+        n += 1
+    state[0], state[1] = last, wraps
+    return n, -1
 
 
 def open_jaer(path: str, sensor: str = "", width: int = 0, height: int = 0, layout: str = "") -> Reader:
@@ -85,19 +108,22 @@ def open_jaer(path: str, sensor: str = "", width: int = 0, height: int = 0, layo
         raise FormatError(path, None, f"unsupported address layout {layout!r} for AEDAT {version}")
     raw = records(path, data, offset, RECORDS[version])
     size = RECORDS[version].itemsize
-    streams = ["aps_imu", "special"] if layout == "davis" and len(raw) and (
-        (raw["a"].astype(np.uint32) & 0x80000400) != 0).any() else []
+    streams = ["aps_imu", "special"] if layout == "davis" and (raw["a"] & 0x80000400).any() else []
+    if version == "1.0":  # 16-bit addresses widened: one record layout for the decoder
+        raw = raw.astype(RECORDS["2.0"])
+    words = raw.view("<u4").reshape(-1, 2)
 
     def chunks() -> Iterator[np.ndarray]:
-        state = [-1, 0]
-        for start in range(0, len(raw), CHUNK):
-            part = raw[start:start + CHUNK]
-            events, index = decode(part, layout, width)
-            if not len(events):
-                continue
-            events["t"] = unwrap(part["t"][index], state)
-            check_bounds(path, events, width, height, lambda i: offset + (start + index[i]) * size)
-            yield events
+        state = np.array([-1, 0], np.int64)
+        for start in range(0, len(words), CHUNK):
+            part = words[start:start + CHUNK]
+            events, slots = new_events(len(part))
+            n, bad = _decode(part, layout == "davis", width, height, state, slots)
+            if bad >= 0:
+                raise FormatError(path, offset + (start + bad) * size, f"event x={events['x'][n]} "
+                                  f"y={events['y'][n]} outside the {width}x{height} sensor")
+            if n:
+                yield events[:n]
 
     return Reader(path=path, format="aedat2", width=width, height=height, chunks=chunks,
                   streams=streams)

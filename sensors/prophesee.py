@@ -1,42 +1,60 @@
 """Prophesee recordings: RAW EVT 2.0, RAW EVT 3.0 and DAT (CD events), decoded here with numba.
 
 Specs followed: Prophesee "EVT 2.0 format", "EVT 3.0 format" and "DAT file format" pages
-(docs.prophesee.ai), with OpenEB's decoder semantics. A file starts with ``%`` header lines
-(``% evt 3.0``, ``% format EVT3;height=720;width=1280``, ``% geometry 1280x720``, ``% end``).
+(docs.prophesee.ai). A file starts with ``%`` header lines (``% evt 3.0``,
+``% format EVT3;height=720;width=1280``, ``% geometry 1280x720``, ``% end``).
 
 - EVT 2.0: 32-bit little-endian words; type in bits 28-31: 0 CD_OFF, 1 CD_ON (6-bit time low,
   11-bit x, 11-bit y), 8 TIME_HIGH (28 bits, units of 64 us), 0xA EXT_TRIGGER, 0xE/0xF skipped.
-  A TIME_HIGH that goes backwards by more than half its range is a wrap (+2**34 us).
+  A TIME_HIGH that goes backwards by more than half its range is a wrap (+2**34 us) (OpenEB;
+  faery also keeps the time from going back, which makes no difference on evt2_sample).
 - EVT 3.0: 16-bit words; type in bits 12-15: 0 ADDR_Y, 2 ADDR_X (one event), 3 VECT_BASE_X,
   4 VECT_12 / 5 VECT_8 (bit masks of events from the base x, which then advances), 6 TIME_LOW and
-  8 TIME_HIGH (12 bits each: t = high << 12 | low), 0xA EXT_TRIGGER, 7/0xE/0xF skipped. TIME_HIGH
-  going backwards by more than half its range is the 24-bit wrap (every 16.77 s, +2**24 us); a
-  TIME_LOW that steps back a little (the sensor's own reordering) is kept as it is, so a replay's
-  timestamp policy decides what to do with it.
+  8 TIME_HIGH (12 bits each), 0xA EXT_TRIGGER, 7/0xE/0xF skipped. The 24-bit time (wrapping every
+  16.77 s) follows ``evt3_time``, each mode named after the decoder it reproduces exactly:
+
+  - ``faery`` (the default; faery 0.7.1, ``src/evt/decoder.rs``): the event time never goes back,
+    so a TIME_LOW or TIME_HIGH giving an earlier time leaves it as it was (the sensor steps
+    TIME_LOW back 3 to 11 us about every ms in evt3_sample). A TIME_HIGH forward by less than
+    4094 counts sets the high part and clears the low part; back by 4095 (4095 -> 0) is the wrap
+    (+2**24 us); any other TIME_HIGH is ignored. (neuromorphic-drivers' EVT3 adapter, which faery
+    follows otherwise, uses 2048 there: from its initial high part 0 that would ignore a first
+    TIME_HIGH above 2047, as in every real file here.)
+  - ``openeb`` (OpenEB's ``EVT3Decoder``, time shifting off): t = wraps << 24 | high << 12 | low
+    exactly as the words say; a TIME_HIGH back by 2048 counts or more is the wrap, a changed
+    TIME_HIGH clears the low part. So it runs behind faery by the TIME_LOW steps back.
+  - ``expelliarmus`` (expelliarmus 1.1): counts every backward TIME_LOW step as a 4096 us wrap,
+    also when a TIME_HIGH already carried it, and every backward TIME_HIGH as a 24-bit wrap. The
+    figures in shared/recordings/MANIFEST.md and the ``.npy`` twins were made that way: about
+    11 x 4096 us late by the end of both files (evt3_sample's TIME_HIGH only goes 2861 -> 2863,
+    8.8 ms, not the MANIFEST's 53.9 ms).
+
+  Events outside the sensor are a FormatError in every mode (faery drops vector bits past the
+  right edge and fails on the others; the real files have none).
 - DAT: after the header, a byte of event type and a byte of event size (8), then records of
   uint32 t (us) and uint32 data: x bits 0-13, y bits 14-27, polarity bits 28-31.
 
-Trigger words are decoded to ``TRIGGER_DTYPE`` (``read_triggers``) and listed as a ``triggers``
-stream, never mixed with the CD events. ``evt3_time="expelliarmus"`` reproduces expelliarmus 1.1
-instead, which also counts every backward TIME_LOW step as a 4096 us wrap (the figures in
-shared/recordings/MANIFEST.md and the ``.npy`` twins were made that way).
+Trigger words are decoded to ``TRIGGER_DTYPE`` (``read_triggers``, timed as the events) and listed
+as a ``triggers`` stream, never mixed with the CD events.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterator
 
 import numpy as np
 from numba import njit
 
-from pipeline.events import EVENT_DTYPE
-from sensors.common import SENSORS, check_bounds, read_header, records, sensor_size
+from sensors.common import SENSORS, new_events, read_header, records, sensor_size, split_header, xyp
 from sensors.readers import Format, FormatError, Reader, register_format
 
 TRIGGER_DTYPE = np.dtype([("t", "<i8"), ("id", "<i2"), ("value", "i1")])
 CHUNK_EVENTS = 1 << 20  # events per decoded chunk
-EVT3_TIME_MODES = ("spec", "expelliarmus")
+# EVT 3.0 time semantics, named after the decoder each one reproduces exactly (module docstring)
+FAERY, OPENEB, EXPELLIARMUS = 0, 1, 2
+EVT3_TIME_MODES = {"faery": FAERY, "openeb": OPENEB, "expelliarmus": EXPELLIARMUS}
 
 # kernel results: words consumed, events written, triggers written, error code
 OK, BAD_TYPE, OUTSIDE = 0, 1, 2
@@ -44,108 +62,133 @@ PROBLEMS = {BAD_TYPE: "unknown word type", OUTSIDE: "event outside the sensor"}
 
 
 @njit(cache=True, nogil=True)
-def _decode_evt3(words, state, t, x, y, p, trig, width, height, expelliarmus):
-    """Decode EVT 3.0 words into t/x/y/p and trig (t, id, value) until a buffer is full.
+def _decode_evt3(words, state, out, trig, width, height, mode):
+    """Decode EVT 3.0 words into ``out`` (``new_events`` words, two an event) and trig (t, id,
+    value) until one is full (an event word with fewer than 12 event slots left, or a trigger
+    word with no slot left).
 
-    ``state`` int64[7]: time high, time low, wrap count (24-bit), low-wrap count (expelliarmus
-    mode only), current y, vector base x, vector polarity; it carries over between calls.
+    ``state`` int64[8] carries over between calls: event time t, time high, time low, 24-bit wraps,
+    TIME_LOW wraps (expelliarmus), current y, vector base x, vector polarity.
     """
-    n = 0
-    nt = 0
-    cap = len(t) - 12
+    t, high, low, wraps, low_wraps, y, base, polarity = (state[0], state[1], state[2], state[3], state[4],
+                                                         state[5], state[6], state[7])
+    n = nt = 0  # words written to out (two an event), triggers written
+    cap = len(out) - 24
+    done, error = len(words), OK
     for i in range(len(words)):
-        if n > cap or nt >= len(trig):
-            return i, n, nt, OK
         w = np.int64(words[i])
         kind = w >> 12
         if kind == 0x0:
-            state[4] = w & 0x7FF
+            y = w & 0x7FF
         elif kind == 0x2 or kind == 0x4 or kind == 0x5:
-            if state[4] >= height:
-                return i, n, nt, OUTSIDE
-            now = (state[2] << 24) + ((state[0] + state[3]) << 12) + state[1]
+            if n > cap:
+                done = i
+                break
             if kind == 0x2:
-                if (w & 0x7FF) >= width:
-                    return i, n, nt, OUTSIDE
-                t[n] = now
-                x[n] = w & 0x7FF
-                y[n] = state[4]
-                p[n] = (w >> 11) & 1
-                n += 1
-            else:
-                bits = 12 if kind == 0x4 else 8
-                for k in range(bits):
-                    if (w >> k) & 1:
-                        if state[5] + k >= width:
-                            return i, n, nt, OUTSIDE
-                        t[n] = now
-                        x[n] = state[5] + k
-                        y[n] = state[4]
-                        p[n] = state[6]
-                        n += 1
-                state[5] += bits
+                if (w & 0x7FF) >= width or y >= height:
+                    done, error = i, OUTSIDE
+                    break
+                out[n] = t
+                out[n + 1] = xyp(w & 0x7FF, y, (w >> 11) & 1)
+                n += 2
+                continue
+            bits = 12 if kind == 0x4 else 8
+            mask = w & ((1 << bits) - 1)
+            if y >= height or (base + bits > width and mask >> max(width - base, 0)):
+                done, error = i, OUTSIDE
+                break
+            word = xyp(base, y, polarity)
+            for k in range(bits):
+                if (mask >> k) & 1:
+                    out[n] = t
+                    out[n + 1] = word + k
+                    n += 2
+            base += bits
         elif kind == 0x3:
-            state[5] = w & 0x7FF
-            state[6] = (w >> 11) & 1
+            base = w & 0x7FF
+            polarity = (w >> 11) & 1
         elif kind == 0x6:
+            if mode == EXPELLIARMUS and (w & 0xFFF) < low:
+                low_wraps += 1
             low = w & 0xFFF
-            if expelliarmus and low < state[1]:
-                state[3] += 1
-            state[1] = low
+            if mode == FAERY:
+                t = max(t, (wraps << 24) + (high << 12) + low)
+            else:
+                t = (wraps << 24) + ((high + low_wraps) << 12) + low
         elif kind == 0x8:
-            high = w & 0xFFF
-            if (expelliarmus and high < state[0]) or state[0] - high > 0x800:
-                state[2] += 1
-            state[0] = high
+            value = w & 0xFFF
+            if mode == FAERY:  # forward by less than 4094, or back by 4095 (the wrap); else ignored
+                if high < value < high + 4094 or high - value > 4094:
+                    wraps += value < high
+                    high, low = value, 0
+                t = max(t, (wraps << 24) + (high << 12) + low)
+            else:
+                if mode == OPENEB:  # back by 2048 or more is the wrap; a new value clears low
+                    wraps += high - value >= 0x800
+                    low = low if value == high else 0
+                else:  # expelliarmus: every step back is a wrap
+                    wraps += value < high
+                high = value
+                t = (wraps << 24) + ((high + low_wraps) << 12) + low
         elif kind == 0xA:
-            trig[nt, 0] = (state[2] << 24) + ((state[0] + state[3]) << 12) + state[1]
+            if nt == len(trig):
+                done = i
+                break
+            trig[nt, 0] = t
             trig[nt, 1] = (w >> 8) & 0xF
             trig[nt, 2] = w & 1
             nt += 1
         elif kind != 0x7 and kind != 0xE and kind != 0xF:
-            return i, n, nt, BAD_TYPE
-    return len(words), n, nt, OK
+            done, error = i, BAD_TYPE
+            break
+    state[0], state[1], state[2], state[3], state[4], state[5], state[6], state[7] = (
+        t, high, low, wraps, low_wraps, y, base, polarity)
+    return done, n >> 1, nt, error
 
 
 @njit(cache=True, nogil=True)
-def _decode_evt2(words, state, t, x, y, p, trig, width, height, expelliarmus):
-    """Decode EVT 2.0 words; ``state`` int64[7]: time high (units of 64 us), wrap count."""
-    n = 0
-    nt = 0
-    cap = len(t) - 1
-    for i in range(len(words)):
-        if n > cap or nt >= len(trig):
-            return i, n, nt, OK
+def _decode_evt2(words, state, out, trig, width, height, mode):
+    """Decode EVT 2.0 words (at most one event or trigger each) until ``out`` or trig is full;
+    ``state`` int64[8]: time high (units of 64 us), wrap count. ``mode`` is EVT 3.0's (unused)."""
+    high, wraps = state[0], state[1]
+    time = (wraps << 34) + (high << 6)
+    n = nt = 0  # words written to out (two an event), triggers written
+    done, error = min(len(words), len(out) >> 1), OK
+    for i in range(done):
         w = np.int64(words[i])
         kind = w >> 28
-        if kind == 0x0 or kind == 0x1:
+        if kind <= 0x1:
             ex = (w >> 11) & 0x7FF
             ey = w & 0x7FF
             if ex >= width or ey >= height:
-                return i, n, nt, OUTSIDE
-            t[n] = (state[1] << 34) + (state[0] << 6) + ((w >> 22) & 0x3F)
-            x[n] = ex
-            y[n] = ey
-            p[n] = kind
-            n += 1
+                done, error = i, OUTSIDE
+                break
+            out[n] = time + ((w >> 22) & 0x3F)
+            out[n + 1] = xyp(ex, ey, kind)
+            n += 2
         elif kind == 0x8:
+            if high - (w & 0xFFFFFFF) > 0x8000000:
+                wraps += 1
             high = w & 0xFFFFFFF
-            if state[0] - high > 0x8000000:
-                state[1] += 1
-            state[0] = high
+            time = (wraps << 34) + (high << 6)
         elif kind == 0xA:
-            trig[nt, 0] = (state[1] << 34) + (state[0] << 6) + ((w >> 22) & 0x3F)
+            if nt == len(trig):
+                done = i
+                break
+            trig[nt, 0] = time + ((w >> 22) & 0x3F)
             trig[nt, 1] = (w >> 8) & 0x1F
             trig[nt, 2] = w & 1
             nt += 1
         elif kind != 0xE and kind != 0xF:
-            return i, n, nt, BAD_TYPE
-    return len(words), n, nt, OK
+            done, error = i, BAD_TYPE
+            break
+    state[0], state[1] = high, wraps
+    return done, n >> 1, nt, error
 
 
-EVT = {  # name -> (word dtype, kernel)
-    "evt2": (np.dtype("<u4"), _decode_evt2),
-    "evt3": (np.dtype("<u2"), _decode_evt3),
+EVT = {  # name -> (word dtype, kernel, most events one word gives)
+    "evt2": (np.dtype("<u4"), _decode_evt2, 1),
+    "evt3": (np.dtype("<u2"), _decode_evt3, 12),
 }
 
 
@@ -199,14 +242,15 @@ def resolve_size(path: str, stated, sensor: str, width: int, height: int, defaul
 def decode_words(path: str, name: str, words: np.ndarray, offset: int, width: int, height: int,
                  evt3_time: str, triggers: list | None = None) -> Iterator[np.ndarray]:
     """Chunks of canonical events from EVT words starting at byte ``offset`` of ``path``."""
-    word_dtype, kernel = EVT[name]
-    state = np.zeros(7, np.int64)
+    word_dtype, kernel, per_word = EVT[name]
+    state = np.zeros(8, np.int64)
     trig = np.empty((4096, 3), np.int64)
     pos = 0
     while pos < len(words):
-        out = np.empty(CHUNK_EVENTS, EVENT_DTYPE)  # a fresh buffer per chunk: chunks are views
-        done, n, nt, error = kernel(words[pos:], state, out["t"], out["x"], out["y"], out["p"], trig,
-                                    width, height, evt3_time == "expelliarmus")
+        # a fresh buffer per chunk (chunks are views), no larger than the words left can fill
+        out, slots = new_events(min(CHUNK_EVENTS, per_word * (len(words) - pos + 1)))
+        done, n, nt, error = kernel(words[pos:], state, slots, trig, width, height,
+                                    EVT3_TIME_MODES[evt3_time])
         if error:
             at = pos + done
             raise FormatError(path, offset + at * word_dtype.itemsize,
@@ -222,10 +266,10 @@ def decode_words(path: str, name: str, words: np.ndarray, offset: int, width: in
 
 
 def open_raw(path: str, version: str = "", sensor: str = "", width: int = 0, height: int = 0,
-             evt3_time: str = "spec") -> Reader:
+             evt3_time: str = "faery") -> Reader:
     """A Prophesee RAW file. ``version`` (evt2/evt3) overrides the header; size as ``resolve_size``."""
     if evt3_time not in EVT3_TIME_MODES:
-        raise FormatError(path, None, f"evt3_time must be one of {EVT3_TIME_MODES}, not {evt3_time!r}")
+        raise FormatError(path, None, f"evt3_time must be one of {', '.join(EVT3_TIME_MODES)}, not {evt3_time!r}")
     lines, offset, data = read_header(path, b"%", b"% end")
     fields = header_fields(lines)
     stated = evt_version(fields)
@@ -265,6 +309,20 @@ DAT_RECORD = np.dtype([("t", "<u4"), ("data", "<u4")])
 DAT_TYPES = {0x00: "2d", 0x0C: "cd"}
 
 
+@njit(cache=True, nogil=True)
+def _decode_dat(raw, out, width, height):
+    """DAT records (uint32 pairs t, data) into ``out`` (``new_events`` words); the index of the
+    first event outside the sensor, or -1."""
+    for i in range(len(raw)):
+        data = np.int64(raw[i, 1])
+        x, y = data & 0x3FFF, (data >> 14) & 0x3FFF
+        if x >= width or y >= height:
+            return i
+        out[2 * i] = raw[i, 0]
+        out[2 * i + 1] = xyp(x, y, np.int64(data >> 28 != 0))
+    return -1
+
+
 def open_dat(path: str, sensor: str = "", width: int = 0, height: int = 0) -> Reader:
     """A Prophesee DAT file of TD/CD events; size from the header, ``sensor`` or 304x240 (ATIS)."""
     lines, offset, data = read_header(path, b"%")
@@ -278,28 +336,29 @@ def open_dat(path: str, sensor: str = "", width: int = 0, height: int = 0) -> Re
         raise FormatError(path, offset, f"unsupported DAT event type 0x{kind:02x} / size {size} "
                                         f"(supported: 2d or cd events of 8 bytes)")
     width, height = resolve_size(path, header_size(fields), sensor, width, height, SENSORS["atis"])
-    raw = records(path, data, offset + 2, DAT_RECORD)
+    offset += 2
+    raw = records(path, data, offset, DAT_RECORD).view("<u4").reshape(-1, 2)
 
     def chunks() -> Iterator[np.ndarray]:
         for start in range(0, len(raw), CHUNK_EVENTS):
             part = raw[start:start + CHUNK_EVENTS]
-            out = np.empty(len(part), EVENT_DTYPE)
-            out["t"] = part["t"]
-            out["x"] = part["data"] & 0x3FFF
-            out["y"] = (part["data"] >> 14) & 0x3FFF
-            out["p"] = (part["data"] >> 28) != 0
-            check_bounds(path, out, width, height,
-                         lambda i: offset + 2 + (start + i) * DAT_RECORD.itemsize)
+            out, slots = new_events(len(part))
+            bad = _decode_dat(part, slots, width, height)
+            if bad >= 0:
+                data = int(part[bad, 1])
+                raise FormatError(path, offset + (start + bad) * DAT_RECORD.itemsize,
+                                  f"event x={data & 0x3FFF} y={(data >> 14) & 0x3FFF} outside the "
+                                  f"{width}x{height} sensor")
             yield out
 
     return Reader(path=path, format="prophesee_dat", width=width, height=height, chunks=chunks)
 
 
+@functools.lru_cache(maxsize=4)
 def _head_fields(head: bytes) -> dict[str, str]:
-    """Header fields of the first bytes of a file ({} unless it starts with ``%``)."""
-    if not head.startswith(b"%"):
-        return {}
-    lines = [line[1:].strip() for line in head.decode("latin-1").splitlines() if line.startswith("%")]
+    """Header fields of the first bytes of a file ({} unless it starts with ``%``); cached, as
+    the three Prophesee formats' detectors are given the same head in turn (read-only result)."""
+    lines, _ = split_header("<head>", head[:head.rfind(b"\n") + 1], b"%", b"% end")
     return header_fields(lines)
 
 

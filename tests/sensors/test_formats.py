@@ -59,30 +59,46 @@ def test_aedat4_lists_other_streams(recordings, capsys):
     assert summary["streams"] == ["imu", "triggers"]
 
 
-def test_evt3_spec_timestamps_follow_the_time_words(recordings, capsys):
-    """Default EVT 3.0 decoding sets t from the TIME_HIGH/TIME_LOW words (OpenEB semantics).
-
-    expelliarmus (the MANIFEST's figures) adds 4096 us at every backward TIME_LOW step, also when
-    TIME_HIGH already carried the wrap; faery ignores a TIME_LOW that steps back. So ours is
-    faery's minus those small steps (at most 11 us in these files), and the twin's minus whole
-    multiples of 4096 us, with every coordinate and polarity equal.
-    """
+def faery_events(path, size) -> np.ndarray:
     from faery.extension import evt
 
-    for stem, last in (("evt3_sample", 11727457), ("evt3_test_pedestrians", 5885714)):
+    with evt.Decoder(path, size, None) as decoder:
+        return np.concatenate([p["events"] for p in decoder if "events" in p])
+
+
+@pytest.mark.parametrize("stem,size", [("evt2_sample", (640, 480)), ("evt3_sample", (1280, 720)),
+                                       ("evt3_test_pedestrians", (1280, 720))])
+def test_raw_default_equals_faery_event_by_event(recordings, stem, size):
+    path = recordings / "prophesee" / f"{stem}.raw"
+    _, ours = read_all(path)
+    theirs = faery_events(path, size)
+    assert len(ours) == len(theirs)
+    for ours_field, field in (("t", "t"), ("x", "x"), ("y", "y"), ("p", "on")):
+        assert (ours[ours_field] == theirs[field].astype(np.int64)).all(), field
+
+
+def test_evt3_time_modes(recordings, capsys):
+    """The three EVT 3.0 time semantics, each named after the decoder it reproduces.
+
+    faery (the default) never lets the event time go back, so it ignores the sensor's TIME_LOW
+    steps back (3 to 11 us, about every ms in evt3_sample); openeb takes the time words as they
+    are, so it runs behind faery by those steps; expelliarmus adds 4096 us at every backward
+    TIME_LOW step, also when a TIME_HIGH already carried the wrap (MANIFEST's last timestamps and
+    the .npy twins, 11 x 4096 us ahead by the end of each file). Coordinates and polarities agree.
+    """
+    for stem, last, behind_most in (("evt3_sample", 11727467, 11), ("evt3_test_pedestrians", 5885714, 0)):
         path = recordings / "prophesee" / f"{stem}.raw"
-        summary = info_json(capsys, path)
-        assert (summary["events"], summary["t_last"]) == (len(np.load(path.with_suffix(".npy"))), last)
-        _, ours = read_all(path)
-        with evt.Decoder(path, (1280, 720), None) as decoder:
-            theirs = np.concatenate([p["events"] for p in decoder if "events" in p])
-        behind = theirs["t"].astype(np.int64) - ours["t"]
-        assert behind.min() == 0 and behind.max() <= 11
         twin = np.load(path.with_suffix(".npy"))
-        ahead = twin["t"] - ours["t"]
+        summary = info_json(capsys, path)
+        assert (summary["events"], summary["t_last"]) == (len(twin), last)
+        _, ours = read_all(path)
+        _, openeb = read_all(path, evt3_time="openeb")
+        behind = ours["t"] - openeb["t"]
+        assert behind.min() == 0 and behind.max() == behind_most
+        ahead = twin["t"] - openeb["t"]
         assert (ahead % 4096 == 0).all() and ahead[-1] == 11 * 4096
         for field in "xyp":
-            assert (ours[field] == twin[field]).all() and (ours[field] == theirs[field]).all()
+            assert (openeb[field] == ours[field]).all() and (twin[field] == ours[field]).all()
 
 
 @pytest.mark.parametrize("stem,twin", [("evt3_sample.raw", "evt3_sample.npy"),
@@ -97,17 +113,6 @@ def test_prophesee_equals_npy_twin_event_by_event(recordings, stem, twin):
         assert (ours[field] == expected[field].astype(np.int64)).all(), field
 
 
-def test_evt2_equals_faery(recordings):
-    from faery.extension import evt
-
-    path = recordings / "prophesee/evt2_sample.raw"
-    _, ours = read_all(path)
-    with evt.Decoder(path, (640, 480), None) as decoder:
-        theirs = np.concatenate([p["events"] for p in decoder if "events" in p])
-    for ours_field, field in (("t", "t"), ("x", "x"), ("y", "y"), ("p", "on")):
-        assert (ours[ours_field] == theirs[field].astype(np.int64)).all()
-
-
 def test_nmnist_dataset_matches_manifest(recordings):
     files = dataset_files(recordings / "nmnist" / "Train")
     assert len(files) == 1000
@@ -118,22 +123,6 @@ def test_nmnist_dataset_matches_manifest(recordings):
     # records, also what tonic.io.read_mnist_file counts), so the stated minimum is off.
     assert counts == [os.path.getsize(f.path) // 5 for f in files]
     assert (min(counts), max(counts)) == (1112, 7152)
-
-
-def test_jaer_matches_tonic_generic_reader(recordings):
-    """tonic's generic AEDAT 2.0 path gives raw addresses; decode them by the MANIFEST notes."""
-    from tonic.io import read_aedat_header_from_file, get_aer_events_from_file
-
-    path = str(recordings / "jaer/dvs128_short.aedat")
-    _, ours = read_all(path)
-    data_version, data_start, start_timestamp = read_aedat_header_from_file(path)
-    raw = get_aer_events_from_file(path, data_version, data_start)
-    assert len(raw) == len(ours)
-    address = raw["address"].astype(np.int64)
-    assert (ours["x"] == 127 - ((address >> 1) & 0x7F)).all()
-    assert (ours["y"] == (address >> 8) & 0x7F).all()
-    assert (ours["p"] == 1 - (address & 1)).all()
-    assert (ours["t"] == raw["timeStamp"].astype(np.int64)).all()
 
 
 def test_csv_columns_by_index_and_scale(tmp_path):
