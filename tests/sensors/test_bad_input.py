@@ -13,7 +13,7 @@ from sensors.readers import FormatError, read_all
 
 CUTS, FLIPS = 24, 24
 # formats decoded by a library that reports no byte offset
-NO_OFFSET = {"aedat4", "es", "hdf5"}
+NO_OFFSET = {"es", "hdf5"}
 
 
 def sample_bytes(recordings, tmp_path) -> dict[str, tuple[bytes, str]]:
