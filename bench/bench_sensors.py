@@ -85,6 +85,8 @@ def decode_records() -> list[dict]:
                    lambda: dv_decode(aedat4), 0.9),
         throughput("aedat4 (validate=0) vs dv-processing", count[aedat4],
                    lambda: stream(aedat4, validate=0), lambda: dv_decode(aedat4), 0.9),
+        throughput("aedat4 (validated) vs faery (which also checks every packet)", count[aedat4],
+                   lambda: stream(aedat4), lambda: faery_decode(aedat4), 0.9),
         throughput("prophesee evt2 vs expelliarmus", count[evt2], lambda: stream(evt2),
                    lambda: expelliarmus_decode(evt2, "evt2"), 0.9),
         throughput("prophesee evt2 vs faery", count[evt2], lambda: stream(evt2),
