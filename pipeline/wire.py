@@ -14,6 +14,7 @@ Nothing is pickled. ``decode`` validates every frame and raises ``Malformed`` wi
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -109,9 +110,8 @@ def parse_header(raw: bytes) -> tuple[Header, int]:
     if obj.get("v") != VERSION:
         raise Malformed("version", f"version {obj.get('v')!r}, this reader speaks {VERSION}")
     for key, kind in _REQUIRED.items():
-        value = obj.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise Malformed("header", f"field {key!r} must be {kind.__name__}, got {value!r}")
+        if type(obj.get(key)) is not kind:  # exact: JSON true/false parse to bool, not int
+            raise Malformed("header", f"field {key!r} must be {kind.__name__}, got {obj.get(key)!r}")
     if obj["kind"] not in KINDS:
         raise Malformed("header", f"kind {obj['kind']!r} is not one of {KINDS}")
     if obj["count"] < 0 or obj["itemsize"] < 0 or obj["seq"] < 0:
@@ -161,6 +161,7 @@ def decode(frames) -> Packet:
     return Packet(header, records)
 
 
+@functools.cache
 def _compiled_layout(dtype: np.dtype) -> bool:
     """Whether records have int16 x and y at bytes 8 and 10 of 16 (what ``xy_range`` reads)."""
     fields = dtype.fields or {}
@@ -172,18 +173,17 @@ def check_bounds(header: Header, records: np.ndarray) -> None:
     """Raise Malformed('bounds') when an x/y field lies outside the declared width/height."""
     if not len(records) or header.width <= 0 or header.height <= 0:
         return
+    sizes = (("x", header.width), ("y", header.height))
     if _compiled_layout(records.dtype):  # one compiled pass over the buffer
-        words = np.ascontiguousarray(records).view(np.int16).reshape(len(records), 8)
-        x_low, x_high, y_low, y_high = xy_range(words)
-        ranges = {"x": (x_low, x_high), "y": (y_low, y_high)}
+        x_low, x_high, y_low, y_high = xy_range(records.view(np.int16).reshape(len(records), 8))
+        ranges = ((x_low, x_high), (y_low, y_high))
     else:
-        ranges = {axis: (int(records[axis].min()), int(records[axis].max()))
-                  for axis in ("x", "y") if axis in records.dtype.names}
-    for axis, size in (("x", header.width), ("y", header.height)):
-        if axis in ranges:
-            low, high = ranges[axis]
-            if low < 0 or high >= size:
-                raise Malformed("bounds", f"{axis} in [{low}, {high}] outside [0, {size})")
+        names = records.dtype.names or ()
+        sizes = tuple((axis, size) for axis, size in sizes if axis in names)
+        ranges = tuple((int(records[axis].min()), int(records[axis].max())) for axis, _ in sizes)
+    for (axis, size), (low, high) in zip(sizes, ranges):
+        if low < 0 or high >= size:
+            raise Malformed("bounds", f"{axis} in [{low}, {high}] outside [0, {size})")
 
 
 __all__ = ["VERSION", "REASONS", "Malformed", "encode", "decode", "parse_header", "DATA", "EOS"]
