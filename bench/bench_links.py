@@ -26,6 +26,7 @@ from bench.common import record
 from pipeline.events import EVENT_DTYPE
 from pipeline.links import LOSSLESS, Receiver, Sender
 from pipeline.packet import eos_packet, events_packet
+from pipeline.runtime import freeze_heap
 
 SIZES = (1_000, 10_000, 100_000)
 BYTES_PER_RUN = 200 * 2**20  # about this much payload per throughput run
@@ -52,6 +53,7 @@ def events(n: int, seq: int = 0) -> np.ndarray:
 
 # receiving side (a separate process) -------------------------------------------------------
 def receive(kind: str, address: str, count: int) -> dict:
+    freeze_heap()  # as the node runtime does before a node runs (both kinds, to be fair)
     ctx = zmq.Context()
     first = last = 0
     transit = []
@@ -98,6 +100,7 @@ def spawn_receiver(kind: str, address: str, count: int) -> subprocess.Popen:
 
 # sending side ----------------------------------------------------------------------------------
 def send(kind: str, address: str, packets: list[np.ndarray], pace_s: float = 0.0) -> None:
+    freeze_heap()
     ctx = zmq.Context()
     if kind == "ours":
         sender = Sender(ctx, address, LOSSLESS, HWM)
