@@ -20,7 +20,6 @@ from sensors.readers import open_reader, read_all
 from sensors.replay import Replay
 
 
-
 def stream(path, **options) -> None:
     for _ in open_reader(path, **options).chunks():
         pass
