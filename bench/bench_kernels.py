@@ -7,7 +7,6 @@ sample (the record name says how many).
 
 from __future__ import annotations
 
-
 import dv_processing as dv
 import numpy as np
 import tonic
@@ -17,7 +16,8 @@ from kernels.filters import background_activity, last_times
 from kernels.hats import HatsState
 from kernels.hots import SAME, hots_layer, hots_map, surface_dim
 from kernels.timesurface import sae_new, sae_update
-from pipeline.events import from_dv, from_structured
+from pipeline.core.events import from_structured
+from sensors.dv_events import from_dv
 
 TONIC_SUBSET = 25
 

@@ -1,7 +1,7 @@
 """Links (issue 2): events/s through one lossless link, and send-to-receive latency.
 
 Throughput: a sender in this process, a receiver in a separate process, over ipc and tcp, for
-packets of 1k, 10k and 100k events. Ours is ``pipeline.links`` (header encoded per packet,
+packets of 1k, 10k and 100k events. Ours is ``pipeline.runtime.links`` (header encoded per packet,
 every received message validated, sequence tracked); the peer is raw pyzmq sending the same
 three frames (same buffers, zero-copy) with no encoding or checks. Rate is measured at the
 receiver from the first to the last message; best of 3 alternating rounds each. Target: ours
@@ -23,10 +23,10 @@ import numpy as np
 import zmq
 
 from bench.common import record
-from pipeline.events import EVENT_DTYPE
-from pipeline.links import LOSSLESS, Receiver, Sender
-from pipeline.packet import eos_packet, events_packet
-from pipeline.runtime import freeze_heap
+from pipeline.core.events import EVENT_DTYPE
+from pipeline.core.packet import eos_packet, events_packet
+from pipeline.runtime.links import LOSSLESS, Receiver, Sender
+from pipeline.runtime.node import freeze_heap
 
 SIZES = (1_000, 10_000, 100_000)
 BYTES_PER_RUN = 200 * 2**20  # about this much payload per throughput run

@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from bench.common import RECORDINGS, best_of, record
-from pipeline.events import EVENT_DTYPE
-from pipeline.runtime import freeze_heap
+from pipeline.core.events import EVENT_DTYPE
+from pipeline.runtime.node import freeze_heap
 from sensors.readers import open_reader, read_all
 from sensors.replay import Replay
 

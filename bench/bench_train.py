@@ -1,10 +1,10 @@
 """Training and evaluation (issue 6): ours vs the usual baseline on the same N-MNIST split.
 
 Split: the 1000 samples of ../shared/recordings/nmnist/Train, stratified seeded fold 0 of 5 held
-out (200 samples), the other 800 for training (``pipeline.features_pipeline.select``).
+out (200 samples), the other 800 for training (``pipeline.learn.features.select``).
 
-Ours: ``pipeline.train.train`` with its defaults (HOTS features, prefix training, softmax
-regression, conversion, decoder calibration), then ``pipeline.evaluate.evaluate`` streaming the
+Ours: ``pipeline.learn.train.train`` with its defaults (HOTS features, prefix training, softmax
+regression, conversion, decoder calibration), then ``pipeline.learn.evaluate.evaluate`` streaming the
 200 through denoise -> hots -> snn -> decoder.
 Peer: tonic ``ToAveragedTimesurface`` (HATS, Sironi et al. 2018: cells of 10 px, 7 x 7 surfaces,
 tau 20 ms, delta_t 100 ms) on every sample, flattened, and a scikit-learn ``LinearSVC`` (C = 1,
@@ -26,9 +26,9 @@ from multiprocessing import get_context
 
 import numpy as np
 
-from pipeline.evaluate import evaluate
-from pipeline.features_pipeline import select
-from pipeline.train import train
+from pipeline.learn.evaluate import evaluate
+from pipeline.learn.features import select
+from pipeline.learn.train import train
 from sensors.readers import read_all
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "recordings", "nmnist",

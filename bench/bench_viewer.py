@@ -18,9 +18,10 @@ import numpy as np
 
 from bench.common import RECORDINGS, best_of, record
 from kernels import frames as kf
-from pipeline.events import concat_records, to_dv
-from pipeline.packet import Packetizer
-from pipeline.viewer import BACKGROUND, OFF_COLOUR, ON_COLOUR
+from pipeline.core.events import concat_records
+from pipeline.core.packet import Packetizer
+from pipeline.ui.viewer import BACKGROUND, OFF_COLOUR, ON_COLOUR
+from sensors.dv_events import to_dv
 from sensors.readers import read_all
 from sensors.synthetic import Scene, scene_events
 

@@ -14,7 +14,7 @@ accepts and returns, value for value:
   significant digits, else Python's ``float`` (rare: more digits, subnormals, near-halfway cases).
   ``nan`` and ``inf`` are not numbers here (the reader rejects non-finite values anyway).
 
-Each row becomes one canonical event (``pipeline.events.EVENT_DTYPE``), written through the
+Each row becomes one canonical event (``pipeline.core.events.EVENT_DTYPE``), written through the
 records viewed as flat int64 words (``sensors.common.new_events``): event i is word 2 i,
 ``t = rint(t_value * t_scale)`` (us), and word 2 i + 1, ``x | y << 16 | p << 32`` (little-endian
 int16 x at byte 8, y at byte 10, int8 p at byte 12, zero padding), x and y truncated towards zero

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.events import EVENT_DTYPE
+from pipeline.core.events import EVENT_DTYPE
 from sensors.common import SENSORS, check_bounds, read_header, sensor_size
 from sensors.readers import Format, FormatError, Reader, register_format
 

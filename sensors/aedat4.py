@@ -19,10 +19,22 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.events import from_dv
-from sensors.aedat4_container import (AT, BAD_ROW, CHECKED, HEAD_BYTES, HEADER_START, MAGIC, PROBLEM, READER_CHECKED,
-                                      STOP, Container, check_event_payloads, lz4_event_payload_problem,
-                                      read_container)
+from sensors.aedat4_container import (
+    AT,
+    BAD_ROW,
+    CHECKED,
+    HEAD_BYTES,
+    HEADER_START,
+    MAGIC,
+    PROBLEM,
+    READER_CHECKED,
+    STOP,
+    Container,
+    check_event_payloads,
+    lz4_event_payload_problem,
+    read_container,
+)
+from sensors.dv_events import from_dv
 from sensors.readers import Format, FormatError, Reader, register_format
 
 

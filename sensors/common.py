@@ -15,7 +15,7 @@ import re
 import numpy as np
 from numba import njit
 
-from pipeline.events import EVENT_DTYPE
+from pipeline.core.events import EVENT_DTYPE
 from sensors.readers import FormatError
 
 # Sensor sizes (width, height) by the names that appear in file headers and on the command line.

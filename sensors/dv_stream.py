@@ -15,9 +15,9 @@ import logging
 import time
 from typing import Iterator
 
-from pipeline.events import from_dv
-from pipeline.packet import Packet, Packetizer, events_packet
-from pipeline.stage import Source
+from pipeline.core.packet import Packet, Packetizer, events_packet
+from pipeline.core.stage import Source
+from sensors.dv_events import from_dv
 
 log = logging.getLogger(__name__)
 POLL_S = 0.001  # wait between polls when no batch is ready

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.events import from_structured
+from pipeline.core.events import from_structured
 from sensors.readers import Format, FormatError, Reader, register_format
 
 MAGIC = b"Event Stream"

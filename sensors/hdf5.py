@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.events import make_events
+from pipeline.core.events import make_events
 from sensors.common import check_bounds, sensor_size
 from sensors.readers import Format, FormatError, Reader, register_format
 

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from pipeline.events import EVENT_DTYPE
+from pipeline.core.events import EVENT_DTYPE
 from sensors.readers import Format, FormatError, Reader, register_format
 
 RECORD_BYTES = 5

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.events import from_structured, make_events
+from pipeline.core.events import from_structured, make_events
 from sensors.common import check_bounds, sensor_size
 from sensors.readers import Format, FormatError, Reader, register_format
 

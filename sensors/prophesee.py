@@ -47,7 +47,15 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from sensors.common import SENSORS, new_events, read_header, records, sensor_size, split_header, xyp
+from sensors.common import (
+    SENSORS,
+    new_events,
+    read_header,
+    records,
+    sensor_size,
+    split_header,
+    xyp,
+)
 from sensors.readers import Format, FormatError, Reader, register_format
 
 TRIGGER_DTYPE = np.dtype([("t", "<i8"), ("id", "<i2"), ("value", "i1")])

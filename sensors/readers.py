@@ -1,6 +1,6 @@
 """File readers: one module per family of formats registers here; ``open_reader`` picks one.
 
-A reader yields the file's events as chunks of canonical events (``pipeline.events.EVENT_DTYPE``,
+A reader yields the file's events as chunks of canonical events (``pipeline.core.events.EVENT_DTYPE``,
 t in the file's own time base, us) in file order, so a replay can start sending before the whole
 file is decoded. Formats are detected from the content (magic bytes, header lines), never from
 the file name alone; ``format=`` overrides detection.
@@ -15,7 +15,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pipeline.events import concat_records
+from pipeline.core.events import concat_records
 
 # Modules that register formats on import (one per family).
 FORMAT_MODULES = ("sensors.aedat4", "sensors.nmnist", "sensors.jaer", "sensors.aedat3", "sensors.prophesee",

@@ -19,8 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
-from pipeline.events import EVENT_DTYPE
-from pipeline.packet import Packet, Packetizer, Segment, events_packet
+from pipeline.core.events import EVENT_DTYPE
+from pipeline.core.packet import Packet, Packetizer, Segment, events_packet
 from sensors.readers import FormatError, formats, open_reader
 
 log = logging.getLogger(__name__)

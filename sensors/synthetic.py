@@ -17,9 +17,9 @@ from typing import Iterator
 import numpy as np
 from numba import njit
 
-from pipeline.events import EVENT_DTYPE
-from pipeline.packet import Packet, Packetizer, events_packet
-from pipeline.stage import Source
+from pipeline.core.events import EVENT_DTYPE
+from pipeline.core.packet import Packet, Packetizer, events_packet
+from pipeline.core.stage import Source
 from sensors.replay import Pacer
 
 

@@ -15,7 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline.events import concat_records, to_dv
+from pipeline.core.events import concat_records
+from sensors.dv_events import to_dv
 from sensors.readers import FormatError, open_reader
 
 

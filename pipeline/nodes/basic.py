@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
-from pipeline.config import path_field
-from pipeline.events import JSON_DTYPE_NAME, concat_records
-from pipeline.packet import Packet
-from pipeline.registry import SINK, SOURCE, STAGE, node_type
-from pipeline.stage import Sink, Source, Stage
+from pipeline.core.events import JSON_DTYPE_NAME, concat_records
+from pipeline.core.files import open_for_writing
+from pipeline.core.nodetype import SINK, SOURCE, STAGE, node_type, path_field
+from pipeline.core.packet import Packet
+from pipeline.core.stage import Sink, Source, Stage
 from sensors.replay import Replay
 
 
@@ -190,20 +189,13 @@ class FileParams:
             raise ValueError("missing required key: path")
 
 
-def _open_for_writing(path: str, mode: str):
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    return open(path, mode)
-
-
 @node_type("jsonl", SINK, FileParams)
 class JsonLinesSink(RecordSink):
     """Writes one JSON object per line: decisions, or segment summaries for event streams."""
 
     def __init__(self, name: str, params: FileParams):
         super().__init__(name)
-        self.handle = _open_for_writing(params.path, "w")
+        self.handle = open_for_writing(params.path, "w")
 
     def write(self, record: dict) -> None:
         self.handle.write(json.dumps(record) + "\n")
@@ -229,6 +221,6 @@ class NpySink(Sink):
             self.chunks.append(np.array(packet.records))  # copy: the buffer belongs to ZeroMQ
 
     def finish(self) -> list[Packet]:
-        with _open_for_writing(self.path, "wb") as handle:
+        with open_for_writing(self.path, "wb") as handle:
             np.save(handle, concat_records(self.chunks, self.chunks[0].dtype) if self.chunks else np.empty(0))
         return []

@@ -26,15 +26,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernels.filters import background_activity, count_events, last_times, pixel_mask, refractory
+from kernels.filters import (
+    background_activity,
+    count_events,
+    last_times,
+    pixel_mask,
+    refractory,
+)
 from kernels.hats import HatsState
 from kernels.hots import MODES, hots_layer, hots_map, surface_dim
 from kernels.timesurface import sae_new, sae_update, sample_surface
-from pipeline.config import path_field
-from pipeline.events import FEATURE_DTYPE, register_dtype
-from pipeline.packet import Packet, Segment, events_packet
-from pipeline.registry import STAGE, node_type
-from pipeline.stage import Stage
+from pipeline.core.events import FEATURE_DTYPE, register_dtype
+from pipeline.core.nodetype import STAGE, node_type, path_field
+from pipeline.core.packet import Packet, Segment, events_packet
+from pipeline.core.stage import Stage
 
 SURFACE_DTYPE = register_dtype("surface", np.dtype(
     [("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("c", "i1"), ("value", "<f4")], align=True))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.registry import SOURCE, node_type
+from pipeline.core.nodetype import SOURCE, node_type
 from sensors.camera import CameraSource
 from sensors.network import NetworkSource
 from sensors.synthetic import Scene, SyntheticSource

@@ -5,7 +5,7 @@
 - ``dv_server``: events served with dv-processing's ``NetworkWriter`` (the DV protocol), so DV
   software and any dv-processing ``NetworkReader`` can watch the stream.
 - ``aedat4``: events recorded to an AEDAT 4.0 file with dv-processing's ``MonoCameraWriter``.
-- ``viewer``: the live viewer of ``pipeline.viewer``, shown or saved headless.
+- ``viewer``: the live viewer of ``pipeline.ui.viewer``, shown or saved headless.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import zmq
 
-from pipeline.config import path_field
-from pipeline.events import EVENT_DTYPE, JSON_DTYPE_NAME, to_dv
-from pipeline.packet import Packet
-from pipeline.registry import SINK, node_type
-from pipeline.stage import Sink
+from pipeline.core.events import EVENT_DTYPE, JSON_DTYPE_NAME
+from pipeline.core.files import make_parent
+from pipeline.core.nodetype import SINK, node_type, path_field
+from pipeline.core.packet import Packet
+from pipeline.core.stage import Sink
+from sensors.dv_events import to_dv
 
 log = logging.getLogger(__name__)
 
@@ -291,9 +292,7 @@ class Aedat4Sink(Sink):
             import dv_processing as dv
 
             header = packet.header
-            folder = os.path.dirname(self.params.path)
-            if folder:
-                os.makedirs(folder, exist_ok=True)
+            make_parent(self.params.path)
             config = dv.io.MonoCameraWriter.EventOnlyConfig(self.params.camera, (header.width, header.height))
             self.writer = dv.io.MonoCameraWriter(self.params.path, config)
         if len(events):
@@ -320,11 +319,11 @@ class ViewerParams:
 
 @node_type("viewer", SINK, ViewerParams)
 class ViewerSink(Sink):
-    """Live viewer (pipeline/viewer.py): events, time surface, output neurons, decisions."""
+    """Live viewer (pipeline/ui/viewer.py): events, time surface, output neurons, decisions."""
 
     def __init__(self, name: str, params: ViewerParams):
         super().__init__(name)
-        from pipeline.viewer import Viewer
+        from pipeline.ui.viewer import Viewer
 
         clock = ("stream" if params.save else "wall") if params.clock == "auto" else params.clock
         self.viewer = Viewer(params.width, params.height, params.fps, params.tau_us,

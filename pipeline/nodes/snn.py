@@ -1,12 +1,12 @@
 """Stages "snn" (exact event-driven LIF network) and "decoder" (early decisions from its outputs).
 
 The snn stage maps events (dtype "events", channel = polarity) or feature events ("features",
-channel = feature index) to input neurons as its model file says (``pipeline.model``), runs them
+channel = feature index) to input neurons as its model file says (``pipeline.core.model``), runs them
 through ``kernels.lif`` and emits one "spikes" packet per input piece: the output spikes (all
 layers with ``layers = "all"``) followed by one potential sample per output neuron at the
 piece's last time, so a decoder can read margins. Segments reset the network to v = 0 at their
 start: from replay markers (``segments = "markers"``) or from the event rate
-(``segments = "activity"``, ``kernels.decoders.activity_segments``; events outside an active
+(``segments = "activity"``, ``kernels.readout.activity_segments``; events outside an active
 segment are not run).
 
 The decoder emits decision records (JSON) as described in DESIGN.md "Decisions" and
@@ -21,14 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import decoders, lif
+from kernels import lif, readout
 from kernels.snn_input import map_inputs
-from pipeline.config import path_field
-from pipeline.events import register_dtype
-from pipeline.model import load_model
-from pipeline.packet import Header, Packet, Segment, json_packet
-from pipeline.registry import STAGE, node_type
-from pipeline.stage import Stage
+from pipeline.core.events import register_dtype
+from pipeline.core.model import load_model
+from pipeline.core.nodetype import STAGE, node_type, path_field
+from pipeline.core.packet import Header, Packet, Segment, json_packet
+from pipeline.core.stage import Stage
 
 # t: us (sensor clock); seen: input events of the segment received when it happened; v: membrane
 # potential (spikes: at the crossing, before reset); kind: SPIKE or SAMPLE (potential sample).
@@ -40,7 +39,7 @@ SPIKE, SAMPLE = 0, 1
 
 @dataclass(frozen=True)
 class SnnParams:
-    model: str = path_field()  # path to a .npz model file (pipeline/model.py)
+    model: str = path_field()  # path to a .npz model file (pipeline/core/model.py)
     layers: str = "output"  # "output" or "all": whose spikes are emitted
     segments: str = "markers"  # "markers" (replay) or "activity" (live streams)
     activity_tau_us: float = 20_000.0  # time constant of the event-rate trace
@@ -107,11 +106,11 @@ class SnnStage(Stage):
         kinds = np.empty(2 * len(t), np.int8)
         times = np.empty(2 * len(t), np.int64)
         where = np.empty(2 * len(t), np.int64)
-        n = decoders.activity_segments(t, self.activity, p.activity_tau_us, p.onset_rate / 1e6,
+        n = readout.activity_segments(t, self.activity, p.activity_tau_us, p.onset_rate / 1e6,
                                        p.offset_rate / 1e6, kinds, times, where)
         out, pos = [], 0
         for kind, t_at, i in zip(kinds[:n].tolist(), times[:n].tolist(), where[:n].tolist()):
-            if kind == decoders.OFFSET:
+            if kind == readout.OFFSET:
                 out.append(self._run(header, t[pos:i], idx[pos:i], self._segment(end=True), t_at))
                 self.active = False
             else:
@@ -240,7 +239,7 @@ class DecoderStage(Stage):
         if self.params.rule == "margin":
             if not len(samples):
                 return None
-            best, margin = decoders.leader(self.potentials)
+            best, margin = readout.leader(self.potentials)
             if margin < self.params.margin:
                 return None
             return self._record(best, self.potentials[best], margin, "margin",
@@ -248,18 +247,18 @@ class DecoderStage(Stage):
         start = len(self.hist_t)
         self.hist_t = np.concatenate([self.hist_t, spikes["t"]])
         self.hist_neuron = np.concatenate([self.hist_neuron, spikes["neuron"]])
-        i, self.lo = decoders.count_lead(self.hist_t, self.hist_neuron, start, self.lo,
+        i, self.lo = readout.count_lead(self.hist_t, self.hist_neuron, start, self.lo,
                                          self.window, self.k, self.rule_counts)
         if i < 0:
             return None
-        best, lead = decoders.leader(self.rule_counts)
+        best, lead = readout.leader(self.rule_counts)
         return self._record(best, self.rule_counts[best], lead, self.params.rule,
                             int(self.hist_t[i]), int(spikes["seen"][i - start]), arrival)
 
     def _close(self, arrival: int) -> list[dict]:
         out = []
         if not self.decided or self.params.final == "always":
-            best = decoders.forced_leader(self.counts, self.potentials)
+            best = readout.forced_leader(self.counts, self.potentials)
             counts = self.counts.astype(np.float64)
             lead = counts[best] - np.max(np.delete(counts, best), initial=-np.inf)
             out.append(self._record(best, counts[best], lead,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels.bounds import xy_range
-from pipeline.events import FEATURE_DTYPE
+from pipeline.core.events import FEATURE_DTYPE
 from sensors.readers import read_all
 from tests.conftest import AEDAT4_SAMPLE, RECORDINGS
 

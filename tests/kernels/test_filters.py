@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 import tonic
 
-from kernels.filters import background_activity, count_events, last_times, pixel_mask, refractory
+from kernels.filters import (
+    background_activity,
+    count_events,
+    last_times,
+    pixel_mask,
+    refractory,
+)
 from kernels.timesurface import NEVER
-from pipeline.events import from_dv, from_structured, to_dv
+from pipeline.core.events import from_structured
+from sensors.dv_events import from_dv, to_dv
 
 
 def dvxplorer(recordings):

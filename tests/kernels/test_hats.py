@@ -13,7 +13,8 @@ import numpy as np
 import tonic
 
 from kernels.hats import HatsState
-from pipeline.events import from_dv, from_structured
+from pipeline.core.events import from_structured
+from sensors.dv_events import from_dv
 
 PAPER = dict(per_polarity=False, with_self=False, same_time=False, float32=False)
 TONIC = dict(per_polarity=True, with_self=True, same_time=True, float32=True)

@@ -9,7 +9,7 @@ import pytest
 import tonic
 
 from kernels.hots import ALL, MERGE, SAME, hots_layer, hots_map, surface_dim
-from pipeline.events import from_structured
+from pipeline.core.events import from_structured
 
 
 def reference_surface(last, t, x, y, c, radius, tau, mode):

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.timesurface import NEVER, sae_new, sae_update, sample_surface
-from pipeline.events import from_dv, from_structured
+from pipeline.core.events import from_structured
+from sensors.dv_events import from_dv
 
 
 def dv_batches(path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.links import LOSSLESS, Receiver
+from pipeline.runtime.links import LOSSLESS, Receiver
 from tests.conftest import AEDAT4_SAMPLE, ROOT
 from tests.pipeline.helpers import chain_config, free_port, write_config
 

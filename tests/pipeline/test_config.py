@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import ConfigError, load, parse
+from pipeline.runtime.config import ConfigError, load, parse
 
 GOOD = """\
 [graph]

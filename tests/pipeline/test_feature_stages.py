@@ -8,10 +8,10 @@ import tonic
 from kernels.filters import background_activity, last_times
 from kernels.hats import HatsState
 from kernels.timesurface import sae_new, sae_update, sample_surface
-from pipeline.events import FEATURE_DTYPE, dtype_by_name, from_structured
-from pipeline.packet import Segment, events_packet
-from pipeline.registry import lookup
-from pipeline.stage import run_chain
+from pipeline.core.events import FEATURE_DTYPE, dtype_by_name, from_structured
+from pipeline.core.packet import Segment, events_packet
+from pipeline.core.stage import run_chain
+from pipeline.runtime.registry import lookup
 
 
 def build(kind, **params):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import load
-from pipeline.events import EVENT_DTYPE, from_dv
-from pipeline.graph import run
+from pipeline.core.events import EVENT_DTYPE
+from pipeline.runtime.config import load
+from pipeline.runtime.graph import run
+from sensors.dv_events import from_dv
 from tests.conftest import AEDAT4_SAMPLE
 from tests.pipeline.helpers import chain_config, free_port
 

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import zmq
 
-from pipeline.events import EVENT_DTYPE
-from pipeline.links import LIVE, Receiver, Sender
-from pipeline.packet import eos_packet, events_packet
+from pipeline.core.events import EVENT_DTYPE
+from pipeline.core.packet import eos_packet, events_packet
+from pipeline.runtime.links import LIVE, Receiver, Sender
 from tests.pipeline.helpers import free_port
 
 PACKETS = 2000

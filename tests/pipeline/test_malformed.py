@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import zmq
 
-from pipeline import wire
-from pipeline.config import parse
-from pipeline.links import Receiver
-from pipeline.packet import eos_packet, events_packet, json_packet
-from pipeline.runtime import NodeRunner
+from pipeline.core import wire
+from pipeline.core.packet import eos_packet, events_packet, json_packet
+from pipeline.runtime.config import parse
+from pipeline.runtime.links import Receiver
+from pipeline.runtime.node import NodeRunner
 from sensors.readers import read_all
 from tests.conftest import AEDAT4_SAMPLE
 from tests.pipeline.helpers import free_port

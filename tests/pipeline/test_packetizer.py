@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.packet import Packetizer, cut_points
+from pipeline.core.packet import Packetizer, cut_points
 from sensors.readers import read_all
 from tests.conftest import AEDAT4_SAMPLE
 

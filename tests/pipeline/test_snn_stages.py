@@ -7,11 +7,18 @@ import pytest
 
 from kernels import lif
 from kernels.snn_input import map_inputs
-from pipeline.model import SnnModel, load_model
-from pipeline.nodes.snn import SAMPLE, SPIKE, DecoderParams, DecoderStage, SnnParams, SnnStage
-from pipeline.packet import Packetizer, Segment, events_packet
-from pipeline.registry import lookup
-from pipeline.stage import run_chain
+from pipeline.core.model import SnnModel, load_model
+from pipeline.core.packet import Packetizer, Segment, events_packet
+from pipeline.core.stage import run_chain
+from pipeline.nodes.snn import (
+    SAMPLE,
+    SPIKE,
+    DecoderParams,
+    DecoderStage,
+    SnnParams,
+    SnnStage,
+)
+from pipeline.runtime.registry import lookup
 from sensors.readers import read_all
 
 TRAIN_PER_CLASS = 30

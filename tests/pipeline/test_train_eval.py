@@ -16,11 +16,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.convert import ann_activations, ann_logits, normalise
-from pipeline.evaluate import FRACTIONS, evaluate
-from pipeline.features_pipeline import FeatureSpec, extract, feature_matrix, folds, select
-from pipeline.model import load_model
-from pipeline.train import TrainParams, read_training, train
+from pipeline.core.model import load_model, read_training
+from pipeline.learn.convert import ann_activations, ann_logits, normalise
+from pipeline.learn.evaluate import FRACTIONS, evaluate
+from pipeline.learn.features import FeatureSpec, extract, feature_matrix, folds, select
+from pipeline.learn.train import TrainParams, train
 from sensors.replay import dataset_files
 from tests.conftest import NMNIST_TRAIN, ROOT
 

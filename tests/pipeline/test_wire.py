@@ -6,11 +6,20 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline import wire
-from pipeline.events import EVENT_DTYPE, FEATURE_DTYPE, register_dtype
-from pipeline.packet import DATA, EOS, Header, Packet, Segment, eos_packet, json_packet
+from pipeline.core import wire
+from pipeline.core.events import EVENT_DTYPE, FEATURE_DTYPE, register_dtype
+from pipeline.core.packet import (
+    DATA,
+    EOS,
+    Header,
+    Packet,
+    Segment,
+    eos_packet,
+    json_packet,
+)
 from sensors.readers import read_all
 from tests.conftest import AEDAT4_SAMPLE
 

@@ -12,10 +12,10 @@ import sys
 import time
 
 import dv_processing as dv
-
-from pipeline.events import to_dv
-from sensors.readers import read_all
 from conftest import AEDAT4_SAMPLE
+
+from sensors.dv_events import to_dv
+from sensors.readers import read_all
 
 BATCH = 5000
 

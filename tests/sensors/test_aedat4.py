@@ -149,7 +149,7 @@ def test_xxh32_matches_the_reference_and_the_sample_lz4_headers(sample):
 def test_every_dv_compression_reads_back(recordings, tmp_path, compression):
     import dv_processing as dv
 
-    from pipeline.events import to_dv
+    from sensors.dv_events import to_dv
 
     events = read_all(recordings / SAMPLE)[1]
     path = tmp_path / f"{compression}.aedat4"
@@ -240,7 +240,7 @@ def test_a_bad_event_vector_length_is_caught_before_dv_processing_unpacks_it(rec
     """Stored (uncompressed) payloads: dv-processing segfaults on a vector running past its packet."""
     import dv_processing as dv
 
-    from pipeline.events import to_dv
+    from sensors.dv_events import to_dv
 
     events = read_all(recordings / SAMPLE)[1]
     path = tmp_path / "stored.aedat4"

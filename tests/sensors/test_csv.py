@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from kernels import text
-from pipeline.events import EVENT_DTYPE
+from pipeline.core.events import EVENT_DTYPE
 from sensors import csv_events
 from sensors.readers import FormatError, open_reader, read_all
 

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from sensors.readers import read_all
 from sensors.replay import dataset_files
 

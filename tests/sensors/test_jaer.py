@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.bench_sensors import tonic_dvs128_events
-from pipeline.events import EVENT_DTYPE
+from pipeline.core.events import EVENT_DTYPE
 from sensors.common import split_header
 from sensors.readers import FormatError, read_all
 

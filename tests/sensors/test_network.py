@@ -10,10 +10,10 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import AEDAT4_SAMPLE, ROOT
 
 from sensors.network import NetworkSource
 from sensors.readers import read_all
-from conftest import AEDAT4_SAMPLE, ROOT
 
 SERVER = ROOT / "tests" / "sensors" / "dv_server.py"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.registry import lookup
+from pipeline.runtime.registry import lookup
 from sensors.readers import read_all
 from sensors.replay import Replay, TimeOrder
 from sensors.synthetic import Scene, scene_events, scene_slice

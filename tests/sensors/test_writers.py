@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.cli import main
+from pipeline.cli.main import main
 from sensors.readers import FormatError, read_all
 
 SOURCES = ["aedat4/dvxplorer_sample.aedat4", "jaer/dvs128_short.aedat", "prophesee/evt3_sample.raw",

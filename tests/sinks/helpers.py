@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from pipeline.model import SnnModel
+from pipeline.core.model import SnnModel
 from tests.conftest import NMNIST_TRAIN
 
 

@@ -9,11 +9,11 @@ import sys
 
 import zmq
 
-from pipeline.config import load
-from pipeline.events import empty_events
-from pipeline.graph import run
+from pipeline.core.events import empty_events
+from pipeline.core.packet import events_packet, json_packet
 from pipeline.nodes.sinks import DecisionsParams, DecisionsSink
-from pipeline.packet import events_packet, json_packet
+from pipeline.runtime.config import load
+from pipeline.runtime.graph import run
 from tests.conftest import ROOT
 from tests.pipeline.helpers import free_port, write_config
 from tests.sinks.helpers import nmnist_subset, random_model

@@ -6,12 +6,12 @@ from __future__ import annotations
 import threading
 import time
 
-
-from pipeline.config import load
-from pipeline.events import concat_records, from_dv
-from pipeline.graph import run
+from pipeline.core.events import concat_records
+from pipeline.core.packet import events_packet
 from pipeline.nodes.sinks import DvServerParams, DvServerSink
-from pipeline.packet import events_packet
+from pipeline.runtime.config import load
+from pipeline.runtime.graph import run
+from sensors.dv_events import from_dv
 from sensors.readers import read_all
 from tests.conftest import AEDAT4_SAMPLE
 from tests.pipeline.helpers import free_port, write_config

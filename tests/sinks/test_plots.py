@@ -9,10 +9,10 @@ import sys
 import numpy as np
 from PIL import Image
 
-from pipeline.plots import figure, load_eval
+from pipeline.ui.plots import figure, load_eval
 from tests.conftest import ROOT
 
-# the layout pipeline.evaluate.metrics writes
+# the layout pipeline.learn.evaluate.metrics writes
 RESULT = {
     "n_samples": 12, "accuracy_final": 0.75, "accuracy_early": 0.5, "early_rate": 0.8,
     "median_event_fraction": 0.4, "median_decision_us": 42_000.0, "accuracy_ann": 0.83,

@@ -10,8 +10,8 @@ import time
 
 import zmq
 
-from pipeline.config import load
-from pipeline.graph import run_threads
+from pipeline.runtime.config import load
+from pipeline.runtime.graph import run_threads
 from tests.conftest import AEDAT4_SAMPLE, ROOT
 from tests.pipeline.helpers import free_port, write_config
 

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from kernels import frames as kf
+from pipeline.core.packet import Packetizer, Segment, events_packet, json_packet
 from pipeline.nodes.sinks import ViewerParams, ViewerSink
-from pipeline.packet import Packetizer, Segment, events_packet, json_packet
-from pipeline.viewer import BACKGROUND, OFF_COLOUR, ON_COLOUR, Viewer
+from pipeline.ui.viewer import BACKGROUND, OFF_COLOUR, ON_COLOUR, Viewer
 from sensors.readers import read_all
 from sensors.replay import Replay
 from sensors.synthetic import Scene, scene_events

@@ -1,0 +1,1 @@
+"""The ``evpipe`` program: ``main`` parses the command line, ``commands`` holds one module per subcommand."""

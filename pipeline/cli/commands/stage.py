@@ -1,0 +1,37 @@
+"""`evpipe stage NAME -c CONFIG`: run one node of a graph here, so a graph can span hosts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+from pipeline.runtime.config import ConfigError, load
+from pipeline.runtime.graph import run_one
+from sensors.readers import FormatError
+
+NAME = "stage"
+HELP = "run a single node (source, stage or sink) of a config's graph in this process"
+
+log = logging.getLogger("evpipe")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("name", help="node name, as in [stage.NAME], [source.NAME] or [sink.NAME]")
+    parser.add_argument("-c", "--config", default="config.toml", help="graph config (TOML)")
+    parser.add_argument("--run-dir", default="", help="folder for default ipc:// link addresses "
+                        "(default: <tmp>/evpipe-<graph name>); links between hosts need tcp:// addresses")
+    parser.add_argument("--metrics", default="", help="metrics collector address to report to")
+
+
+def main(args) -> int:
+    try:
+        config = load(args.config)
+        if args.name not in config.nodes:
+            raise ConfigError(f"{args.config}: no node named {args.name!r}; nodes: {', '.join(sorted(config.nodes))}")
+        run_dir = args.run_dir or os.path.join(tempfile.gettempdir(), f"evpipe-{config.graph.name}")
+        os.makedirs(run_dir, exist_ok=True)
+        return run_one(config, args.name, run_dir, args.metrics)
+    except (ConfigError, FormatError) as exc:
+        log.error("%s", exc)
+        return 2

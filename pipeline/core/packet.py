@@ -1,0 +1,155 @@
+"""Packets: a small header plus a contiguous record array, and the packetizer that cuts them.
+
+A packet's header says which stream it belongs to, its sequence number (per stream, +1 per
+packet, so a gap means packets were lost), the record dtype name, the sensor size, the first and
+last event time (us, in the sensor clock domain), the host send time (ns) and optional segment
+markers. End of stream is its own packet kind (``kind == "eos"``), never a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from pipeline.core.events import EVENT_DTYPE, JSON_DTYPE_NAME, concat_records
+
+DATA = "data"
+EOS = "eos"
+KINDS = (DATA, EOS)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A segment marker: a recording (dataset sample) or an activity burst on a live stream.
+
+    ``start`` is set on the first packet of the segment, ``end`` on its last (both on a packet
+    that is the whole segment). ``label`` is the ground-truth class name when the replay knows it.
+    """
+
+    id: int
+    start: bool = False
+    end: bool = False
+    label: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Packet header. Times: ``t_first``/``t_last`` in us (sensor clock), ``sent_ns`` host ns."""
+
+    stream: str
+    seq: int
+    dtype: str = "events"
+    width: int = 0
+    height: int = 0
+    t_first: int = 0
+    t_last: int = 0
+    count: int = 0
+    clock: str = "sensor"
+    sent_ns: int = 0
+    kind: str = DATA
+    segment: Segment | None = None
+
+    def with_(self, **changes) -> "Header":
+        return replace(self, **changes)
+
+
+@dataclass(slots=True)
+class Packet:
+    """A header and its records (a structured array, or a list of dicts for JSON payloads)."""
+
+    header: Header
+    records: np.ndarray | list = field(default_factory=lambda: np.empty(0, EVENT_DTYPE))
+
+    @property
+    def is_eos(self) -> bool:
+        return self.header.kind == EOS
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def events_packet(stream: str, seq: int, events: np.ndarray, width: int, height: int,
+                  segment: Segment | None = None, dtype: str = "events") -> Packet:
+    """A data packet over ``events``, with first/last time and count filled in."""
+    n = len(events)
+    t_first = int(events["t"][0]) if n else 0
+    t_last = int(events["t"][-1]) if n else 0
+    header = Header(stream=stream, seq=seq, dtype=dtype, width=width, height=height,
+                    t_first=t_first, t_last=t_last, count=n, segment=segment)
+    return Packet(header, events)
+
+
+def json_packet(stream: str, seq: int, records: list[dict], t: int = 0,
+                segment: Segment | None = None) -> Packet:
+    """A data packet whose payload is a JSON array of objects (decisions, summaries)."""
+    header = Header(stream=stream, seq=seq, dtype=JSON_DTYPE_NAME, t_first=t, t_last=t,
+                    count=len(records), segment=segment)
+    return Packet(header, list(records))
+
+
+def eos_packet(stream: str, seq: int) -> Packet:
+    """The end-of-stream message for ``stream``."""
+    return Packet(Header(stream=stream, seq=seq, kind=EOS), np.empty(0, EVENT_DTYPE))
+
+
+def encode_json_records(records: list) -> bytes:
+    return json.dumps(records, separators=(",", ":")).encode()
+
+
+def cut_points(t: np.ndarray, max_us: int, max_count: int) -> np.ndarray:
+    """Indices where packets end, cutting by time or count, whichever comes first.
+
+    A packet starts at its first event ``t0`` and holds the events with ``t < t0 + max_us``, at
+    most ``max_count`` of them. ``t`` must be sorted. Returns the end index of each packet (the
+    last equals ``len(t)``); an empty ``t`` gives no packets.
+    """
+    ends = []
+    start, n = 0, len(t)
+    while start < n:
+        by_time = int(np.searchsorted(t, t[start] + max_us, side="left")) if max_us > 0 else n
+        end = min(by_time, start + max_count) if max_count > 0 else by_time
+        end = max(end, start + 1)
+        ends.append(end)
+        start = end
+    return np.asarray(ends, dtype=np.int64)
+
+
+class Packetizer:
+    """Cuts a stream of event chunks into packets by sensor time (us) or count.
+
+    Chunks are pushed as they are read; complete packets come out of ``push`` and the tail comes
+    out of ``flush``. A packet is complete once a later event proves its time window closed, so
+    latency is bounded by the window at any event rate.
+    """
+
+    def __init__(self, max_us: int = 1000, max_count: int = 10_000, dtype: np.dtype = EVENT_DTYPE):
+        if max_us <= 0 and max_count <= 0:
+            raise ValueError("a packetizer needs max_us > 0 or max_count > 0")
+        self.max_us = max_us
+        self.max_count = max_count
+        self._empty = np.empty(0, dtype)
+        self._pending = self._empty
+
+    def push(self, events: np.ndarray) -> list[np.ndarray]:
+        pending = concat_records([self._pending, events], self._empty.dtype) if len(self._pending) else events
+        if len(pending) == 0:
+            return []
+        ends = cut_points(pending["t"], self.max_us, self.max_count)
+        last_end = int(ends[-1])
+        starts = np.concatenate([[0], ends[:-1]])
+        # the last packet is kept back unless it is full or a later event closed its window
+        keep_last = (ends[-1] - starts[-1]) < self.max_count if self.max_count > 0 else True
+        if keep_last:
+            last_end = int(starts[-1])
+            ends = ends[:-1]
+            starts = starts[:-1]
+        out = [pending[s:e] for s, e in zip(starts, ends)]
+        self._pending = pending[last_end:].copy() if last_end < len(pending) else self._empty
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        pending, self._pending = self._pending, self._empty
+        return [pending] if len(pending) else []

@@ -1,0 +1,90 @@
+"""The stage model: sources emit packets, stages turn packets into packets, sinks consume them.
+
+A node knows nothing about sockets. The runtime (``pipeline.runtime.node``) owns the loop, the links,
+metrics and shutdown, and stamps every emitted packet with the node's stream name, its sequence
+number and the host send time. The same objects run in-process with ``run_chain``, which is how
+evaluation runs exactly the code of the live pipeline.
+
+Rules for implementers: ``process`` is called once per data packet in arrival order; it must not
+modify the records it receives (they may view a ZeroMQ buffer) nor the records it has returned.
+``finish`` is called once after every input has ended and returns the last packets (flushes).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Iterator
+
+from pipeline.core.packet import Packet
+
+
+class Stage:
+    """A processing node: ``process(packet) -> packets``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def process(self, packet: Packet) -> list[Packet]:
+        raise NotImplementedError
+
+    def finish(self) -> list[Packet]:
+        """Packets still held back when every input has ended (default: none)."""
+        return []
+
+    def close(self) -> None:
+        """Release files and other resources; called once, also after an error."""
+
+
+class Sink(Stage):
+    """A stage with no outputs; ``process`` returns nothing downstream."""
+
+    def process(self, packet: Packet) -> list[Packet]:
+        self.consume(packet)
+        return []
+
+    def consume(self, packet: Packet) -> None:
+        raise NotImplementedError
+
+
+class Source:
+    """A node with no inputs: ``packets()`` yields data packets until exhausted or stopped."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._stop = threading.Event()
+
+    def packets(self) -> Iterator[Packet]:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask ``packets()`` to end early (SIGINT, shutdown); safe from any thread."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        """Release files, cameras and connections."""
+
+
+def run_chain(packets: Iterable[Packet], stages: list[Stage]) -> list[Packet]:
+    """Push packets through ``stages`` in order, in-process; returns what the last stage emits.
+
+    Each stage's ``finish`` runs after the input is exhausted, and its output goes through the
+    stages after it, exactly as end-of-stream propagates through a running graph.
+    """
+    out: list[Packet] = []
+
+    def feed(index: int, items: list[Packet]) -> None:
+        if index == len(stages):
+            out.extend(items)
+            return
+        for packet in items:
+            feed(index + 1, stages[index].process(packet))
+
+    for packet in packets:
+        feed(0, [packet])
+    for index, stage in enumerate(stages):
+        feed(index + 1, stage.finish())
+    return out

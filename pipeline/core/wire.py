@@ -1,0 +1,197 @@
+"""The evpipe wire format over ZeroMQ (version 1), specified in docs/wire.md.
+
+A message has exactly three frames:
+
+1. topic: the stream name, UTF-8 (PUB/SUB prefix filtering works on it);
+2. header: a UTF-8 JSON object with ``"v": 1`` and the fields of ``pipeline.core.packet.Header``,
+   plus ``itemsize`` (bytes per record) so any reader can check the payload length;
+3. payload: the raw little-endian records (``count * itemsize`` bytes), or for ``dtype == "json"``
+   a UTF-8 JSON array of objects.
+
+Nothing is pickled. ``decode`` validates every frame and raises ``Malformed`` with a short reason
+(one of ``REASONS``) that receivers count, so a bad message never stops a stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+
+from kernels.bounds import xy_range
+from pipeline.core.events import JSON_DTYPE_NAME, dtype_by_name
+from pipeline.core.packet import (
+    DATA,
+    EOS,
+    KINDS,
+    Header,
+    Packet,
+    Segment,
+    encode_json_records,
+)
+
+VERSION = 1
+
+REASONS = (
+    "frame_count",  # not exactly three frames
+    "header",  # header frame is not a JSON object with the required, well-typed fields
+    "version",  # header version is not one we speak
+    "topic",  # topic frame differs from the header's stream name
+    "dtype",  # unknown record dtype, or itemsize that does not match it
+    "payload_size",  # payload length is not count * itemsize
+    "bounds",  # x or y outside the declared sensor size
+    "json_payload",  # a JSON payload that does not parse to a list
+)
+
+_REQUIRED = {
+    "v": int, "stream": str, "seq": int, "dtype": str, "itemsize": int, "count": int,
+    "width": int, "height": int, "t_first": int, "t_last": int, "clock": str,
+    "sent_ns": int, "kind": str,
+}
+
+
+class Malformed(ValueError):
+    """A received message that breaks the wire format; ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def header_to_dict(header: Header, itemsize: int, sent_ns: int | None = None) -> dict:
+    seg = header.segment
+    return {
+        "v": VERSION, "stream": header.stream, "seq": header.seq, "dtype": header.dtype,
+        "itemsize": itemsize, "count": header.count, "width": header.width,
+        "height": header.height, "t_first": header.t_first, "t_last": header.t_last,
+        "clock": header.clock, "sent_ns": header.sent_ns if sent_ns is None else sent_ns,
+        "kind": header.kind,
+        "segment": None if seg is None else {
+            "id": seg.id, "start": seg.start, "end": seg.end, "label": seg.label, "name": seg.name,
+        },
+    }
+
+
+def encode(packet: Packet, sent_ns: int | None = None) -> list:
+    """The three frames of ``packet``; the payload frame is the record buffer itself (no copy).
+
+    ``sent_ns`` (host ``time.time_ns()``) replaces the header's send time when given: links stamp
+    the moment each copy is sent.
+    """
+    header = packet.header
+    if header.dtype == JSON_DTYPE_NAME:
+        payload = encode_json_records(packet.records)
+        itemsize = 0
+    else:
+        records = np.ascontiguousarray(packet.records)
+        if records.dtype != dtype_by_name(header.dtype):
+            raise TypeError(f"records of stream {header.stream!r} have layout {records.dtype}, "
+                            f"not the registered {header.dtype!r} layout")
+        payload = memoryview(records).cast("B") if records.size else b""
+        itemsize = records.dtype.itemsize
+    head = json.dumps(header_to_dict(header, itemsize, sent_ns), separators=(",", ":")).encode()
+    return [header.stream.encode(), head, payload]
+
+
+def _segment(raw) -> Segment | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), int):
+        raise Malformed("header", f"segment must be null or an object with an integer id, got {raw!r}")
+    label, name = raw.get("label"), raw.get("name")
+    if label is not None and not isinstance(label, str) or name is not None and not isinstance(name, str):
+        raise Malformed("header", "segment label and name must be strings or null")
+    return Segment(id=raw["id"], start=bool(raw.get("start", False)), end=bool(raw.get("end", False)),
+                   label=label, name=name)
+
+
+def parse_header(raw: bytes) -> tuple[Header, int]:
+    """Header and itemsize from the header frame, validated."""
+    try:
+        obj = json.loads(bytes(raw))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Malformed("header", f"not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise Malformed("header", f"expected a JSON object, got {type(obj).__name__}")
+    if obj.get("v") != VERSION:
+        raise Malformed("version", f"version {obj.get('v')!r}, this reader speaks {VERSION}")
+    for key, kind in _REQUIRED.items():
+        if type(obj.get(key)) is not kind:  # exact: JSON true/false parse to bool, not int
+            raise Malformed("header", f"field {key!r} must be {kind.__name__}, got {obj.get(key)!r}")
+    if obj["kind"] not in KINDS:
+        raise Malformed("header", f"kind {obj['kind']!r} is not one of {KINDS}")
+    if obj["count"] < 0 or obj["itemsize"] < 0 or obj["seq"] < 0:
+        raise Malformed("header", "count, itemsize and seq must be non-negative")
+    header = Header(
+        stream=obj["stream"], seq=obj["seq"], dtype=obj["dtype"], width=obj["width"],
+        height=obj["height"], t_first=obj["t_first"], t_last=obj["t_last"], count=obj["count"],
+        clock=obj["clock"], sent_ns=obj["sent_ns"], kind=obj["kind"],
+        segment=_segment(obj.get("segment")),
+    )
+    return header, obj["itemsize"]
+
+
+def _buffer(frame) -> memoryview:
+    return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
+
+
+def decode(frames) -> Packet:
+    """Packet from received frames (``zmq.Frame`` or bytes); the records view the payload buffer."""
+    if len(frames) != 3:
+        raise Malformed("frame_count", f"expected 3 frames, got {len(frames)}")
+    topic, head, payload = (_buffer(f) for f in frames)
+    header, itemsize = parse_header(head)
+    if bytes(topic) != header.stream.encode():
+        raise Malformed("topic", f"topic {bytes(topic)[:64]!r} but header stream {header.stream!r}")
+    if header.kind == EOS:
+        return Packet(header, np.empty(0, dtype_by_name("events")))
+    if header.dtype == JSON_DTYPE_NAME:
+        try:
+            records = json.loads(bytes(payload)) if len(payload) else []
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise Malformed("json_payload", f"payload is not JSON ({exc})") from None
+        if not isinstance(records, list) or len(records) != header.count:
+            raise Malformed("json_payload", f"expected a JSON list of {header.count} records")
+        return Packet(header, records)
+    try:
+        dtype = dtype_by_name(header.dtype)
+    except KeyError as exc:
+        raise Malformed("dtype", str(exc.args[0])) from None
+    if itemsize != dtype.itemsize:
+        raise Malformed("dtype", f"itemsize {itemsize} but {header.dtype!r} records are {dtype.itemsize} bytes")
+    if len(payload) != header.count * itemsize:
+        raise Malformed("payload_size",
+                        f"{len(payload)} bytes for {header.count} records of {itemsize} bytes")
+    records = np.frombuffer(payload, dtype=dtype) if len(payload) else np.empty(0, dtype)
+    check_bounds(header, records)
+    return Packet(header, records)
+
+
+@functools.cache
+def _compiled_layout(dtype: np.dtype) -> bool:
+    """Whether records have int16 x and y at bytes 8 and 10 of 16 (what ``xy_range`` reads)."""
+    fields = dtype.fields or {}
+    return (dtype.itemsize == 16 and "x" in fields and "y" in fields
+            and fields["x"][:2] == (np.dtype("<i2"), 8) and fields["y"][:2] == (np.dtype("<i2"), 10))
+
+
+def check_bounds(header: Header, records: np.ndarray) -> None:
+    """Raise Malformed('bounds') when an x/y field lies outside the declared width/height."""
+    if not len(records) or header.width <= 0 or header.height <= 0:
+        return
+    sizes = (("x", header.width), ("y", header.height))
+    if _compiled_layout(records.dtype):  # one compiled pass over the buffer
+        x_low, x_high, y_low, y_high = xy_range(records.view(np.int16).reshape(len(records), 8))
+        ranges = ((x_low, x_high), (y_low, y_high))
+    else:
+        names = records.dtype.names or ()
+        sizes = tuple((axis, size) for axis, size in sizes if axis in names)
+        ranges = tuple((int(records[axis].min()), int(records[axis].max())) for axis, _ in sizes)
+    for (axis, size), (low, high) in zip(sizes, ranges):
+        if low < 0 or high >= size:
+            raise Malformed("bounds", f"{axis} in [{low}, {high}] outside [0, {size})")
+
+
+__all__ = ["VERSION", "REASONS", "Malformed", "encode", "decode", "parse_header", "DATA", "EOS"]

@@ -1,0 +1,156 @@
+"""Features for training and evaluation, computed by the graph's own stage objects.
+
+The feature chain is replay -> "denoise" -> "hots" (one HOTS layer, Lagorce et al. 2017, mode
+"all": the local time surface of both polarities around each event, matched to the nearest of N
+prototypes). Every feature event (t, x, y, f) becomes one input spike of the SNN at index
+``((y // cell) * ceil(W / cell) + x // cell) * N + f`` (``kernels.snn_input``), so a sample's
+feature vector is the count of its input spikes per index divided by their total: per-cell
+histograms of prototype activations. The vector of a prefix of the sample is the same count over
+the prefix, which is exactly what the SNN has integrated at that moment.
+
+Datasets are folders of class folders (``sensors.replay.dataset_files``); splits are
+deterministic: stratified, seeded folds.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from kernels.snn_input import map_inputs, n_inputs
+from pipeline.core.packet import Packet
+from pipeline.core.stage import Stage, run_chain
+from pipeline.nodes.features import Denoise, DenoiseParams, Hots, HotsParams
+from sensors.replay import Replay, SegmentFile, dataset_files
+
+PREFIXES = (0.15, 0.30, 0.50, 1.0)  # prefix training: fractions of each sample's feature events
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Feature parameters, saved in the model. denoise_us: background-activity window (us);
+    radius (pixels), tau_us (us), n_prototypes, mode: the HOTS layer; cell: pixels per input cell
+    side; packet_us: replay packet length (us); width, height: sensor size (pixels)."""
+
+    denoise_us: int = 20_000
+    radius: int = 2
+    tau_us: float = 50_000.0
+    n_prototypes: int = 64
+    mode: str = "all"
+    cell: int = 6
+    packet_us: int = 1000
+    width: int = 34
+    height: int = 34
+
+    @property
+    def n_inputs(self) -> int:
+        return n_inputs(self.width, self.height, self.cell, self.n_prototypes)
+
+    def stages(self, prototypes: str | None = None) -> list[Stage]:
+        """The denoise and hots stage objects, as config.toml builds them; without
+        ``prototypes`` (a .npy or model .npz path) the HOTS layer learns online."""
+        hots = HotsParams(radius=self.radius, tau_us=self.tau_us, n_prototypes=self.n_prototypes,
+                          mode=self.mode, in_channels=2, learn=prototypes is None,
+                          prototypes=prototypes)
+        return [Denoise("denoise", DenoiseParams(duration_us=self.denoise_us, per_segment=True)),
+                Hots("hots", hots)]
+
+
+def folds(files: list[SegmentFile], k: int, seed: int = 0) -> np.ndarray:
+    """Fold index (0 .. k-1) of each file: the files of each class in a seeded random order,
+    classes one after the other, dealt round-robin; every fold gets len/k files (+-1) and
+    every class's share (+-1)."""
+    labels = np.array([f.label for f in files])
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(np.flatnonzero(labels == label))
+                            for label in sorted(set(labels))])
+    fold = np.empty(len(files), np.int64)
+    fold[order] = np.arange(len(files)) % k
+    return fold
+
+
+def select(data, k: int = 0, fold: int = 0, test: bool = True, seed: int = 0) -> list[SegmentFile]:
+    """The files of ``data``: all (k = 0), the test fold ``fold`` of k, or the other k - 1 folds."""
+    files = dataset_files(data)
+    if k <= 0:
+        return files
+    if not 0 <= fold < k:
+        raise ValueError(f"fold must be in [0, {k}), got {fold}")
+    chosen = (folds(files, k, seed) == fold) == test
+    return [f for f, keep in zip(files, chosen) if keep]
+
+
+def replay_packets(files: list[SegmentFile], packet_us: int, desc: str = ""):
+    """Packets of ``files`` back to back (one segment each, as the replay source emits them),
+    with a progress bar counting samples."""
+    replay = Replay("replay", files[0].path, packet_us=packet_us)
+    replay.files = list(files)
+    with tqdm(total=len(files), desc=desc, unit="sample", disable=None if desc else True,
+              leave=False) as bar:
+        for packet in replay.packets():
+            yield packet
+            if packet.header.segment is not None and packet.header.segment.end:
+                bar.update()
+
+
+class InputTap(Stage):
+    """A pass-through stage keeping each segment's SNN input indices (the feature events mapped as
+    the snn stage maps them) and its label; ``on_segment(indices, label)`` runs at segment end."""
+
+    def __init__(self, spec: FeatureSpec, on_segment):
+        super().__init__("input_tap")
+        self.spec = spec
+        self.on_segment = on_segment
+        self.pieces: list[np.ndarray] = []
+
+    def process(self, packet: Packet) -> list[Packet]:
+        records, segment = packet.records, packet.header.segment
+        if segment is not None and segment.start:
+            self.pieces = []
+        idx = np.empty(len(records), np.int64)
+        s = self.spec
+        map_inputs(records["x"], records["y"], records["f"], s.width, s.height, s.cell,
+                   s.n_prototypes, idx)
+        self.pieces.append(idx[idx >= 0])
+        if segment is not None and segment.end:
+            self.on_segment(np.concatenate(self.pieces), segment.label)
+        return [packet]
+
+
+def learn_prototypes(files: list[SegmentFile], spec: FeatureSpec, n_samples: int = 100,
+                     seed: int = 0) -> np.ndarray:
+    """HOTS prototypes (dim, N) learnt online by the hots stage on ``n_samples`` seeded random
+    training files (Lagorce et al. 2017, Algorithm 1)."""
+    rng = np.random.default_rng(seed)
+    chosen = [files[i] for i in sorted(rng.permutation(len(files))[:n_samples])]
+    stages = spec.stages()
+    run_chain(replay_packets(chosen, spec.packet_us, "prototypes"), stages)
+    return stages[-1].protos.copy()
+
+
+def extract(files: list[SegmentFile], spec: FeatureSpec, prototypes: np.ndarray,
+            desc: str = "features") -> tuple[list[np.ndarray], list[str]]:
+    """Per file, its SNN input indices in time order (int64) and its label."""
+    inputs, labels = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "prototypes.npy")
+        np.save(path, prototypes)
+        tap = InputTap(spec, lambda idx, label: (inputs.append(idx), labels.append(label)))
+        run_chain(replay_packets(files, spec.packet_us, desc), spec.stages(path) + [tap])
+    return inputs, labels
+
+
+def prefix_features(idx: np.ndarray, n: int, fraction: float = 1.0) -> np.ndarray:
+    """Feature vector (float64 [n], sums to 1) of the first ``fraction`` of a sample's inputs."""
+    k = max(1, int(round(fraction * len(idx))))
+    counts = np.bincount(idx[:k], minlength=n).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
+
+
+def feature_matrix(inputs: list[np.ndarray], n: int, fractions=PREFIXES) -> np.ndarray:
+    """Rows: every sample at every fraction, fraction-major (all samples at fractions[0], ...)."""
+    return np.array([prefix_features(idx, n, f) for f in fractions for idx in inputs])

@@ -1,0 +1,227 @@
+"""Running a whole graph: one thread per node, or one process per node.
+
+The orchestrator binds the metrics collector, starts every node, republishes metrics for
+``evpipe top`` and prints the end summary. SIGINT/SIGTERM stop the sources, so in-flight packets
+drain, sinks flush and the run exits 0. A node that fails makes the orchestrator stop the
+sources too, and the run exits 1 once the graph has drained. A node process that dies without
+ending its stream (killed, or failed while starting) cannot be drained: when the graph has not
+drained ``DRAIN_TIMEOUT_S`` after the sources were stopped, the remaining processes are ended.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from pipeline.core.nodetype import SOURCE
+from pipeline.runtime.config import Config, load
+from pipeline.runtime.metrics import summary_table
+from pipeline.runtime.node import NodeRunner
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 10.0
+
+
+@dataclass
+class RunResult:
+    ok: bool
+    snapshots: dict[str, dict] = field(default_factory=dict)  # node -> final metrics
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+
+class Collector:
+    """Receives node metrics (PULL), keeps the newest per node, republishes them (PUB)."""
+
+    def __init__(self, ctx: zmq.Context, address: str, publish: str):
+        self.address = address
+        self.sock = ctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.RCVHWM, 1024)
+        self.sock.bind(address)
+        self.pub = None
+        if publish:
+            self.pub = ctx.socket(zmq.PUB)
+            self.pub.setsockopt(zmq.SNDHWM, 1024)
+            self.pub.bind(publish)
+        self.latest: dict[str, dict] = {}
+        self.finals: dict[str, dict] = {}
+
+    def poll(self, timeout_ms: int) -> None:
+        while self.sock.poll(timeout_ms, zmq.POLLIN):
+            timeout_ms = 0
+            raw = self.sock.recv()
+            try:
+                snap = json.loads(raw)
+                node = snap["node"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("malformed metrics message ignored: %r", raw[:80])
+                continue
+            self.latest[node] = snap
+            if snap.get("final"):
+                self.finals[node] = snap
+            if self.pub is not None:
+                self.pub.send_multipart([b"metrics", raw], zmq.NOBLOCK)
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.pub is not None:
+            self.pub.close()
+
+
+class _Signals:
+    """Installs SIGINT/SIGTERM handlers calling ``on_stop`` (main thread only), restores them."""
+
+    def __init__(self, on_stop):
+        self.on_stop = on_stop
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, lambda *_: self.on_stop())
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _finish(collector: Collector, config: Config, ok: bool) -> RunResult:
+    snapshots = {name: collector.finals.get(name) or collector.latest.get(name)
+                 for name in config.nodes}
+    missing = [name for name, snap in snapshots.items() if snap is None]
+    if missing:
+        log.error("no final metrics from %s", ", ".join(missing))
+    snapshots = {name: snap for name, snap in snapshots.items() if snap is not None}
+    ok = ok and not missing and not any(snap.get("error") for snap in snapshots.values())
+    if config.graph.summary and snapshots:
+        print(summary_table(list(snapshots.values())), flush=True)
+    return RunResult(ok, snapshots)
+
+
+def run_threads(config: Config, stop_event: threading.Event | None = None) -> RunResult:
+    """Run every node of ``config`` in its own thread of this process."""
+    ctx = zmq.Context()
+    collector = Collector(ctx, f"inproc://evpipe-metrics-{id(config)}", config.graph.metrics_address)
+    runners = {name: NodeRunner(config, name, ctx, collector=collector.address) for name in config.nodes}
+    results: dict[str, dict] = {}
+
+    def target(name: str) -> None:
+        results[name] = runners[name].run()
+        if runners[name].failed:
+            stop_sources()
+
+    def stop_sources() -> None:
+        for runner in runners.values():
+            if runner.settings.kind == SOURCE:
+                runner.stop()
+
+    threads = [threading.Thread(target=target, args=(name,), name=f"evpipe-{name}", daemon=True)
+               for name in runners]
+    with _Signals(stop_sources):
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            collector.poll(100)
+            if stop_event is not None and stop_event.is_set():
+                stop_sources()
+        collector.poll(200)
+    ok = not any(runner.failed for runner in runners.values())
+    try:
+        return _finish(collector, config, ok)
+    finally:
+        collector.close()
+        ctx.term()
+
+
+def _child(config_path: str, name: str, run_dir: str, collector: str) -> None:
+    """Entry point of a node process: SIGINT is left to the orchestrator, SIGTERM stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{name}] %(message)s")
+    config = load(config_path)
+    ctx = zmq.Context()
+    runner = NodeRunner(config, name, ctx, "processes", run_dir=run_dir, collector=collector)
+    signal.signal(signal.SIGTERM, lambda *_: runner.interrupt())
+    runner.run()
+    ctx.term()
+    os._exit(1 if runner.failed else 0)
+
+
+def run_processes(config: Config) -> RunResult:
+    """Run every node of ``config`` in its own process (spawned), linked over ipc by default."""
+    run_dir = tempfile.mkdtemp(prefix="evpipe-")
+    ctx = zmq.Context()
+    collector = Collector(ctx, f"ipc://{run_dir}/metrics.sock", config.graph.metrics_address)
+    spawn = multiprocessing.get_context("spawn")
+    procs = {name: spawn.Process(target=_child, name=f"evpipe-{name}",
+                                 args=(os.path.abspath(config.path), name, run_dir, collector.address))
+             for name in config.nodes}
+    sources = [name for name in procs if config.nodes[name].kind == SOURCE]
+    stopping = {"at": None}
+
+    def stop_sources() -> None:
+        if stopping["at"] is None:
+            stopping["at"] = time.monotonic()
+        for name in sources:
+            if procs[name].is_alive():
+                os.kill(procs[name].pid, signal.SIGTERM)
+
+    try:
+        with _Signals(stop_sources):
+            for proc in procs.values():
+                proc.start()
+            while any(proc.is_alive() for proc in procs.values()):
+                collector.poll(100)
+                if any(p.exitcode not in (None, 0) for p in procs.values()):
+                    stop_sources()
+                if stopping["at"] is not None and time.monotonic() - stopping["at"] > DRAIN_TIMEOUT_S:
+                    dead = [n for n, p in procs.items() if p.exitcode not in (None, 0)]
+                    if dead:
+                        log.error("node process(es) %s ended abnormally and the graph did not drain "
+                                  "within %.0f s; ending the rest", ", ".join(dead), DRAIN_TIMEOUT_S)
+                        for proc in procs.values():
+                            if proc.is_alive():
+                                proc.terminate()
+                        break
+            for proc in procs.values():
+                proc.join(5)
+            collector.poll(200)
+        ok = all(proc.exitcode == 0 for proc in procs.values())
+        for name, proc in procs.items():
+            if proc.exitcode != 0:
+                log.error("node %r exited with code %s", name, proc.exitcode)
+        return _finish(collector, config, ok)
+    finally:
+        collector.close()
+        ctx.term()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run(config: Config) -> RunResult:
+    return run_threads(config) if config.graph.runner == "threads" else run_processes(config)
+
+
+def run_one(config: Config, name: str, run_dir: str, collector: str = "") -> int:
+    """Run a single node in this process (``evpipe stage``); SIGINT/SIGTERM stop it gracefully."""
+    ctx = zmq.Context()
+    runner = NodeRunner(config, name, ctx, "processes", run_dir=run_dir, collector=collector,
+                        standalone=True)
+    with _Signals(runner.interrupt):
+        final = runner.run()
+    ctx.term()
+    if config.graph.summary:
+        print(summary_table([final]), flush=True)
+    return 1 if runner.failed else 0

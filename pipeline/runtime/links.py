@@ -1,0 +1,205 @@
+"""Links: one ZeroMQ socket pair per graph edge, in one of two modes.
+
+- ``lossless`` (DEALER -> DEALER, used one way like PUSH/PULL): the sender blocks once ``hwm``
+  messages are queued, so nothing is ever dropped; for replay and evaluation. End of stream is
+  acknowledged: the receiver answers it with one ``ack`` frame and the sender does not close before
+  that answer. (Trap: ZeroMQ's LINGER alone does not prevent loss here: when the sender closes
+  while the receiver's queue is full, libzmq drops what the receiving side had not yet queued.)
+- ``live`` (XPUB -> SUB): the sender never blocks. A message that finds the queue full is dropped
+  and counted at the sender (``XPUB_NODROP`` makes the full queue visible instead of silent);
+  receivers find every loss, wherever it happened, from gaps in the sequence numbers. End of
+  stream waits for room at the sender and is repeated ``LIVE_EOS_REPEATS`` times, spaced by
+  ``LIVE_EOS_SPACING_S``, since a full receiving queue may drop any one copy; receivers ignore
+  the duplicates.
+
+The sending side binds and the receiving side connects, so a stage can be restarted, or moved to
+another host, without touching its upstream. Addresses are ``inproc://``, ``ipc://`` or
+``tcp://``. Every queue is bounded by ``hwm`` messages on both sides.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import zmq
+
+from pipeline.core import wire
+from pipeline.core.packet import Packet
+
+LOSSLESS, LIVE = "lossless", "live"
+MODES = (LOSSLESS, LIVE)
+POLL_MS = 100  # how often a blocked sender looks at its abort flag
+
+log = logging.getLogger(__name__)
+
+
+class Aborted(RuntimeError):
+    """A blocking send or wait gave up because the graph is being torn down."""
+
+
+@dataclass
+class SendStats:
+    packets: int = 0
+    events: int = 0
+    dropped: int = 0  # live links: messages refused because the queue was full
+
+
+@dataclass
+class ReceiveStats:
+    packets: int = 0
+    events: int = 0
+    gaps: int = 0  # packets missing by sequence number (live links)
+    malformed: Counter = field(default_factory=Counter)  # reason -> count
+
+
+LINGER_MS = 2000  # how long unsent messages may delay closing a socket
+ACK = b"ack"
+LIVE_EOS_REPEATS = 5
+LIVE_EOS_SPACING_S = 0.1
+ZERO_COPY_BYTES = 64 * 1024  # payloads at least this large are sent without copying
+
+
+def _configure(sock: zmq.Socket, hwm: int) -> None:
+    sock.setsockopt(zmq.LINGER, LINGER_MS)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+
+
+class Sender:
+    """Sending end of one edge. ``send`` returns False when a live link dropped the packet."""
+
+    def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
+                 aborting=lambda: False):
+        if mode not in MODES:
+            raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
+        self.address, self.mode, self.aborting = address, mode, aborting
+        self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.XPUB)
+        _configure(self.sock, hwm)
+        if mode == LIVE:
+            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self.sock.bind(address)
+        self.stats = SendStats()
+        self.subscribers = 0
+
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """Live links: wait until a receiver has subscribed (avoids losing the first packets)."""
+        if self.mode != LIVE:
+            return True
+        deadline = time.monotonic() + timeout_s
+        while self.subscribers == 0 and time.monotonic() < deadline and not self.aborting():
+            if self.sock.poll(POLL_MS, zmq.POLLIN):
+                message = self.sock.recv()
+                if message[:1] == b"\x01":
+                    self.subscribers += 1
+        return self.subscribers > 0
+
+    def _send_now(self, frames) -> None:
+        """Send the three frames without blocking (zmq.Again when the queue is full).
+
+        Topic and header are small and copied; the payload goes zero-copy when it is large
+        enough for that to pay (ZeroMQ copies small frames anyway).
+        """
+        topic, head, payload = frames
+        self.sock.send(topic, zmq.NOBLOCK | zmq.SNDMORE)
+        self.sock.send(head, zmq.SNDMORE)  # later parts of a message never block
+        self.sock.send(payload, copy=len(payload) < ZERO_COPY_BYTES)
+
+    def _blocking_send(self, frames) -> None:
+        while True:
+            try:
+                self._send_now(frames)
+                return
+            except zmq.Again:
+                if self.aborting():
+                    raise Aborted(f"send to {self.address} abandoned") from None
+                self.sock.poll(POLL_MS, zmq.POLLOUT)
+
+    def send(self, packet: Packet) -> bool:
+        """Send ``packet`` stamped with the current host time; False if a live link dropped it."""
+        frames = wire.encode(packet, sent_ns=time.time_ns())
+        if packet.is_eos:
+            self._end(frames)
+            return True
+        if self.mode == LIVE:
+            try:
+                self._send_now(frames)
+            except zmq.Again:
+                self.stats.dropped += 1
+                return False
+        else:
+            self._blocking_send(frames)
+        self.stats.packets += 1
+        self.stats.events += packet.header.count
+        return True
+
+    def _end(self, frames) -> None:
+        """Deliver end of stream: acknowledged on lossless links, repeated on live ones."""
+        if self.mode == LIVE:
+            for _ in range(LIVE_EOS_REPEATS):
+                self._blocking_send(frames)
+                time.sleep(LIVE_EOS_SPACING_S)
+            return
+        self._blocking_send(frames)
+        while True:
+            if self.sock.poll(POLL_MS, zmq.POLLIN):
+                if self.sock.recv() == ACK:
+                    return
+            elif self.aborting():
+                raise Aborted(f"end of stream on {self.address} not acknowledged")
+
+    def close(self) -> None:
+        self.sock.close(linger=0 if self.aborting() else None)
+
+
+class Receiver:
+    """Receiving end of one edge: validated packets, per-reason malformed counts, gap counts."""
+
+    def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64):
+        if mode not in MODES:
+            raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
+        self.address, self.mode = address, mode
+        self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.SUB)
+        _configure(self.sock, hwm)
+        if mode == LIVE:
+            self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(address)
+        self.stats = ReceiveStats()
+        self._next_seq: dict[str, int] = {}
+        self.ended = False
+
+    def receive(self, timeout_ms: int | None = None) -> Packet | None:
+        """The next valid packet, or None on timeout or after a malformed message (counted)."""
+        if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
+            return None
+        frames = self.sock.recv_multipart(copy=False)
+        try:
+            packet = wire.decode(frames)
+        except wire.Malformed as exc:
+            self.stats.malformed[exc.reason] += 1
+            log.warning("malformed message on %s dropped: %s", self.address, exc)
+            return None
+        if packet.is_eos:
+            if self.ended:
+                return None  # a repeated end of stream (live links)
+            if self.mode == LOSSLESS:
+                self.sock.send(ACK, zmq.NOBLOCK)
+        self._track(packet)
+        return packet
+
+    def _track(self, packet: Packet) -> None:
+        header = packet.header
+        expected = self._next_seq.get(header.stream, 0)
+        if header.seq > expected:
+            self.stats.gaps += header.seq - expected
+        self._next_seq[header.stream] = max(expected, header.seq + 1)
+        if packet.is_eos:
+            self.ended = True
+        else:
+            self.stats.packets += 1
+            self.stats.events += header.count
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,203 @@
+"""The node runtime: the loop around one source, stage or sink, its links and its metrics.
+
+A ``NodeRunner`` owns the node's sockets (created in the thread that uses them) and:
+
+- stamps every emitted packet with the node's stream name and the next sequence number, and
+  sends it on every output link (each link stamps the host send time, ns);
+- calls ``process`` for each received data packet and ``finish`` once every input has delivered
+  end of stream, then sends end of stream downstream;
+- on ``stop()`` (SIGINT/SIGTERM): a source stops reading and ends its stream, so in-flight packets
+  drain through the graph and sinks flush; a stage running on its own (``evpipe stage``) also
+  stops, after emptying what its inputs already hold;
+- when the node raises: logs the traceback, records the error, keeps draining its inputs
+  (discarding) so upstream never blocks, still sends end of stream so downstream flushes, and
+  reports failure; the graph then stops its sources and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+import traceback
+
+import zmq
+
+from pipeline.core.nodetype import SOURCE
+from pipeline.core.packet import Packet, eos_packet
+from pipeline.runtime.config import Config, LinkSettings, NodeSettings
+from pipeline.runtime.links import POLL_MS, Aborted, Receiver, Sender
+from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
+from pipeline.runtime.registry import lookup
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBER_WAIT_S = 10.0  # live links: how long a sender waits for its receiver to join
+
+
+def default_address(link: LinkSettings, runner: str, run_dir: str) -> str:
+    """The address of a link that does not name one: inproc for threads, ipc for processes."""
+    if link.address:
+        return link.address
+    if runner == "threads":
+        return f"inproc://evpipe/{link.source}/{link.target}"
+    return f"ipc://{run_dir}/{link.source}--{link.target}.sock"
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (modules, node state, compiled kernels) out of the garbage
+    collector's reach. Its first full pass otherwise scans them all and stalls the node for
+    25-45 ms (measured in a paced replay, bench_sensors), far beyond a 1 ms packet."""
+    gc.collect()
+    gc.freeze()
+
+
+def build_node(settings: NodeSettings):
+    return lookup(settings.type).build(settings.name, settings.params)
+
+
+class NodeRunner:
+    """Runs one node of ``config`` until its stream ends; ``run`` returns the final snapshot."""
+
+    def __init__(self, config: Config, name: str, ctx: zmq.Context, runner: str = "threads",
+                 run_dir: str = "", collector: str = "", standalone: bool = False):
+        self.config, self.name, self.ctx, self.runner = config, name, ctx, runner
+        self.settings = config.nodes[name]
+        self.run_dir, self.collector, self.standalone = run_dir, collector, standalone
+        self.node = build_node(self.settings)
+        self.metrics = NodeMetrics(name, self.settings.kind)
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self.receivers: list[Receiver] = []
+        self.senders: list[Sender] = []
+        self.seq = 0
+        self.failed = False
+
+    # control, from any thread --------------------------------------------------------------
+    def stop(self) -> None:
+        """Graceful stop: sources end their stream; everything else drains (see module doc)."""
+        self._stop.set()
+        if self.settings.kind == SOURCE:
+            self.node.stop()
+
+    def interrupt(self) -> None:
+        """SIGINT/SIGTERM on a single node: the first stops gracefully, the second aborts."""
+        self.abort() if self._stop.is_set() else self.stop()
+
+    def abort(self) -> None:
+        """Give up on blocked sends (the graph is being torn down after a failure)."""
+        self._abort.set()
+        self.stop()
+
+    # the loop --------------------------------------------------------------------------------
+    def _address(self, link: LinkSettings) -> str:
+        return default_address(link, self.runner, self.run_dir)
+
+    def _open(self) -> None:
+        for link in self.config.outputs(self.name):
+            self.senders.append(Sender(self.ctx, self._address(link), link.mode, link.hwm,
+                                       aborting=self._abort.is_set))
+        for link in self.config.inputs(self.name):
+            self.receivers.append(Receiver(self.ctx, self._address(link), link.mode, link.hwm))
+
+    def _emit(self, packets: list[Packet], arrival_ns: int | None = None) -> None:
+        for packet in packets:
+            packet.header = packet.header.with_(stream=self.name, seq=self.seq)
+            self.seq += 1
+            for sender in self.senders:
+                sender.send(packet)
+            self.metrics.packets_out += 1
+            self.metrics.events_out += packet.header.count
+        if arrival_ns is not None:
+            self.metrics.latency_ns.append(time.time_ns() - arrival_ns)
+
+    def _report(self, reporter: MetricsReporter) -> None:
+        if reporter.due():
+            reporter.send(self.metrics.snapshot(self.receivers, self.senders))
+
+    def _fail(self, where: str, exc: BaseException) -> None:
+        """Record and log a failure of the node's own code, with its traceback."""
+        self.failed = True
+        self.metrics.error = f"{where}: {type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        log.error("node %r failed in %s:\n%s", self.name, where, trace)
+
+    def _run_source(self, reporter: MetricsReporter) -> None:
+        for sender in self.senders:
+            sender.wait_for_subscriber(SUBSCRIBER_WAIT_S)
+        for packet in self.node.packets():
+            self._emit([packet])
+            self._report(reporter)
+            if self._abort.is_set():
+                break
+
+    def _run_stage(self, reporter: MetricsReporter) -> None:
+        poller = zmq.Poller()
+        by_socket = {}
+        for receiver in self.receivers:
+            poller.register(receiver.sock, zmq.POLLIN)
+            by_socket[receiver.sock] = receiver
+        open_inputs = len(self.receivers)
+        while open_inputs and not self._abort.is_set():
+            ready = dict(poller.poll(0 if self._stop.is_set() and self.standalone else POLL_MS))
+            if not ready and self._stop.is_set() and self.standalone:
+                break  # standalone stop: inputs are empty, finish now
+            self.metrics.backlog = 0
+            for sock in ready:
+                receiver = by_socket[sock]
+                while receiver.sock.poll(0, zmq.POLLIN):
+                    packet = receiver.receive()
+                    self.metrics.backlog += 1
+                    if packet is None:
+                        continue
+                    arrival = time.time_ns()
+                    self.metrics.transit_ns.append(arrival - packet.header.sent_ns)
+                    if packet.is_eos:
+                        poller.unregister(sock)
+                        open_inputs -= 1
+                        break
+                    if self.failed:
+                        continue  # draining after an error: discard, keep upstream moving
+                    start = time.perf_counter_ns()
+                    try:
+                        out = self.node.process(packet)
+                    except Exception as exc:  # the node's bug or bad data: report, keep draining
+                        self._fail(f"process(packet seq {packet.header.seq} from {packet.header.stream})", exc)
+                        continue
+                    self.metrics.busy_ns += time.perf_counter_ns() - start
+                    self._emit(out, arrival)
+            self._report(reporter)
+
+    def run(self) -> dict:
+        reporter = MetricsReporter(self.ctx, self.collector, self.config.graph.metrics_interval_s)
+        try:
+            self._open()
+            freeze_heap()
+            try:
+                if self.settings.kind == SOURCE:
+                    self._run_source(reporter)
+                else:
+                    self._run_stage(reporter)
+                if not self.failed and self.settings.kind != SOURCE:
+                    self._emit(self.node.finish())
+            except Aborted:
+                log.warning("node %r: sends abandoned during shutdown", self.name)
+            except Exception as exc:  # reported; end of stream still goes downstream
+                self._fail("run" if self.settings.kind == SOURCE else "finish", exc)
+            try:
+                for sender in self.senders:
+                    sender.send(eos_packet(self.name, self.seq))
+            except Aborted:
+                log.warning("node %r: end of stream not delivered during shutdown", self.name)
+        finally:
+            try:
+                self.node.close()
+            except Exception as exc:  # reported in the final metrics
+                self._fail("close", exc)
+            final = self.metrics.snapshot(self.receivers, self.senders, final=True)
+            reporter.send(final, final=True)
+            reporter.close()
+            for link in self.senders + self.receivers:
+                link.close()
+        return final

@@ -1,0 +1,1 @@
+"""What people look at: the live viewer and the evaluation plots (matplotlib)."""
