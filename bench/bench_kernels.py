@@ -1,4 +1,4 @@
-"""Kernels (issue 4) side by side with dv-processing and tonic on the same real events.
+"""Kernels side by side with dv-processing and tonic on the same real events.
 
 Numba compile time is excluded (every kernel runs once on a few events first); each timing is the
 best of a few repeats. tonic's HATS runs on a subset of the 1000 N-MNIST samples and is scaled per

@@ -1,4 +1,4 @@
-"""Links (issue 2): events/s through one lossless link, and send-to-receive latency.
+"""Links: events/s through one lossless link, and send-to-receive latency.
 
 Throughput: a sender in this process, a receiver in a separate process, over ipc and tcp, for
 packets of 1k, 10k and 100k events. Ours is ``pipeline.runtime.links`` (header encoded per packet,

@@ -1,4 +1,4 @@
-"""Sensors (issue 3): decode throughput per format against the underlying or peer library called
+"""Sensors: decode throughput per format against the underlying or peer library called
 directly in the same run, and replay pacing accuracy at x1 and x10.
 
 Throughput is Mev/s of the best of 5 full decodes (numba compile excluded by a first run); ours

@@ -1,7 +1,8 @@
-"""Training and evaluation (issue 6): ours vs the usual baseline on the same N-MNIST split.
+"""Training and evaluation: ours vs the usual baseline on the same N-MNIST split.
 
-Split: the 1000 samples of ../shared/recordings/nmnist/Train, stratified seeded fold 0 of 5 held
-out (200 samples), the other 800 for training (``pipeline.learn.features.select``).
+Split: the 1000 samples of the N-MNIST training folder under ``RECORDINGS`` (bench/common.py),
+stratified seeded fold 0 of 5 held out (200 samples), the other 800 for training
+(``pipeline.learn.features.select``).
 
 Ours: ``pipeline.learn.train.train`` with its defaults (HOTS features, prefix training, softmax
 regression, conversion, decoder calibration), then ``pipeline.learn.evaluate.evaluate`` streaming the

@@ -1,4 +1,4 @@
-"""Sinks and viewer (issue 7): event-frame throughput against dv-processing, same events, same run.
+"""Sinks and viewer: event-frame throughput against dv-processing, same events, same run.
 
 Work measured: turning 1 ms packets into display frames, one frame per 33 ms of sensor time (the
 viewer's 30 fps). Ours: ``kernels.frames.accumulate`` per packet (decaying ON/OFF counts plus the

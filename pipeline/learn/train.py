@@ -3,7 +3,7 @@
 1. HOTS prototypes learnt online on a seeded subset of the training samples, then frozen
    (``pipeline.learn.features``); every sample streamed through the denoise and hots stages.
 2. Prefix training: every sample contributes its feature vector after 15, 30, 50 and 100 % of its
-   feature events, so the classifier is right on early evidence (DESIGN.md, "Decisions").
+   feature events, so the classifier is right on early evidence (docs/training.md).
 3. A bias-free classifier trained with Adam (Kingma and Ba 2015) on softmax cross-entropy with L2
    weight decay: softmax regression, or one hidden ReLU layer. No biases, so the SNN (which has
    none) computes the same function up to positive scaling.

@@ -9,7 +9,7 @@ start: from replay markers (``segments = "markers"``) or from the event rate
 (``segments = "activity"``, ``kernels.readout.activity_segments``; events outside an active
 segment are not run).
 
-The decoder emits decision records (JSON) as described in DESIGN.md "Decisions" and
+The decoder emits decision records (JSON) as described in docs/decisions.md and
 docs/snn.md; one early decision per segment when its rule fires, and a forced one at segment end
 (or end of stream) when none fired (``final = "always"``: a final decision in any case).
 """

@@ -1,6 +1,6 @@
-"""Training, conversion and evaluation on real N-MNIST samples (issue 6).
+"""Training, conversion and evaluation on real N-MNIST samples.
 
-A small real training run (100 samples of ../shared/recordings/nmnist/Train, fewer epochs) stands
+A small real training run (100 samples of the N-MNIST training folder, fewer epochs) stands
 in for the full one; the shipped model (recordings/model.npz, trained on all 1000) is checked
 against the multi-process graph of config.toml.
 """
