@@ -54,6 +54,29 @@ def expelliarmus_decode(path, encoding):
     wizard.read()
 
 
+def pyarrow_csv_table(path):
+    """pyarrow.csv's parse of a ``t,x,y,p`` CSV with a header line: the four columns as int64
+    (the fastest column type it has for this file), on its own thread pool."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    return pacsv.read_csv(path, pacsv.ReadOptions(column_names=list("txyp"), skip_rows=1),
+                          pacsv.ParseOptions(quote_char=False),
+                          pacsv.ConvertOptions(column_types=dict.fromkeys("txyp", pa.int64()),
+                                               null_values=[], strings_can_be_null=False))
+
+
+def pyarrow_csv_events(path) -> np.ndarray:
+    """``pyarrow_csv_table`` plus the conversion a pyarrow user adds: canonical events, x and y
+    checked against the 320x240 sensor. The library peer of the CSV reader."""
+    t, x, y, p = (column.to_numpy() for column in pyarrow_csv_table(path).columns)
+    if not ((x >= 0) & (x < 320) & (y >= 0) & (y < 240)).all():
+        raise ValueError("event outside the sensor")
+    events = np.zeros(len(t), EVENT_DTYPE)
+    events["t"], events["x"], events["y"], events["p"] = t, x, y, p > 0
+    return events
+
+
 def tonic_dvs128_events(path) -> np.ndarray:
     """tonic's generic AEDAT 2.0 reader plus the address decoding a tonic user adds (DVS128),
     as canonical events: the peer of the jAER throughput benchmark."""
@@ -98,6 +121,10 @@ def decode_records() -> list[dict]:
                    lambda: expelliarmus_decode(dat, "dat"), 0.9),
         throughput("csv vs faery csv decoder", count[csv], lambda: stream(csv),
                    lambda: faery_decode(csv, dimensions_fallback=(320, 240)), 0.9),
+        throughput("csv vs pyarrow.csv read_csv + conversion to events", count[csv],
+                   lambda: stream(csv), lambda: pyarrow_csv_events(csv), 1.0),
+        throughput("csv vs pyarrow.csv read_csv alone (int64 columns, no checks)", count[csv],
+                   lambda: stream(csv), lambda: pyarrow_csv_table(csv), None),
         throughput("jaer aedat2 vs tonic generic AEDAT reader + address decoding", count[jaer],
                    lambda: stream(jaer), lambda: tonic_dvs128_events(str(jaer)), 0.9),
         throughput("jaer aedat2 vs tonic generic AEDAT reader alone (no decoding)", count[jaer],

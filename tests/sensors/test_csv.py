@@ -1,4 +1,4 @@
-"""The CSV reader (kernels.text) against numpy.loadtxt, the parse it replaced, and faery.
+"""The CSV reader (kernels.text) against numpy.loadtxt, pyarrow.csv and faery.
 
 ``reference`` is that old parse, slow and plain: numpy.loadtxt over the data lines, float64
 arithmetic for t and truncation for x, y, and the offset of the first line that fails. The kernel
@@ -95,16 +95,21 @@ def assert_same(got: tuple[np.ndarray, int | None], want: tuple[np.ndarray, int 
 # --- the real recording ---
 
 
-def test_real_recording_matches_loadtxt_and_faery(recordings):
+def test_real_recording_matches_loadtxt_pyarrow_and_faery(recordings):
     import faery
+    import pyarrow.csv as pacsv
 
     path = recordings / DISC
     data = path.read_bytes()
     got = ours(path)
+    assert got[1] is None and len(got[0]) == 473_225  # MANIFEST.md
     assert_same(got, reference(data, [0, 1, 2, 3], skip_first=True))
     theirs = np.concatenate(list(faery.file_decoder.Decoder(path, dimensions_fallback=(320, 240))))
     assert (got[0]["t"] == theirs["t"]).all() and (got[0]["x"] == theirs["x"]).all()
     assert (got[0]["y"] == theirs["y"]).all() and (got[0]["p"] == theirs["on"]).all()
+    table = pacsv.read_csv(path)  # columns t, x@320, y@240, on; types inferred
+    for field, column in zip("txyp", table.columns):
+        assert (got[0][field] == column.to_numpy()).all(), field
 
 
 @pytest.mark.parametrize("block,chunk", [(32, 7), (100, 1000), (4099, 64)])
