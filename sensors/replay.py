@@ -186,8 +186,13 @@ class Replay:
         self.skipped: list[str] = []  # errors of recordings that could not be read
 
     def packets(self) -> Iterator[Packet]:
-        """All packets, segment after segment. A file that turns out unreadable is logged,
-        counted in ``skipped`` and, if it had started, closed with an empty end packet."""
+        """All packets, segment after segment; segment ids count the segments sent: 0, 1, 2 ...
+
+        A file that turns out unreadable is logged with its error (which names the file), listed
+        in ``skipped``, and: if it failed before its first packet, sends nothing and takes no
+        segment id, so ids stay one-to-one with the files that produced packets, in order; if it
+        had started, its segment is closed with an empty end packet and keeps its id.
+        """
         segment_id = 0
         while True:
             for item in self.files:
@@ -207,7 +212,8 @@ class Replay:
                     if started is not None:
                         yield events_packet(self.stream, 0, np.empty(0, EVENT_DTYPE), started.header.width,
                                             started.header.height, replace(segment, end=True))
-                segment_id += 1
+                if started is not None:
+                    segment_id += 1
             if not self.loop:
                 return
 
