@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.core.events import EVENT_DTYPE
+from pipeline.core.files import open_for_writing
 from sensors.common import SENSORS, check_bounds, read_header, sensor_size
 from sensors.readers import Format, FormatError, Reader, register_format
 
@@ -104,7 +105,7 @@ def write_aedat3(path: str, events: np.ndarray, width: int, height: int, source:
 
     A packet never spans two timestamp overflow epochs (2**31 us), as the spec requires.
     """
-    with open(path, "wb") as out:
+    with open_for_writing(path, "wb") as out:
         out.write(b"#!AER-DAT3.1\r\n#Format: RAW\r\n")
         out.write(f"#Source 1: {source}\r\n#sizeX {width} sizeY {height}\r\n#!END-HEADER\r\n".encode())
         epochs = events["t"] >> 31

@@ -1,11 +1,13 @@
 """NumPy ``.npy`` / ``.npz`` structured event arrays.
 
 A ``.npy`` file holds one structured array with t/x/y/p fields (aliases as ``from_structured``:
-ts/timestamp, polarity/on). A ``.npz`` holds such an array under ``events`` (or its only array),
-or one plain array per field (``t``, ``x``, ``y``, ``p``). The ``.npy`` header is checked against
-the file size so a truncated file names the offset of the first missing record; the data is
-memory-mapped and converted in chunks. Sensor size: ``width``/``height`` or ``sensor``, else the
-largest coordinate + 1.
+ts/timestamp, polarity/on). A ``.npz`` holds such an array under ``events`` (or its only array
+besides the size), or one plain array per field (``t``, ``x``, ``y``, ``p``), and may state the
+sensor size as integer scalars ``width`` and ``height`` (px), as ``sensors.writers`` writes it.
+The ``.npy`` header is checked against the file size so a truncated file names the offset of the
+first missing record; the data is memory-mapped and converted in chunks. Sensor size: ``sensor``
+or ``width``/``height`` when given, else the size the ``.npz`` states, else the largest
+coordinate + 1.
 """
 
 from __future__ import annotations
@@ -49,13 +51,24 @@ def map_npy(path: str) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
-def load_npz(path: str) -> np.ndarray:
-    """Canonical events from a ``.npz`` archive (see the module docstring)."""
+SIZE_KEYS = ("width", "height")
+
+
+def load_npz(path: str) -> tuple[np.ndarray, int, int]:
+    """Canonical events from a ``.npz`` archive and the sensor size it states, (0, 0) when it
+    states none (see the module docstring)."""
     try:
         with np.load(path) as archive:
-            keys = list(archive.keys())
+            keys = [k for k in archive.keys() if k not in SIZE_KEYS]
+            stated = [archive[k] for k in SIZE_KEYS if k in archive.keys()]
+            if len(stated) == 2 and all(a.shape == () and a.dtype.kind in "iu" for a in stated):
+                width, height = map(int, stated)
+            elif stated:
+                raise ValueError(f"width and height must both be integer scalars, got {stated}")
+            else:
+                width = height = 0
             if "events" in keys or len(keys) == 1:
-                return from_structured(archive["events" if "events" in keys else keys[0]])
+                return from_structured(archive["events" if "events" in keys else keys[0]]), width, height
             picked = {f: next((archive[k] for k in names if k in keys), None) for f, names in
                       {"t": ("t", "ts", "timestamp"), "x": ("x",), "y": ("y",),
                        "p": ("p", "polarity", "on")}.items()}
@@ -65,20 +78,22 @@ def load_npz(path: str) -> np.ndarray:
     if missing or len({len(a) for a in picked.values()}) != 1:
         raise FormatError(path, None, f".npz needs equally long t, x, y, p arrays (missing {missing}, "
                                       f"keys {keys})")
-    return make_events(picked["t"], picked["x"], picked["y"], picked["p"])
+    return make_events(picked["t"], picked["x"], picked["y"], picked["p"]), width, height
 
 
 def open_numpy(path: str, sensor: str = "", width: int = 0, height: int = 0) -> Reader:
     """A ``.npy`` or ``.npz`` event array."""
     with open(path, "rb") as handle:
         head = handle.read(len(NPY_MAGIC))
-    array = map_npy(path) if head == NPY_MAGIC else load_npz(path)
+    array, stated_width, stated_height = (map_npy(path), 0, 0) if head == NPY_MAGIC else load_npz(path)
     try:
         from_structured(array[:0])
     except ValueError as exc:
         raise FormatError(path, 0, str(exc)) from None
     if sensor:
         width, height = sensor_size(sensor, path)
+    if not (width and height):
+        width, height = stated_width, stated_height
     if not (width and height):
         width = int(array["x"].max()) + 1 if len(array) else 0
         height = int(array["y"].max()) + 1 if len(array) else 0

@@ -1,4 +1,4 @@
-"""``evpipe convert IN OUT``: any readable recording to AEDAT4, .npy, CSV or AEDAT 3.1."""
+"""``evpipe convert IN OUT``: any readable recording to AEDAT4, .npz, CSV or AEDAT 3.1."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pipeline.cli.commands.info import add_reader_arguments, reader_options
 from sensors.readers import FormatError
 
 NAME = "convert"
-HELP = "convert a recording; the output format follows OUT's suffix (.aedat4, .npy, .csv, .aedat)"
+HELP = "convert a recording; the output format follows OUT's suffix (.aedat4, .npz, .csv, .aedat)"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("input", help="recording to read (format detected from its content)")
-    parser.add_argument("output", help="file to write")
+    parser.add_argument("output", help="file to write (its folder is created if missing)")
     add_reader_arguments(parser)
 
 
@@ -24,6 +24,12 @@ def main(args) -> int:
         done = convert(args.input, args.output, args.format, **reader_options(args))
     except FormatError as exc:
         print(f"evpipe convert: {exc}", file=sys.stderr)
+        return 2
+    except TypeError as exc:  # an option the chosen reader does not take
+        print(f"evpipe convert: {args.input}: bad reader option: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the output (or its folder) cannot be created or written
+        print(f"evpipe convert: cannot write {args.output}: {exc}", file=sys.stderr)
         return 2
     print(f"{done['events']} events {done['width']}x{done['height']} ({done['format']}) -> {done['to']}")
     return 0
