@@ -2,9 +2,10 @@
 
 - ``decisions``: ZeroMQ PUB of decision records, one two-frame message per decision (topic,
   UTF-8 JSON object); the format is specified in docs/decisions.md.
-- ``dv_server``: events served with dv-processing's ``NetworkWriter`` (the DV protocol), so DV
-  software and any dv-processing ``NetworkReader`` can watch the stream.
-- ``aedat4``: events recorded to an AEDAT 4.0 file with dv-processing's ``MonoCameraWriter``.
+- ``dv_server``: events served with dv-processing's ``NetworkWriter`` (the DV protocol,
+  ``sensors.dv_server``), so DV software and any dv-processing ``NetworkReader`` can watch the
+  stream.
+- ``aedat4``: events recorded to an AEDAT 4.0 file (``sensors.writers.Aedat4Writer``).
 - ``viewer``: the live viewer of ``pipeline.ui.viewer``, shown or saved headless.
 """
 
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import os
 import time
 from dataclasses import dataclass
 
@@ -21,11 +20,11 @@ import numpy as np
 import zmq
 
 from pipeline.core.events import EVENT_DTYPE, JSON_DTYPE_NAME
-from pipeline.core.files import make_parent
 from pipeline.core.nodetype import SINK, node_type, path_field
 from pipeline.core.packet import Packet
 from pipeline.core.stage import Sink
-from sensors.dv_events import to_dv
+from sensors.dv_server import DvServer
+from sensors.writers import Aedat4Writer
 
 log = logging.getLogger(__name__)
 
@@ -162,102 +161,41 @@ class DvServerParams:
             raise ValueError("wait_s must be >= 0")
 
 
-END = b""  # parent -> helper: no more events
-
-
-def _serve_dv(conn, params: dict) -> None:
-    """Helper process: a ``NetworkWriter`` fed with raw canonical event records from ``conn``.
-
-    Protocol on the pipe (raw bytes, nothing pickled): the helper answers ``b"listening"`` or
-    ``b"error: ..."``; the parent sends event records (16 bytes each) and ``END``; the helper
-    waits until its queue is sent, answers ``b"done"`` and leaves with ``os._exit``, since
-    dv-processing 2.0's writer destructor can deadlock while a client is connected.
-    """
-    import dv_processing as dv
-
-    try:
-        stream = dv.io.Stream.EventStream(0, "events", params["camera"], (params["width"], params["height"]))
-        writer = dv.io.NetworkWriter(params["host"], params["port"], stream)
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, whatever it is
-        conn.send_bytes(f"error: {exc}".encode())
-        os._exit(1)
-    conn.send_bytes(b"listening")
-    deadline = time.monotonic() + params["wait_s"]
-    while writer.getClientCount() < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except EOFError:  # the parent vanished
-            os._exit(0)
-        if data == END:
-            break
-        writer.writeEvents(to_dv(np.frombuffer(data, EVENT_DTYPE)))
-    deadline = time.monotonic() + 10
-    while writer.getClientCount() and writer.getQueuedPacketCount() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.2)  # let the kernel deliver the last bytes
-    conn.send_bytes(b"done")
-    os._exit(0)
-
-
 @node_type("dv_server", SINK, DvServerParams)
 class DvServerSink(Sink):
-    """Serves events over the DV network protocol (dv-processing ``NetworkWriter``, TCP).
-
-    The writer lives in a helper process fed through a pipe (see ``_serve_dv``); a full pipe
-    blocks the sink, so a slow DV client slows a lossless graph rather than losing events.
-    """
+    """Serves events over the DV network protocol (``sensors.dv_server.DvServer``: dv-processing's
+    ``NetworkWriter`` in a helper process fed through a pipe); a full pipe blocks the sink, so a
+    slow DV client slows a lossless graph rather than losing events. The server starts with the
+    sink when the params give the size, else at the first packet with its size."""
 
     def __init__(self, name: str, params: DvServerParams):
         super().__init__(name)
         self.params = params
-        self.proc = None
-        self.conn = None
-        self.sent = 0
+        self.server: DvServer | None = None
+        self.sent = 0  # events passed to the server
         if params.width:
             self._start(params.width, params.height)
 
+    @property
+    def proc(self):
+        """The server's helper process; None before it starts and once the sink is closed."""
+        return None if self.server is None else self.server.proc
+
     def _start(self, width: int, height: int) -> None:
         p = self.params
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        settings = {"host": p.host, "port": p.port, "width": width, "height": height,
-                    "camera": p.camera, "wait_s": p.wait_s}
-        self.proc = ctx.Process(target=_serve_dv, args=(child, settings), name=f"{self.name}-dv", daemon=True)
-        self.proc.start()
-        child.close()
-        if not self.conn.poll(30):
-            self.close()
-            raise RuntimeError(f"{self.name}: DV server helper did not start within 30 s")
-        answer = self.conn.recv_bytes()
-        if answer != b"listening":
-            self.close()
-            raise RuntimeError(f"{self.name}: cannot serve on {p.host}:{p.port}: {answer.decode()}")
-        log.info("%s: DV server on %s:%d (%dx%d)", self.name, p.host, p.port, width, height)
+        self.server = DvServer(p.host, p.port, width, height, p.camera, p.wait_s, self.name)
 
     def consume(self, packet: Packet) -> None:
         events = _event_records(self.name, packet)
-        if self.proc is None:
+        if self.server is None:
             self._start(packet.header.width, packet.header.height)
-        if len(events):
-            self.conn.send_bytes(memoryview(events).cast("B"))
-            self.sent += len(events)
+        self.server.send(events)
+        self.sent = self.server.sent
 
     def close(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            self.conn.send_bytes(END)
-            if self.conn.poll(15):
-                self.conn.recv_bytes()
-        except (OSError, EOFError):
-            log.warning("%s: DV server helper already gone", self.name)
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.terminate()
-        self.conn.close()
-        self.proc = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
 
 # ---- AEDAT4 recorder ------------------------------------------------------------------------
@@ -274,33 +212,28 @@ class Aedat4Params:
 
 @node_type("aedat4", SINK, Aedat4Params)
 class Aedat4Sink(Sink):
-    """Records events into an AEDAT 4.0 file (dv-processing ``MonoCameraWriter``), packet by packet.
+    """Records events into an AEDAT 4.0 file (``sensors.writers.Aedat4Writer``), packet by packet.
 
-    The file is opened at the first packet, with that packet's sensor size, and closed (made
-    complete) when the sink closes, also after an error upstream.
+    The file (and its folder) is created at the first packet, with that packet's sensor size, and
+    completed when the sink closes, also after an error upstream. Events must arrive in time
+    order (the format's rule; the writer's FormatError names the file and the event).
     """
 
     def __init__(self, name: str, params: Aedat4Params):
         super().__init__(name)
         self.params = params
-        self.writer = None
-        self.count = 0
+        self.writer: Aedat4Writer | None = None
 
     def consume(self, packet: Packet) -> None:
         events = _event_records(self.name, packet)
         if self.writer is None:
-            import dv_processing as dv
-
             header = packet.header
-            make_parent(self.params.path)
-            config = dv.io.MonoCameraWriter.EventOnlyConfig(self.params.camera, (header.width, header.height))
-            self.writer = dv.io.MonoCameraWriter(self.params.path, config)
-        if len(events):
-            self.writer.writeEvents(to_dv(events))
-            self.count += len(events)
+            self.writer = Aedat4Writer(self.params.path, header.width, header.height, self.params.camera)
+        self.writer.write(events)
 
     def close(self) -> None:
-        self.writer = None  # the destructor completes the file
+        if self.writer is not None:
+            self.writer.close()
 
 
 # ---- viewer ---------------------------------------------------------------------------------
