@@ -12,8 +12,10 @@ the evidence justifies it:
   reaches ``m``.
 - ``forced_leader``: the decision at segment end: most spikes, ties broken by the higher
   potential, then by the lower class index (so it always names a class).
-- ``activity_segments``: for live streams, an event-rate trace with hysteresis opens a segment
-  when the rate reaches ``on`` and closes it when it falls below ``off`` (< on).
+- ``track_objects``: for streams without segment markers, finds the objects in the output spikes
+  themselves: a leaky per-class evidence trace decides an object once the leader is ahead by
+  ``k``, a new object once another class overtakes the decided one by ``k_change``, and an
+  object ends after ``quiet_us`` without output spikes (docs/snn.md, "Live read-out").
 """
 
 from __future__ import annotations
@@ -101,4 +103,95 @@ def activity_segments(t, state, tau_us, on_rate, off_rate, out_kind, out_t, out_
             n += 1
             active = 1.0
     state[0], state[1], state[2] = r, last, active
+    return n
+
+
+# transitions reported by track_objects
+DECIDE = 1  # an object's first decision: its leader is ahead by k
+CHANGE = 2  # a new object, found because another class overtook the decided one by k_change
+RELEASE = 3  # an object ended: no output spike for quiet_us
+
+# slots of track_objects' state (float64[9])
+_LAST, _OPEN, _HELD, _ONSET_T, _ONSET_SEEN, _OVER_T, _OVER_SEEN, _SPIKES, _BEST_LEAD = range(9)
+TRACK_STATE_SIZE = 9
+
+
+def new_track_state() -> np.ndarray:
+    """Initial state of ``track_objects``: no object open, nothing decided."""
+    state = np.zeros(TRACK_STATE_SIZE)
+    state[_HELD] = ABSTAIN
+    state[_OVER_T] = -1.0
+    return state
+
+
+@njit(cache=True, nogil=True)
+def track_objects(t, neuron, seen, t_now, evidence, state, tau_us, k, k_change, quiet_us,
+                  kinds, where, at, cls, margin, onset_t, onset_seen, spikes):
+    """Objects and their decisions in a stream of output spikes with no segment markers.
+
+    Inputs: spike times ``t`` (us, sorted), output neuron (class) ``neuron``, ``seen`` (input
+    events the network had received when the spike happened, running total), ``t_now`` (us, the
+    stream's time after the last spike: a release may be due then even without spikes).
+    ``evidence`` (float64[n_classes]) and ``state`` (``new_track_state``) persist between calls.
+
+    Rule, per spike in order:
+
+    1. an object is open while output spikes follow each other by at most ``quiet_us``; the
+       first spike after a silence opens one (onset = its time) and clears the evidence; a
+       silence longer than ``quiet_us`` ends it (RELEASE at last spike + ``quiet_us``);
+    2. evidence ``E_c`` decays as exp(-dt / tau_us) and each spike adds 1 to its class;
+    3. undecided object: DECIDE when the leader's lead over the runner-up reaches ``k``;
+    4. decided object (class h): CHANGE, a new object of class c, when ``E_c - E_h >= k_change``;
+       its onset is the first spike since which h has not been the leader.
+
+    Writes one row per transition into the outputs (room for ``2 * len(t) + 1``): kind, spike
+    index (``len(t)`` for a release due at ``t_now``), time (us), class (``ABSTAIN`` for the
+    release of an undecided object), margin (lead at the decision; best lead ever reached for a
+    release), onset time (us) and ``seen`` at the onset (events before the object), and the
+    object's spike count. Returns the number of rows.
+    """
+    n = 0
+    for i in range(len(t) + 1):
+        now = t[i] if i < len(t) else t_now
+        if state[_OPEN] > 0 and now - state[_LAST] > quiet_us:
+            kinds[n], where[n], at[n] = RELEASE, i, np.int64(state[_LAST] + quiet_us)
+            cls[n], margin[n] = np.int64(state[_HELD]), state[_BEST_LEAD]
+            onset_t[n], onset_seen[n] = np.int64(state[_ONSET_T]), np.int64(state[_ONSET_SEEN])
+            spikes[n] = np.int64(state[_SPIKES])
+            n += 1
+            state[_OPEN], state[_HELD], state[_OVER_T] = 0.0, ABSTAIN, -1.0
+        if i == len(t):
+            break
+        if state[_OPEN] > 0:
+            evidence *= np.exp(-(now - state[_LAST]) / tau_us)
+        else:
+            evidence[:] = 0.0
+            state[_OPEN], state[_ONSET_T], state[_ONSET_SEEN] = 1.0, now, seen[i] - 1
+            state[_SPIKES], state[_BEST_LEAD] = 0.0, 0.0
+        evidence[neuron[i]] += 1.0
+        state[_LAST] = now
+        state[_SPIKES] += 1.0
+        best, lead = leader(evidence)
+        held = np.int64(state[_HELD])
+        if held == ABSTAIN:
+            state[_BEST_LEAD] = max(state[_BEST_LEAD], lead)
+            if lead >= k:
+                kinds[n], where[n], at[n], cls[n], margin[n] = DECIDE, i, now, best, lead
+                onset_t[n], onset_seen[n] = np.int64(state[_ONSET_T]), np.int64(state[_ONSET_SEEN])
+                spikes[n] = np.int64(state[_SPIKES])
+                n += 1
+                state[_HELD] = best
+        elif best == held:
+            state[_OVER_T] = -1.0
+        else:
+            if state[_OVER_T] < 0:
+                state[_OVER_T], state[_OVER_SEEN] = now, seen[i] - 1
+            gap = evidence[best] - evidence[held]
+            if gap >= k_change:
+                state[_ONSET_T], state[_ONSET_SEEN] = state[_OVER_T], state[_OVER_SEEN]
+                state[_HELD], state[_OVER_T], state[_BEST_LEAD] = best, -1.0, gap
+                kinds[n], where[n], at[n], cls[n], margin[n] = CHANGE, i, now, best, gap
+                onset_t[n], onset_seen[n] = np.int64(state[_ONSET_T]), np.int64(state[_ONSET_SEEN])
+                spikes[n] = np.int64(state[_SPIKES])
+                n += 1
     return n

@@ -1,0 +1,91 @@
+"""A continuous stream built from a labelled dataset: the marker-free stand-in for a camera
+watching objects come and go.
+
+The recordings are laid back to back on one time axis, each followed by ``gap_us`` of silence,
+optionally with uniform background noise (``noise_rate`` events/s spread over every pixel, both
+polarities), the way a DVS's background activity looks (Delbruck 2008, "Frame-free dynamic
+digital vision"). The stream carries no segment markers; the ground truth (which object is shown
+when) comes back separately as ``Presented`` records, for evaluation only.
+
+Two recordings of the same class shown back to back with no gap look like one object to any
+read-out that only sees the class evidence (docs/snn.md, "Live read-out"), so ``interleave``
+orders a dataset so that neighbours differ in label whenever the class counts allow it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.core.events import EVENT_DTYPE, concat_records
+from sensors.readers import read_all
+from sensors.replay import SegmentFile
+
+
+@dataclass(frozen=True)
+class Presented:
+    """One recording in the continuous stream: shown from ``onset_us`` to ``end_us`` (stream
+    time, us, both inclusive), ``events`` events, ground-truth ``label``, from ``path``."""
+
+    onset_us: int
+    end_us: int
+    label: str | None
+    path: str
+    events: int
+
+
+def interleave(files: list[SegmentFile], seed: int = 0) -> list[SegmentFile]:
+    """``files`` in a seeded random order in which no two neighbours share a label, whenever the
+    label counts allow it (no label holds more than half the files, rounded up)."""
+    rng = np.random.default_rng(seed)
+    left = [files[i] for i in rng.permutation(len(files))]
+    out: list[SegmentFile] = []
+    while left:
+        counts: dict = {}
+        for f in left:
+            counts[f.label] = counts.get(f.label, 0) + 1
+        allowed = [f for f in left if not out or f.label is None or f.label != out[-1].label] or left
+        most = max(counts[f.label] for f in allowed)
+        if 2 * most > len(left):  # the largest class must go now or it cannot be spread out
+            allowed = [f for f in allowed if counts[f.label] == most]
+        pick = allowed[0]
+        out.append(pick)
+        left.remove(pick)
+    return out
+
+
+def concatenate(files: list[SegmentFile], gap_us: int, noise_rate: float = 0.0, seed: int = 0,
+                format: str = "auto") -> tuple[np.ndarray, list[Presented], int, int]:
+    """The events of ``files`` back to back (each shifted to start ``gap_us`` after the previous
+    one ended, the first at t = 0), plus ``noise_rate`` events/s of uniform noise over the whole
+    span. Returns (events sorted by time, what was presented when, width, height); the sensor
+    size is the largest of the files'."""
+    if gap_us < 0:
+        raise ValueError(f"gap_us must be >= 0, got {gap_us}")
+    if noise_rate < 0:
+        raise ValueError(f"noise_rate must be >= 0 events/s, got {noise_rate}")
+    chunks, shown, start, width, height = [], [], 0, 0, 0
+    for item in files:
+        reader, events = read_all(item.path, format)
+        width, height = max(width, reader.width), max(height, reader.height)
+        if not len(events):
+            continue
+        events = np.array(events)  # own copy: shifted in place below
+        events["t"] += start - int(events["t"][0])
+        end = int(events["t"][-1])
+        shown.append(Presented(start, end, item.label, item.path, len(events)))
+        chunks.append(events)
+        start = end + gap_us + 1
+    events = concat_records(chunks)
+    if noise_rate > 0 and start > 0:
+        rng = np.random.default_rng(seed)
+        count = int(rng.poisson(noise_rate * start / 1e6))
+        noise = np.zeros(count, EVENT_DTYPE)
+        noise["t"] = np.sort(rng.integers(0, start, count))
+        noise["x"] = rng.integers(0, width, count)
+        noise["y"] = rng.integers(0, height, count)
+        noise["p"] = rng.integers(0, 2, count)
+        merged = concat_records([events, noise])
+        events = merged[np.argsort(merged["t"], kind="stable")]
+    return events, shown, width, height
