@@ -22,7 +22,7 @@ import zmq
 
 # Fields every decision carries (docs/decisions.md): checked so a mismatch is reported, not guessed.
 REQUIRED = ("stream", "segment", "class", "class_name", "score", "margin", "rule", "t", "t_start",
-            "events", "latency_ns", "label", "seq", "published_ns")
+            "events", "decoder_ns", "label", "seq", "published_ns")
 
 
 def receive(address, topic="decisions", count=0, timeout_s=0.0, idle_s=0.0):

@@ -5,38 +5,82 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
-from pipeline.core.events import JSON_DTYPE_NAME, concat_records
+from pipeline.core.events import concat_records
 from pipeline.core.files import open_for_writing
-from pipeline.core.nodetype import SINK, SOURCE, STAGE, node_type, path_field
+from pipeline.core.nodetype import (
+    ANY,
+    ARRAYS,
+    EVENTS,
+    FEATURES,
+    JSON,
+    SAME,
+    SINK,
+    SOURCE,
+    STAGE,
+    ParamError,
+    Params,
+    node_type,
+    param,
+    path_field,
+)
 from pipeline.core.packet import Packet
 from pipeline.core.stage import Sink, Source, Stage
+from sensors.readers import formats
 from sensors.replay import Replay
 
 
 @dataclass(frozen=True)
-class ReplayParams:
-    path: str = path_field()  # a recording, or a dataset folder (class subfolders = labels)
-    format: str = "auto"  # format name, or "auto" to detect from the content
-    speed: float = 0.0  # 1.0 = real time, 10 = ten times faster; 0 = as fast as possible
-    loop: bool = False
-    start_us: int = 0  # replay from this offset after each recording's first event (us)
-    stop_us: int = 0  # ... up to this offset (us); 0 = to the end
-    packet_us: int = 1000  # cut packets every this much sensor time (us) ...
-    packet_events: int = 10_000  # ... or at this many events, whichever comes first
-    width: int = 0  # sensor size override (0 = from the file)
-    height: int = 0
+class PacketParams(Params):
+    """A source cuts its events into packets of ``packet_us`` sensor time or ``packet_events``
+    events, whichever comes first."""
 
-    def __post_init__(self):
+    emits = (EVENTS,)
+
+    packet_us: int = param(1000, "cut a packet every this much sensor time; 0 = by count only",
+                           unit="us", ge=0)
+    packet_events: int = param(10_000, "... or at this many events, whichever comes first; "
+                                       "0 = by time only", unit="events", ge=0)
+
+    def check(self):
+        if self.packet_us == 0 and self.packet_events == 0:
+            raise ParamError("packet_us", "packet_us or packet_events must be positive")
+
+
+@dataclass(frozen=True)
+class ReplayParams(PacketParams):
+    """The replay source reads ``path`` in ``format``, cuts its events into packets of
+    ``packet_us`` sensor time or ``packet_events`` events, and sends them paced at ``speed``."""
+
+    path: str = path_field(help="a recording, or a dataset folder (class subfolders = labels)")
+    format: str = param("auto", "reader format name (see `evpipe info`), or auto to detect it "
+                                "from the content")
+    speed: float = param(0.0, "replay factor: 1 = real time, 10 = ten times faster, 0 = as fast "
+                              "as possible", ge=0, le=100)
+    loop: bool = param(False, "start again at the end")
+    start_us: int = param(0, "replay from this offset after each recording's first event",
+                          unit="us", ge=0)
+    stop_us: int = param(0, "replay up to this offset after each recording's first event; "
+                            "0 = to the end", unit="us", ge=0)
+    width: int = param(0, "sensor width override; 0 = from the file", unit="px", ge=0)
+    height: int = param(0, "sensor height override; 0 = from the file", unit="px", ge=0)
+
+    def check(self):
+        super().check()
         if not self.path:
-            raise ValueError("missing required key: path")
-        if self.speed < 0 or self.speed > 100:
-            raise ValueError(f"speed must be 0 (as fast as possible) or within (0, 100], got {self.speed}")
-        if self.packet_us <= 0 and self.packet_events <= 0:
-            raise ValueError("packet_us or packet_events must be positive")
+            raise ParamError("path", "required: a recording or a dataset folder")
+        if self.format != "auto" and self.format not in formats():
+            raise ParamError("format", f"expected 'auto' or one of {', '.join(sorted(formats()))}, "
+                                       f"got {self.format!r}")
+        if self.stop_us and self.stop_us <= self.start_us:
+            raise ParamError("stop_us", f"must be 0 (to the end) or after start_us ({self.start_us}), "
+                                        f"got {self.stop_us}")
+        if (self.width > 0) != (self.height > 0):
+            raise ParamError("height" if self.width else "width",
+                             "give width and height together, or neither (size from the file)")
 
 
 @node_type("replay", SOURCE, ReplayParams)
@@ -55,8 +99,11 @@ class ReplaySource(Source):
 
 
 @dataclass(frozen=True)
-class NoParams:
-    pass
+class NoParams(Params):
+    """The node has no parameters."""
+
+    accepts = (ANY,)
+    emits = SAME
 
 
 @node_type("passthrough", STAGE, NoParams)
@@ -127,7 +174,7 @@ class RecordSink(Sink):
         self.segments = SegmentSummaries()
 
     def consume(self, packet: Packet) -> None:
-        if packet.header.dtype == JSON_DTYPE_NAME:
+        if packet.header.dtype == JSON:
             for record in packet.records:
                 self.write(record)
             return
@@ -144,13 +191,18 @@ class RecordSink(Sink):
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class ConsoleParams:
-    stream: str = "stdout"  # "stdout" or "stderr"
+# What the console and jsonl sinks write: decision records as they are, and one summary per
+# segment of an event stream (events counted from packet headers).
+RECORD_SINK_TAKES = (JSON, EVENTS, FEATURES)
 
-    def __post_init__(self):
-        if self.stream not in ("stdout", "stderr"):
-            raise ValueError(f"stream must be 'stdout' or 'stderr', got {self.stream!r}")
+
+@dataclass(frozen=True)
+class ConsoleParams(Params):
+    """The console sink prints one line per decision or per event-stream segment to ``stream``."""
+
+    accepts = RECORD_SINK_TAKES
+
+    stream: Literal["stdout", "stderr"] = param("stdout", "where the lines go")
 
 
 def console_line(record: dict) -> str:
@@ -161,7 +213,7 @@ def console_line(record: dict) -> str:
             f"  true {truth}: " + ("right" if str(truth) == str(record["class_name"]) else "WRONG"))
         return (f"[{record.get('stream')}] segment {record.get('segment')}: class {record['class_name']} "
                 f"by {record.get('rule')} (margin {record.get('margin', 0):.3g}) after "
-                f"{record.get('events')} events, {record.get('latency_ns', 0) / 1e3:.0f} us latency{verdict}")
+                f"{record.get('events')} events, decoder {record.get('decoder_ns', 0) / 1e3:.0f} us{verdict}")
     label = "" if record.get("label") is None else f" label {record['label']}"
     name = "" if record.get("name") is None else f" ({record['name']})"
     return (f"[{record['stream']}] segment {record['segment']}{name}{label}: {record['events']:,} events "
@@ -181,19 +233,29 @@ class ConsoleSink(RecordSink):
 
 
 @dataclass(frozen=True)
-class FileParams:
-    path: str = path_field()
+class FileParams(Params):
+    """A sink writing to the file ``path`` (its folder is created)."""
 
-    def __post_init__(self):
+    path: str = path_field(help="output file")
+
+    def check(self):
         if not self.path:
-            raise ValueError("missing required key: path")
+            raise ParamError("path", "required: the output file")
 
 
-@node_type("jsonl", SINK, FileParams)
+@dataclass(frozen=True)
+class JsonLinesParams(FileParams):
+    """The jsonl sink writes each decision record, or one summary per event-stream segment, as
+    one JSON object per line of ``path``."""
+
+    accepts = RECORD_SINK_TAKES
+
+
+@node_type("jsonl", SINK, JsonLinesParams)
 class JsonLinesSink(RecordSink):
     """Writes one JSON object per line: decisions, or segment summaries for event streams."""
 
-    def __init__(self, name: str, params: FileParams):
+    def __init__(self, name: str, params: JsonLinesParams):
         super().__init__(name)
         self.handle = open_for_writing(params.path, "w")
 
@@ -205,17 +267,25 @@ class JsonLinesSink(RecordSink):
         self.handle.close()
 
 
-@node_type("npy", SINK, FileParams)
+@dataclass(frozen=True)
+class NpyParams(FileParams):
+    """The npy sink keeps every record it receives and writes them all, in one array, to the
+    .npy file ``path`` at the end of the stream."""
+
+    accepts = (ARRAYS,)
+
+
+@node_type("npy", SINK, NpyParams)
 class NpySink(Sink):
     """Records every received record into one .npy file (written at end of stream)."""
 
-    def __init__(self, name: str, params: FileParams):
+    def __init__(self, name: str, params: NpyParams):
         super().__init__(name)
         self.path = params.path
         self.chunks: list[np.ndarray] = []
 
     def consume(self, packet: Packet) -> None:
-        if packet.header.dtype == JSON_DTYPE_NAME:
+        if packet.header.dtype == JSON:
             raise TypeError(f"{self.name}: the npy sink records event packets, got JSON records")
         if len(packet.records):
             self.chunks.append(np.array(packet.records))  # copy: the buffer belongs to ZeroMQ

@@ -22,7 +22,8 @@ reset at every segment start (one histogram per sample).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -37,13 +38,23 @@ from kernels.hats import HatsState
 from kernels.hots import MODES, hots_layer, hots_map, surface_dim
 from kernels.timesurface import sae_new, sae_update, sample_surface
 from pipeline.core.events import FEATURE_DTYPE, register_dtype
-from pipeline.core.nodetype import STAGE, node_type, path_field
+from pipeline.core.nodetype import (
+    EVENTS,
+    FEATURES,
+    STAGE,
+    ParamError,
+    Params,
+    node_type,
+    param,
+    path_field,
+)
 from pipeline.core.packet import Packet, Segment, events_packet
 from pipeline.core.stage import Stage
 
-SURFACE_DTYPE = register_dtype("surface", np.dtype(
+SURFACE, HATS = "surface", "hats"  # record kinds (dtype names) of the time_surface and hats stages
+SURFACE_DTYPE = register_dtype(SURFACE, np.dtype(
     [("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("c", "i1"), ("value", "<f4")], align=True))
-HATS_DTYPE = register_dtype("hats", np.dtype(
+HATS_DTYPE = register_dtype(HATS, np.dtype(
     [("t", "<i8"), ("cell", "<i4"), ("count", "<i4"), ("value", "<f4"), ("c", "i1"),
      ("dy", "i1"), ("dx", "i1")], align=True))
 
@@ -88,21 +99,27 @@ class _Filter(_FeatureStage):
         events = packet.records
         mask = np.empty(len(events), bool)
         self.keep(events, mask)
-        return [self.emit(events[mask], packet.header, "events", packet.header.segment)]
+        return [self.emit(events[mask], packet.header, EVENTS, packet.header.segment)]
 
     def keep(self, events: np.ndarray, mask: np.ndarray) -> None:
         raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class DenoiseParams:
-    """duration_us: support window (us); dv_compatible: memory starts at t = 0 like dv-processing
-    (events in the first duration_us of the clock pass), else at minus infinity; per_segment:
-    forget the past at each segment start (dataset recordings each have their own time base)."""
+class DenoiseParams(Params):
+    """The denoise stage keeps an event when one of its 8 neighbour pixels had an event less
+    than ``duration_us`` before it (dv-processing's background-activity filter)."""
 
-    duration_us: int = 2000
-    dv_compatible: bool = True
-    per_segment: bool = False
+    accepts = (EVENTS,)
+    emits = (EVENTS,)
+
+    duration_us: int = param(2000, "support window: how recent a neighbour event must be",
+                             unit="us", ge=1)
+    dv_compatible: bool = param(True, "pixel memory starts at t = 0 like dv-processing (events "
+                                      "in the first duration_us of the clock pass), else at minus "
+                                      "infinity")
+    per_segment: bool = param(False, "forget the past at each segment start (dataset recordings "
+                                     "each have their own time base)")
 
 
 @node_type("denoise", STAGE, DenoiseParams)
@@ -118,10 +135,15 @@ class Denoise(_Filter):
 
 
 @dataclass(frozen=True)
-class RefractoryParams:
-    """period_us: minimum time (us) between two kept events of one pixel."""
+class RefractoryParams(Params):
+    """The refractory stage drops an event closer than ``period_us`` to its pixel's last kept
+    event (both polarities share the pixel's state)."""
 
-    period_us: int = 1000
+    accepts = (EVENTS,)
+    emits = (EVENTS,)
+
+    period_us: int = param(1000, "minimum time between two kept events of one pixel", unit="us",
+                           ge=0)
 
 
 @node_type("refractory", STAGE, RefractoryParams)
@@ -136,10 +158,13 @@ class Refractory(_Filter):
 
 
 @dataclass(frozen=True)
-class PolarityParams:
-    """polarity: 1 keeps ON events, 0 keeps OFF events."""
+class PolarityParams(Params):
+    """The polarity filter keeps the events whose polarity is ``polarity``."""
 
-    polarity: int = 1
+    accepts = (EVENTS,)
+    emits = (EVENTS,)
+
+    polarity: Literal[0, 1] = param(1, "1 keeps ON events, 0 keeps OFF events")
 
 
 @node_type("polarity_filter", STAGE, PolarityParams)
@@ -151,13 +176,17 @@ class PolarityFilter(_Filter):
 
 
 @dataclass(frozen=True)
-class RoiParams:
-    """Region of interest in pixels: top-left corner (x, y), width and height."""
+class RoiParams(Params):
+    """The roi stage keeps the events inside the rectangle of top-left corner (``x``, ``y``),
+    ``width`` and ``height`` (cut at the sensor border)."""
 
-    x: int = 0
-    y: int = 0
-    width: int = 1
-    height: int = 1
+    accepts = (EVENTS,)
+    emits = (EVENTS,)
+
+    x: int = param(0, "left column of the rectangle", unit="px", ge=0)
+    y: int = param(0, "top row of the rectangle", unit="px", ge=0)
+    width: int = param(1, "rectangle width", unit="px", ge=1)
+    height: int = param(1, "rectangle height", unit="px", ge=1)
 
 
 @node_type("roi", STAGE, RoiParams)
@@ -174,14 +203,25 @@ class Roi(_Filter):
 
 
 @dataclass(frozen=True)
-class HotPixelParams:
-    """pixels: flat x0, y0, x1, y1, ... list of pixels to drop; learn_us: if > 0, count events
-    during the first learn_us (us) of the stream (passing them all) and then also drop every
-    pixel with more than max_count events in that time."""
+class HotPixelParams(Params):
+    """The hot_pixels stage drops the events of the listed ``pixels`` and, when ``learn_us`` > 0,
+    of every pixel with more than ``max_count`` events in the stream's first ``learn_us``."""
 
-    pixels: list[int] = field(default_factory=list)
-    learn_us: int = 0
-    max_count: int = 100
+    accepts = (EVENTS,)
+    emits = (EVENTS,)
+
+    pixels: list[int] = param(help="pixels to drop, as a flat list x0, y0, x1, y1, ...",
+                              default_factory=list)
+    learn_us: int = param(0, "count events during this first part of the stream (passing them "
+                             "all), then drop the hot pixels; 0 = no learning", unit="us", ge=0)
+    max_count: int = param(100, "a pixel with more events than this while learning is hot",
+                           unit="events", ge=0)
+
+    def check(self):
+        if len(self.pixels) % 2:
+            raise ParamError("pixels", f"expected x, y pairs (an even count), got {len(self.pixels)} numbers")
+        if any(value < 0 for value in self.pixels):
+            raise ParamError("pixels", "coordinates must be >= 0")
 
 
 @node_type("hot_pixels", STAGE, HotPixelParams)
@@ -250,21 +290,26 @@ class _Sampled(_FeatureStage):
 
 
 @dataclass(frozen=True)
-class TimeSurfaceParams:
-    """tau_us: decay time constant (us); period_us: sampling period (us, 0 = segment ends only);
-    merge_polarities: one channel instead of one per polarity; min_value: smallest value sent."""
+class TimeSurfaceParams(Params):
+    """The time_surface stage keeps each pixel's last event time and, every ``period_us`` and at
+    each segment end, sends exp(-(t - t_last) / ``tau_us``) of every pixel at or above
+    ``min_value``."""
 
-    tau_us: float = 50_000.0
-    period_us: int = 33_000
-    merge_polarities: bool = False
-    min_value: float = 0.01
+    accepts = (EVENTS,)
+    emits = (SURFACE,)
+
+    tau_us: float = param(50_000.0, "decay time constant", unit="us", gt=0)
+    period_us: int = param(33_000, "sampling period; 0 = at segment ends only", unit="us", ge=0)
+    merge_polarities: bool = param(False, "one channel for both polarities instead of one each")
+    min_value: float = param(0.01, "smallest surface value sent (values are within [0, 1])",
+                             ge=0, le=1)
 
 
 @node_type("time_surface", STAGE, TimeSurfaceParams)
 class TimeSurface(_Sampled):
     """Global exponential time surface (SAE per polarity), sampled on demand."""
 
-    dtype = "surface"
+    dtype = SURFACE
 
     def reset(self):
         width, height = self.size
@@ -285,23 +330,30 @@ class TimeSurface(_Sampled):
 
 
 @dataclass(frozen=True)
-class HatsParams:
-    """cell: K, cell side (pixels); rho: surface radius (pixels, 2 rho + 1 <= K); tau_us: decay
-    (us); window_us: delta_t, how far back the local memory looks (us); period_us: extra readout
-    period (us, 0 = segment ends only). Sironi et al. 2018."""
+class HatsParams(Params):
+    """The hats stage averages the local time surfaces (radius ``rho``) of the events of each
+    ``cell`` x ``cell`` cell into histograms (Sironi et al. 2018), read out at every segment end
+    and every ``period_us``."""
 
-    cell: int = 10
-    rho: int = 3
-    tau_us: float = 20_000.0
-    window_us: int = 100_000
-    period_us: int = 0
+    accepts = (EVENTS,)
+    emits = (HATS,)
+
+    cell: int = param(10, "K, the side of a cell", unit="px", ge=1)
+    rho: int = param(3, "radius of the local time surfaces (2 rho + 1 <= cell)", unit="px", ge=0)
+    tau_us: float = param(20_000.0, "decay time constant of the surfaces", unit="us", gt=0)
+    window_us: int = param(100_000, "delta_t, how far back the local memory looks", unit="us", gt=0)
+    period_us: int = param(0, "extra readout period; 0 = at segment ends only", unit="us", ge=0)
+
+    def check(self):
+        if 2 * self.rho + 1 > self.cell:
+            raise ParamError("rho", f"need 2 rho + 1 <= cell ({self.cell}), got rho = {self.rho}")
 
 
 @node_type("hats", STAGE, HatsParams)
 class Hats(_Sampled):
     """HATS histograms of averaged time surfaces, one feature vector per segment."""
 
-    dtype = "hats"
+    dtype = HATS
 
     def reset(self):
         p = self.params
@@ -324,20 +376,35 @@ class Hats(_Sampled):
 
 
 @dataclass(frozen=True)
-class HotsParams:
-    """One HOTS layer (Lagorce et al. 2017). radius: R (pixels); tau_us: decay (us);
-    n_prototypes: N; mode: "same" (event's own channel), "all" (every channel) or "merge";
-    in_channels: 2 for camera events, previous layer's N for feature events; learn: online
-    clustering with the paper's schedule; prototypes: .npy file of a (dim, N) array to start from,
-    or a .npz model file holding it under ``hots_prototypes`` (required when learn is false)."""
+class HotsParams(Params):
+    """The hots stage is one HOTS layer (Lagorce et al. 2017): the time surface of radius
+    ``radius`` around each event, decaying with ``tau_us``, is matched to the nearest of
+    ``n_prototypes`` prototypes, whose index is emitted as the event's feature; layers chain by
+    feeding one hots stage into the next with ``in_channels`` = the previous ``n_prototypes``."""
 
-    radius: int = 2
-    tau_us: float = 20_000.0
-    n_prototypes: int = 16
-    mode: str = "same"
-    in_channels: int = 2
-    learn: bool = True
-    prototypes: str | None = path_field(None)
+    accepts = (EVENTS, FEATURES)
+    emits = (FEATURES,)
+
+    radius: int = param(2, "R: surfaces span (2 R + 1) x (2 R + 1) pixels", unit="px", ge=0)
+    tau_us: float = param(20_000.0, "decay time constant of the surfaces", unit="us", gt=0)
+    n_prototypes: int = param(16, "N, the number of prototypes (features)", ge=1)
+    mode: Literal["same", "all", "merge"] = param(
+        "same", "channels of a surface: the event's own (same), every one concatenated (all), or "
+                "one with polarity ignored (merge)")
+    in_channels: int = param(2, "input channels: 2 for camera events, the previous layer's "
+                                "n_prototypes for feature events", ge=1)
+    learn: bool = param(True, "online clustering with the paper's schedule")
+    prototypes: str | None = param(None, "prototypes to start from: a .npy (dim, N) array, or a "
+                                         ".npz model file holding it under hots_prototypes; "
+                                         "required when learn is false", path=True)
+
+    def check(self):
+        if self.prototypes is None and not self.learn:
+            raise ParamError("prototypes", "required when learn is false")
+
+    def check_files(self):
+        if self.prototypes is not None:
+            prototypes_for(self)
 
 
 def load_prototypes(path: str) -> np.ndarray:
@@ -346,8 +413,30 @@ def load_prototypes(path: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     with np.load(path, allow_pickle=False) as archive:
         if "hots_prototypes" not in archive:
-            raise ValueError(f"hots.prototypes: {path} holds no 'hots_prototypes' array")
+            raise ValueError(f"{path} holds no 'hots_prototypes' array")
         return archive["hots_prototypes"]
+
+
+def prototypes_for(params: HotsParams) -> np.ndarray:
+    """The (dim, N) float64 prototypes file of ``params``, checked against its radius, mode,
+    channels and N; ParamError names the parameter that disagrees with the file."""
+    try:
+        protos = np.ascontiguousarray(load_prototypes(params.prototypes), dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        raise ParamError("prototypes", f"cannot read prototypes: {exc}") from None
+    dim = surface_dim(params.in_channels, params.radius, MODES[params.mode])
+    if protos.ndim != 2:
+        raise ParamError("prototypes", f"{params.prototypes} holds a {protos.ndim}-d array, "
+                                       f"expected (surface length, n_prototypes)")
+    if protos.shape[0] != dim:
+        raise ParamError("radius", (
+            f"radius {params.radius} with mode {params.mode!r} and in_channels "
+            f"{params.in_channels} makes surfaces of {dim} values, but the prototypes in "
+            f"{params.prototypes} have {protos.shape[0]}"))
+    if protos.shape[1] != params.n_prototypes:
+        raise ParamError("n_prototypes", f"{params.prototypes} holds {protos.shape[1]} prototypes, "
+                                         f"got n_prototypes = {params.n_prototypes}")
+    return protos
 
 
 @node_type("hots", STAGE, HotsParams)
@@ -356,18 +445,11 @@ class Hots(_FeatureStage):
 
     def start(self, width, height):
         p = self.params
-        if p.mode not in MODES:
-            raise ValueError(f"hots.mode: expected one of {sorted(MODES)}, got {p.mode!r}")
         self.mode = MODES[p.mode]
         dim = surface_dim(p.in_channels, p.radius, self.mode)
         if p.prototypes is not None:
-            self.protos = np.ascontiguousarray(load_prototypes(p.prototypes), dtype=np.float64)
-            if self.protos.shape != (dim, p.n_prototypes):
-                raise ValueError(f"hots.prototypes: {p.prototypes} holds {self.protos.shape}, "
-                                 f"expected {(dim, p.n_prototypes)}")
+            self.protos = prototypes_for(p)
             self.hits = np.ones(p.n_prototypes, np.int64)
-        elif not p.learn:
-            raise ValueError("hots.prototypes: required when hots.learn is false")
         else:
             self.protos = np.zeros((dim, p.n_prototypes))
             self.hits = np.zeros(p.n_prototypes, np.int64)
@@ -383,4 +465,4 @@ class Hots(_FeatureStage):
         out["t"], out["x"], out["y"] = events["t"], events["x"], events["y"]
         hots_layer(events["t"], events["x"], events["y"], channel, *self.memory, p.radius,
                    p.tau_us, self.mode, self.protos, self.hits, p.learn, out["f"])
-        return [self.emit(out, packet.header, "features", segment)]
+        return [self.emit(out, packet.header, FEATURES, segment)]

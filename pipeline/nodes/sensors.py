@@ -4,46 +4,63 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.core.nodetype import SOURCE, node_type
+from pipeline.core.nodetype import SOURCE, ParamError, node_type, param
+from pipeline.nodes.basic import PacketParams
 from sensors.camera import CameraSource
 from sensors.network import NetworkSource
 from sensors.synthetic import Scene, SyntheticSource
 
 
 @dataclass(frozen=True)
-class LiveParams:
-    packet_us: int = 1000  # cut packets every this many us of sensor time
-    packet_events: int = 10_000  # or after this many events
-    backoff_s: float = 0.1  # first reconnection delay, doubling up to backoff_max_s
-    backoff_max_s: float = 5.0
+class LiveParams(PacketParams):
+    """A live source cuts the events it receives into packets of ``packet_us`` sensor time or
+    ``packet_events`` events, and reconnects after a loss, waiting ``backoff_s`` at first and
+    doubling up to ``backoff_max_s``."""
+
+    backoff_s: float = param(0.1, "first reconnection delay", unit="s", gt=0)
+    backoff_max_s: float = param(5.0, "longest reconnection delay", unit="s", gt=0)
+
+    def check(self):
+        super().check()
+        if self.backoff_max_s < self.backoff_s:
+            raise ParamError("backoff_max_s", f"must be at least backoff_s ({self.backoff_s:g} s), "
+                                              f"got {self.backoff_max_s:g}")
 
 
 @dataclass(frozen=True)
 class CameraParams(LiveParams):
-    serial: str = ""  # "" opens the first camera found (see `evpipe devices`)
+    """The camera source opens the iniVation camera ``serial`` and streams its events."""
+
+    serial: str = param("", "camera serial number; empty: the first camera found (see "
+                            "`evpipe devices`)")
 
 
 @dataclass(frozen=True)
 class NetworkParams(LiveParams):
-    host: str = "127.0.0.1"
-    port: int = 7777
-    socket: str = ""  # UNIX socket path; wins over host/port
+    """The dv_network source connects to a DV event stream server at ``host``:``port`` (or the
+    UNIX ``socket``) and streams its events."""
+
+    host: str = param("127.0.0.1", "server host name or address")
+    port: int = param(7777, "server TCP port", ge=1, le=65535)
+    socket: str = param("", "UNIX socket path; wins over host and port when given")
 
 
 @dataclass(frozen=True)
-class SyntheticParams:
-    width: int = 320
-    height: int = 240
-    rate: float = 1e6  # events/s of sensor time
-    speed: float = 200.0  # px/s
-    shapes: int = 3
-    radius: float = 20.0  # px
-    noise: float = 0.05  # fraction of background-noise events
-    seed: int = 0
-    duration_us: int = 0  # 0: forever
-    speed_factor: float = 1.0  # pacing: x real time, 0 = as fast as possible
-    packet_us: int = 1000
-    packet_events: int = 10_000
+class SyntheticParams(PacketParams):
+    """The synthetic source draws ``shapes`` discs moving at ``speed_px_s`` on a ``width`` x
+    ``height`` sensor, emitting ``rate`` events per second of sensor time (a ``noise`` fraction
+    of them background noise), paced at ``speed_factor`` times real time."""
+
+    width: int = param(320, "sensor width", unit="px", ge=1)
+    height: int = param(240, "sensor height", unit="px", ge=1)
+    rate: float = param(1e6, "events per second of sensor time", unit="events/s", gt=0)
+    speed_px_s: float = param(200.0, "speed of the discs", unit="px/s", ge=0, aliases=("speed",))
+    shapes: int = param(3, "number of discs", ge=1)
+    radius: float = param(20.0, "disc radius", unit="px", gt=0)
+    noise: float = param(0.05, "fraction of the events that are background noise", ge=0, le=1)
+    seed: int = param(0, "random seed: the same seed gives the same events", ge=0)
+    duration_us: int = param(0, "sensor time to generate; 0 = forever", unit="us", ge=0)
+    speed_factor: float = param(1.0, "pacing: times real time; 0 = as fast as possible", ge=0)
 
 
 def live_options(params: LiveParams) -> dict:
@@ -72,7 +89,7 @@ class Synthetic(SyntheticSource):
     """A deterministic scene of moving discs plus noise at a chosen event rate."""
 
     def __init__(self, name: str, params: SyntheticParams):
-        scene = Scene(params.width, params.height, params.rate, params.speed, params.shapes,
+        scene = Scene(params.width, params.height, params.rate, params.speed_px_s, params.shapes,
                       params.radius, params.noise, params.seed)
         super().__init__(name, scene, params.duration_us, params.speed_factor, params.packet_us,
                          params.packet_events)

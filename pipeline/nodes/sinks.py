@@ -15,14 +15,25 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import zmq
 
 from pipeline.core.events import EVENT_DTYPE, JSON_DTYPE_NAME
-from pipeline.core.nodetype import SINK, node_type, path_field
+from pipeline.core.nodetype import (
+    EVENTS,
+    JSON,
+    SINK,
+    ParamError,
+    Params,
+    node_type,
+    param,
+    path_field,
+)
 from pipeline.core.packet import Packet
 from pipeline.core.stage import Sink
+from pipeline.nodes.snn import SPIKES
 from sensors.dv_server import DvServer
 from sensors.writers import Aedat4Writer
 
@@ -40,18 +51,26 @@ def _event_records(sink: str, packet: Packet) -> np.ndarray:
 # ---- decisions: ZeroMQ PUB ------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class DecisionsParams:
-    address: str = "tcp://127.0.0.1:5560"  # where the PUB socket binds (tcp://, ipc://)
-    topic: str = "decisions"  # first frame of every message (subscribers filter on its prefix)
-    hwm: int = 1000  # decisions queued per subscriber at most; beyond, they are dropped and counted
-    wait_s: float = 0.0  # before the first publication, wait up to this long for a subscriber
-    linger_ms: int = 1000  # at close, how long queued decisions may still be delivered
+class DecisionsParams(Params):
+    """The decisions sink binds a ZeroMQ PUB socket at ``address`` and publishes each decision
+    record as one message [``topic``, JSON]."""
 
-    def __post_init__(self):
+    accepts = (JSON,)
+
+    address: str = param("tcp://127.0.0.1:5560", "where the PUB socket binds (tcp://HOST:PORT or "
+                                                 "ipc://PATH)")
+    topic: str = param("decisions", "first frame of every message (subscribers filter on its "
+                                    "prefix)")
+    hwm: int = param(1000, "decisions queued per subscriber at most; beyond, they are dropped "
+                           "and counted", unit="decisions", ge=1)
+    wait_s: float = param(0.0, "before the first publication, wait up to this long for a "
+                               "subscriber", unit="s", ge=0)
+    linger_ms: int = param(1000, "at close, how long queued decisions may still be delivered",
+                           unit="ms", ge=0)
+
+    def check(self):
         if "://" not in self.address:
-            raise ValueError(f"address must look like tcp://HOST:PORT or ipc://PATH, got {self.address!r}")
-        if self.hwm < 1 or self.wait_s < 0 or self.linger_ms < 0:
-            raise ValueError("need hwm >= 1, wait_s >= 0 and linger_ms >= 0")
+            raise ParamError("address", f"expected tcp://HOST:PORT or ipc://PATH, got {self.address!r}")
 
 
 @node_type("decisions", SINK, DecisionsParams)
@@ -117,7 +136,7 @@ class DecisionsSink(Sink):
                 continue
             now = time.time_ns()
             message = dict(record, seq=self.seq, published_ns=now,
-                           publish_latency_ns=(record.get("latency_ns", 0) + now - header.sent_ns)
+                           publish_latency_ns=(record.get("decoder_ns", 0) + now - header.sent_ns)
                            if header.sent_ns else None)
             self.seq += 1
             try:
@@ -144,21 +163,25 @@ class DecisionsSink(Sink):
 # ---- DV protocol: dv-processing NetworkWriter in a helper process ---------------------------
 
 @dataclass(frozen=True)
-class DvServerParams:
-    host: str = "127.0.0.1"  # address the DV server listens on
-    port: int = 7777
-    width: int = 0  # sensor size; 0 = from the first packet (the server starts then)
-    height: int = 0
-    camera: str = "evpipe"  # source name DV clients see
-    wait_s: float = 0.0  # before the first events, wait up to this long for a client
+class DvServerParams(Params):
+    """The dv_server sink serves the events it receives over the DV network protocol on
+    ``host``:``port``, as a ``width`` x ``height`` stream named ``camera``."""
 
-    def __post_init__(self):
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be within 1..65535, got {self.port}")
-        if (self.width > 0) != (self.height > 0) or self.width < 0 or self.height < 0:
-            raise ValueError("width and height must both be given (positive) or both be 0")
-        if self.wait_s < 0:
-            raise ValueError("wait_s must be >= 0")
+    accepts = (EVENTS,)
+
+    host: str = param("127.0.0.1", "address the DV server listens on")
+    port: int = param(7777, "TCP port the DV server listens on", ge=1, le=65535)
+    width: int = param(0, "sensor width; 0 = from the first packet (the server starts then)",
+                       unit="px", ge=0)
+    height: int = param(0, "sensor height; 0 = from the first packet", unit="px", ge=0)
+    camera: str = param("evpipe", "source name DV clients see")
+    wait_s: float = param(0.0, "before the first events, wait up to this long for a client",
+                          unit="s", ge=0)
+
+    def check(self):
+        if (self.width > 0) != (self.height > 0):
+            raise ParamError("height" if self.width else "width",
+                             "give width and height together, or neither (size from the first packet)")
 
 
 @node_type("dv_server", SINK, DvServerParams)
@@ -201,13 +224,18 @@ class DvServerSink(Sink):
 # ---- AEDAT4 recorder ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Aedat4Params:
-    path: str = path_field()
-    camera: str = "evpipe"  # camera name stored in the file
+class Aedat4Params(Params):
+    """The aedat4 sink records the events it receives into the AEDAT 4.0 file ``path``, with the
+    first packet's sensor size."""
 
-    def __post_init__(self):
+    accepts = (EVENTS,)
+
+    path: str = path_field(help="output .aedat4 file")
+    camera: str = param("evpipe", "camera name stored in the file")
+
+    def check(self):
         if not self.path:
-            raise ValueError("missing required key: path")
+            raise ParamError("path", "required: the output .aedat4 file")
 
 
 @node_type("aedat4", SINK, Aedat4Params)
@@ -239,15 +267,28 @@ class Aedat4Sink(Sink):
 # ---- viewer ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ViewerParams:
-    fps: float = 30.0  # redraws per second of the clock, at most
-    tau_us: float = 30_000.0  # decay of the event frame (us)
-    surface_tau_us: float = 50_000.0  # decay of the time-surface panel (us)
-    save: str = path_field()  # .png (last frame), .gif or .mp4; empty: show a window
-    clock: str = "auto"  # "wall", "stream", or "auto": stream when saving, else wall
-    width: int = 0  # sensor size; 0 = from the first event packet
-    height: int = 0
-    max_frames: int = 300  # most frames in a saved video
+class ViewerParams(Params):
+    """The viewer shows (or saves to ``save``) the event frame and time surface of the events it
+    receives, the output neurons of snn spikes and the latest decision, redrawn ``fps`` times
+    per second of its ``clock``."""
+
+    accepts = (EVENTS, SPIKES, JSON)
+
+    fps: float = param(30.0, "redraws per second of the clock, at most", unit="frames/s", gt=0)
+    tau_us: float = param(30_000.0, "decay of the event frame", unit="us", gt=0)
+    surface_tau_us: float = param(50_000.0, "decay of the time-surface panel", unit="us", gt=0)
+    save: str = path_field(help=".png (last frame), .gif or .mp4 file; empty: show a window")
+    clock: Literal["auto", "wall", "stream"] = param(
+        "auto", "time base of the redraws: wall, stream (sensor time), or auto: stream when "
+                "saving, else wall")
+    width: int = param(0, "sensor width; 0 = from the first event packet", unit="px", ge=0)
+    height: int = param(0, "sensor height; 0 = from the first event packet", unit="px", ge=0)
+    max_frames: int = param(300, "most frames in a saved video", unit="frames", ge=1)
+
+    def check(self):
+        if (self.width > 0) != (self.height > 0):
+            raise ParamError("height" if self.width else "width",
+                             "give width and height together, or neither (size from the events)")
 
 
 @node_type("viewer", SINK, ViewerParams)

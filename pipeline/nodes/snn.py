@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -25,32 +26,69 @@ from kernels import lif, readout
 from kernels.snn_input import map_inputs
 from pipeline.core.events import register_dtype
 from pipeline.core.model import load_model
-from pipeline.core.nodetype import STAGE, node_type, path_field
+from pipeline.core.nodetype import (
+    EVENTS,
+    FEATURES,
+    JSON,
+    STAGE,
+    ParamError,
+    Params,
+    node_type,
+    param,
+    path_field,
+)
 from pipeline.core.packet import Header, Packet, Segment, json_packet
 from pipeline.core.stage import Stage
 
 # t: us (sensor clock); seen: input events of the segment received when it happened; v: membrane
 # potential (spikes: at the crossing, before reset); kind: SPIKE or SAMPLE (potential sample).
-SPIKE_DTYPE = register_dtype("spikes", np.dtype([
+SPIKES = "spikes"  # record kind (dtype name) of the snn stage
+SPIKE_DTYPE = register_dtype(SPIKES, np.dtype([
     ("t", "<i8"), ("seen", "<i8"), ("neuron", "<i4"), ("v", "<f4"), ("layer", "<i2"),
     ("kind", "i1")]))
 SPIKE, SAMPLE = 0, 1
 
 
-@dataclass(frozen=True)
-class SnnParams:
-    model: str = path_field()  # path to a .npz model file (pipeline/core/model.py)
-    layers: str = "output"  # "output" or "all": whose spikes are emitted
-    segments: str = "markers"  # "markers" (replay) or "activity" (live streams)
-    activity_tau_us: float = 20_000.0  # time constant of the event-rate trace
-    onset_rate: float = 20_000.0  # events/s that open a segment
-    offset_rate: float = 5_000.0  # events/s below which it closes (< onset_rate)
-
-
-def _require_model(stage: str, path: str):
+def _check_model(path: str) -> None:
+    """ParamError on ``model`` unless ``path`` names a readable model file."""
     if not path:
-        raise ValueError(f"{stage}: parameter 'model' (path to a .npz model file) is required")
-    return load_model(path)
+        raise ParamError("model", "required: the path of a .npz model file")
+    try:
+        load_model(path)
+    except ValueError as exc:
+        raise ParamError("model", str(exc)) from None
+
+
+@dataclass(frozen=True)
+class SnnParams(Params):
+    """The snn stage runs its input through the network of the ``model`` file, resetting it at
+    each segment start (segments from replay markers, or cut from the event rate), and emits the
+    spikes of the output layer (or of ``layers = "all"``) plus potential samples."""
+
+    accepts = (EVENTS, FEATURES)
+    emits = (SPIKES,)
+
+    model: str = path_field(help=".npz model file (docs/snn.md): network, input mapping, classes")
+    layers: Literal["output", "all"] = param("output", "whose spikes are emitted")
+    segments: Literal["markers", "activity"] = param(
+        "markers", "where segments come from: replay markers, or the event rate (live streams)")
+    activity_tau_us: float = param(20_000.0, "time constant of the event-rate trace (segments = "
+                                             "activity)", unit="us", gt=0)
+    onset_rate: float = param(20_000.0, "event rate that opens a segment (segments = activity)",
+                              unit="events/s", gt=0)
+    offset_rate: float = param(5_000.0, "event rate below which a segment closes; below "
+                                        "onset_rate (segments = activity)", unit="events/s", gt=0)
+
+    def check(self):
+        if self.offset_rate >= self.onset_rate:
+            raise ParamError("offset_rate", f"must be below onset_rate ({self.onset_rate:g} "
+                                            f"events/s), got {self.offset_rate:g}")
+
+    def check_files(self):
+        _check_model(self.model)
+
+    def accepted(self):
+        return (load_model(self.model).input,)  # events or features, as the model file says
 
 
 @node_type("snn", STAGE, SnnParams)
@@ -59,18 +97,12 @@ class SnnStage(Stage):
 
     def __init__(self, name: str, params: SnnParams):
         super().__init__(name)
-        if params.layers not in ("output", "all"):
-            raise ValueError(f"{name}: layers must be 'output' or 'all', got {params.layers!r}")
-        if params.segments not in ("markers", "activity"):
-            raise ValueError(f"{name}: segments must be 'markers' or 'activity'")
-        if not 0 < params.offset_rate < params.onset_rate:
-            raise ValueError(f"{name}: need 0 < offset_rate < onset_rate (events/s)")
         self.params = params
-        self.model = _require_model(name, params.model)
+        self.model = load_model(params.model)
         self.net = self.model.net
         self.state = lif.init_state(self.net)
         self.output_layer = self.model.n_layers - 1
-        self.dtype = "events" if self.model.input == "events" else "features"
+        self.dtype = EVENTS if self.model.input == EVENTS else FEATURES
         self.seen = 0
         # activity segmentation: rate trace state, current segment id, whether one is open
         self.activity = np.zeros(3)
@@ -91,7 +123,7 @@ class SnnStage(Stage):
         t = np.ascontiguousarray(records["t"], dtype=np.int64)
         idx = np.empty(len(records), np.int64)
         m = self.model
-        channel = records["p"] if self.dtype == "events" else records["f"]
+        channel = records["p"] if self.dtype == EVENTS else records["f"]
         map_inputs(records["x"], records["y"], channel, m.width, m.height, m.cell, m.channels, idx)
         self.last_header = header
         if self.params.segments == "markers":
@@ -145,7 +177,7 @@ class SnnStage(Stage):
         samples = out[n_spikes:]
         samples["t"], samples["seen"], samples["neuron"] = t_end, self.seen, np.arange(len(v))
         samples["v"], samples["layer"], samples["kind"] = v, self.output_layer, SAMPLE
-        new = Header(stream=header.stream, seq=header.seq, dtype="spikes", width=header.width,
+        new = Header(stream=header.stream, seq=header.seq, dtype=SPIKES, width=header.width,
                      height=header.height, t_first=int(t[0]) if len(t) else t_end, t_last=t_end,
                      count=len(out), clock=header.clock, sent_ns=header.sent_ns,
                      segment=segment)
@@ -160,17 +192,27 @@ class SnnStage(Stage):
         return [self._run(self.last_header, empty, empty, self._segment(end=True), last)]
 
 
-RULES = ("first", "count", "rate", "margin")
-
-
 @dataclass(frozen=True)
-class DecoderParams:
-    model: str = path_field()  # the snn model file: class names and the output layer
-    rule: str = "count"  # first | count (lead of k spikes) | rate (lead within window) | margin
-    k: int = 3  # spike lead for "count" and "rate"
-    window_us: int = 50_000  # sliding window for "rate"
-    margin: float = 0.5  # potential margin for "margin"
-    final: str = "forced"  # "forced": decide at segment end only if undecided; "always": also then
+class DecoderParams(Params):
+    """The decoder counts the output spikes and reads the potentials of each segment, emits one
+    early decision record when its ``rule`` fires and a forced one at the segment end when none
+    did (or, with ``final = "always"``, a final one in any case)."""
+
+    accepts = (SPIKES,)
+    emits = (JSON,)
+
+    model: str = path_field(help="the snn stage's model file: class names and output layer")
+    rule: Literal["first", "count", "rate", "margin"] = param(
+        "count", "first spike (first), a lead of k spikes (count), a lead of k spikes within "
+                 "window_us (rate), or a potential lead of margin (margin)")
+    k: int = param(3, "spike lead of rules count and rate", unit="spikes", ge=1)
+    window_us: int = param(50_000, "sliding window of rule rate", unit="us", gt=0)
+    margin: float = param(0.5, "potential lead of rule margin", unit="potential", ge=0)
+    final: Literal["forced", "always"] = param(
+        "forced", "at segment end, decide only when no rule fired (forced) or in any case (always)")
+
+    def check_files(self):
+        _check_model(self.model)
 
 
 @node_type("decoder", STAGE, DecoderParams)
@@ -179,14 +221,8 @@ class DecoderStage(Stage):
 
     def __init__(self, name: str, params: DecoderParams):
         super().__init__(name)
-        if params.rule not in RULES:
-            raise ValueError(f"{name}: rule must be one of {RULES}, got {params.rule!r}")
-        if params.final not in ("forced", "always"):
-            raise ValueError(f"{name}: final must be 'forced' or 'always', got {params.final!r}")
-        if params.k < 1 or (params.rule == "rate" and params.window_us <= 0):
-            raise ValueError(f"{name}: need k >= 1 and, for rule 'rate', window_us > 0")
         self.params = params
-        model = _require_model(name, params.model)
+        model = load_model(params.model)
         self.classes = model.classes
         self.output_layer = model.n_layers - 1
         self.k = 1 if params.rule == "first" else params.k
@@ -210,7 +246,7 @@ class DecoderStage(Stage):
     def process(self, packet: Packet) -> list[Packet]:
         arrival = time.monotonic_ns()
         header, records = packet.header, packet.records
-        if header.dtype != "spikes":
+        if header.dtype != SPIKES:
             raise ValueError(f"{self.name}: expected 'spikes' records, got {header.dtype!r}")
         segment = header.segment
         if not self.open or (segment is not None and (
@@ -271,6 +307,7 @@ class DecoderStage(Stage):
                 arrival: int) -> dict:
         self.decided = True
         segment = self.segment
+        decoder_ns = time.monotonic_ns() - arrival
         return {
             "stream": self.stream,
             "segment": None if segment is None else segment.id,
@@ -283,7 +320,8 @@ class DecoderStage(Stage):
             "t": int(t),
             "t_start": int(self.t_start),
             "events": int(seen),
-            "latency_ns": time.monotonic_ns() - arrival,
+            "decoder_ns": decoder_ns,
+            "latency_ns": decoder_ns,  # deprecated name of decoder_ns (docs/decisions.md)
             "label": None if segment is None else segment.label,
         }
 

@@ -8,26 +8,45 @@ Layout::
     [sink.NAME]
     [[link]]                # from, to, mode ("lossless" | "live"), hwm, address
 
-Every mistake (unknown key, wrong type, missing key, unknown node type, a link naming a node that
-does not exist, a cycle) raises ``ConfigError`` whose message names the file, the line and the
-dotted key, and says what was expected.
+Every mistake (unknown key, wrong type, a value outside its ``Literal`` set or declared range, a
+parameter rule or a file named by a parameter that does not hold, missing key, unknown node type,
+a link naming a node that does not exist, a cycle, a link whose records the receiving node cannot
+use) raises ``ConfigError`` whose message names the file, the line and the dotted key, and says
+what was expected. A deprecated parameter name still works and logs a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from typing import Literal
 
-from pipeline.core.nodetype import KINDS, SINK, SOURCE, STAGE, is_path_field
-from pipeline.runtime.links import LOSSLESS, MODES
+from pipeline.core.nodetype import (
+    KINDS,
+    SAME,
+    SINK,
+    SOURCE,
+    STAGE,
+    ParamError,
+    Params,
+    describe_records,
+    describe_type,
+    is_path_field,
+    literal_ok,
+    param,
+    takes,
+    type_hints,
+)
+from pipeline.runtime.links import LOSSLESS
 from pipeline.runtime.registry import lookup
 
-RUNNERS = ("threads", "processes")
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -35,28 +54,37 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class GraphSettings:
-    name: str = "evpipe"
-    runner: str = "threads"
-    metrics_interval_s: float = 1.0
-    metrics_address: str = ""  # PUB address where `evpipe top` reads per-stage metrics
-    summary: bool = True  # print the end summary table
+class GraphSettings(Params):
+    """The [graph] table: how the whole graph runs and reports."""
+
+    name: str = param("evpipe", "graph name (default folder of ipc:// links for `evpipe stage`)")
+    runner: Literal["threads", "processes"] = param(
+        "threads", "one thread per node in this process, or one process per node")
+    metrics_interval_s: float = param(1.0, "period of the per-node metrics reports", unit="s", gt=0)
+    metrics_address: str = param("", "PUB address where `evpipe top` reads per-node metrics; "
+                                     "empty: not published")
+    summary: bool = param(True, "print the end summary table")
 
 
 @dataclass(frozen=True)
-class LinkSettings:
-    source: str
-    target: str
-    mode: str = LOSSLESS
-    hwm: int = 64  # messages queued at most on each side of the link
-    address: str = ""  # default: inproc (threads) or ipc in the run folder (processes)
+class LinkSettings(Params):
+    """A [[link]] table: one ZeroMQ link from a node's output to another node's input."""
+
+    source: str = param(help="name of the sending node (TOML key: from)")
+    target: str = param(help="name of the receiving node (TOML key: to)")
+    mode: Literal["lossless", "live"] = param(
+        LOSSLESS, "lossless: the sender blocks when the receiver lags; live: packets beyond hwm "
+                  "are dropped (and counted)")
+    hwm: int = param(64, "messages queued at most on each side of the link", ge=1)
+    address: str = param("", "ZeroMQ address; empty: inproc (threads) or ipc in the run folder "
+                             "(processes)")
 
     @property
     def name(self) -> str:
         return f"{self.source}->{self.target}"
 
 
-LINK_KEYS = {"from": str, "to": str, "mode": str, "hwm": int, "address": str}
+LINK_KEYS = {"from": "source", "to": "target"}  # TOML key -> LinkSettings field, where they differ
 
 
 @dataclass(frozen=True)
@@ -121,6 +149,8 @@ def _dotted(path: tuple) -> str:
 def _type_ok(value, expected) -> tuple[bool, object]:
     """Whether ``value`` fits annotation ``expected``; returns (ok, converted value)."""
     origin = typing.get_origin(expected)
+    if origin is Literal:
+        return literal_ok(value, expected), value
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(expected):
             ok, converted = _type_ok(value, option)
@@ -149,8 +179,9 @@ def _type_ok(value, expected) -> tuple[bool, object]:
     return isinstance(value, expected), value
 
 
-def _describe(expected) -> str:
-    return getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
+def _mismatch(expected, value) -> str:
+    got = repr(value) if typing.get_origin(expected) is Literal else f"{type(value).__name__} {value!r}"
+    return f"expected {describe_type(expected)}, got {got}"
 
 
 class _Builder:
@@ -159,37 +190,56 @@ class _Builder:
         self.where = _Lines(text)
         self.base = os.path.dirname(os.path.abspath(path))
 
-    def error(self, key: tuple, message: str) -> ConfigError:
+    def location(self, key: tuple) -> str:
         line = self.where.of(key)
-        location = f"{self.path}:{line}" if line else self.path
-        return ConfigError(f"{location}: {_dotted(key)}: {message}")
+        return f"{self.path}:{line}" if line else self.path
 
-    def dataclass_from(self, cls, table: dict, key: tuple, skip=()):
-        """An instance of dataclass ``cls`` from a TOML table, checking every key and type."""
+    def error(self, key: tuple, message: str) -> ConfigError:
+        message = " ".join(str(message).splitlines())
+        return ConfigError(f"{self.location(key)}: {_dotted(key)}: {message}")
+
+    def dataclass_from(self, cls, table: dict, key: tuple, skip=(), keys: dict | None = None):
+        """An instance of ``Params`` class ``cls`` from a TOML table, checking every key, type,
+        range and file; ``keys`` maps TOML keys to field names where they differ."""
         if not isinstance(table, dict):
             raise self.error(key, f"expected a table, got {type(table).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
+        toml_key = {name: name for name in fields} | {field_name: toml for toml, field_name in (keys or {}).items()}
+        by_key = {toml: name for name, toml in toml_key.items()}
+        deprecated = {alias: name for name, f in fields.items() for alias in f.metadata.get("aliases", ())}
+        hints = type_hints(cls)
         values = {}
         for name, value in table.items():
             if name in skip:
                 continue
-            if name not in fields:
-                raise self.error(key + (name,), f"unknown key; expected one of: {', '.join(sorted(fields)) or 'none'}")
-            ok, converted = _type_ok(value, hints[name])
+            if name in deprecated:
+                current = toml_key[deprecated[name]]
+                if current in table:
+                    raise self.error(key + (name,), f"deprecated name of {current}; give only {current}")
+                log.warning("%s: %s: deprecated name; write %s", self.location(key + (name,)),
+                            _dotted(key + (name,)), current)
+                name = current
+            if name not in by_key:
+                raise self.error(key + (name,), f"unknown key; expected one of: {', '.join(sorted(by_key)) or 'none'}")
+            field_name = by_key[name]
+            ok, converted = _type_ok(value, hints[field_name])
             if not ok:
-                raise self.error(key + (name,), f"expected {_describe(hints[name])}, got {type(value).__name__} {value!r}")
-            if is_path_field(fields[name]) and converted and not os.path.isabs(converted) and "://" not in converted:
+                raise self.error(key + (name,), _mismatch(hints[field_name], value))
+            if is_path_field(fields[field_name]) and converted and not os.path.isabs(converted) and "://" not in converted:
                 converted = os.path.normpath(os.path.join(self.base, converted))
-            values[name] = converted
-        missing = [f.name for f in fields.values() if f.name not in values and
+            values[field_name] = converted
+        missing = [toml_key[f.name] for f in fields.values() if f.name not in values and
                    f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         if missing:
             raise self.error(key, f"missing required key(s): {', '.join(missing)}")
         try:
-            return cls(**values)
+            params = cls(**values)
+            params.check_files()
+        except ParamError as exc:
+            raise self.error(key + (toml_key.get(exc.key, exc.key),), exc.message) from None
         except (TypeError, ValueError) as exc:
             raise self.error(key, str(exc)) from None
+        return params
 
     def node(self, kind: str, name: str, table: dict) -> NodeSettings:
         key = (kind, name)
@@ -209,25 +259,7 @@ class _Builder:
         return NodeSettings(name, kind, type_name, params)
 
     def link(self, index: int, table: dict) -> LinkSettings:
-        key = ("link", index)
-        if not isinstance(table, dict):
-            raise self.error(key, "expected a table")
-        for name, value in table.items():
-            if name not in LINK_KEYS:
-                raise self.error(key + (name,), f"unknown key; expected one of: {', '.join(LINK_KEYS)}")
-            ok, _ = _type_ok(value, LINK_KEYS[name])
-            if not ok:
-                raise self.error(key + (name,), f"expected {LINK_KEYS[name].__name__}, got {value!r}")
-        missing = [name for name in ("from", "to") if name not in table]
-        if missing:
-            raise self.error(key, f"a link needs {' and '.join(repr(m) for m in missing)}")
-        options = {k: v for k, v in table.items() if k not in ("from", "to")}
-        link = LinkSettings(source=table["from"], target=table["to"], **options)
-        if link.mode not in MODES:
-            raise self.error(key + ("mode",), f"expected one of {MODES}, got {link.mode!r}")
-        if link.hwm < 1:
-            raise self.error(key + ("hwm",), "must be at least 1")
-        return link
+        return self.dataclass_from(LinkSettings, table, ("link", index), keys=LINK_KEYS)
 
 
 def _check_graph(builder: _Builder, nodes: dict[str, NodeSettings], links: list[LinkSettings]) -> None:
@@ -270,6 +302,31 @@ def _check_graph(builder: _Builder, nodes: dict[str, NodeSettings], links: list[
             visit(name, [])
 
 
+def _check_records(builder: _Builder, nodes: dict[str, NodeSettings], links: list[LinkSettings]) -> None:
+    """Every link carries only record kinds its receiving node takes (the graph has no cycle)."""
+    emitted: dict[str, tuple[str, ...]] = {}
+
+    def emits(name: str) -> tuple[str, ...]:
+        if name not in emitted:
+            node = nodes[name]
+            kinds = node.params.emitted()
+            if kinds == SAME:
+                kinds = tuple(dict.fromkeys(kind for link in links if link.target == name
+                                            for kind in emits(link.source)))
+            emitted[name] = kinds
+        return emitted[name]
+
+    for index, link in enumerate(links):
+        source, target = nodes[link.source], nodes[link.target]
+        accepted = target.params.accepted()
+        refused = [kind for kind in emits(link.source) if not takes(accepted, kind)]
+        if refused:
+            raise builder.error(("link", index), (
+                f"from {link.source} to {link.target}: {link.target} ({target.type}) takes "
+                f"{describe_records(accepted)}; {link.source} ({source.type}) emits "
+                f"{describe_records(refused)}"))
+
+
 def parse(text: str, path: str = "config.toml") -> Config:
     builder = _Builder(path, text)
     try:
@@ -281,8 +338,6 @@ def parse(text: str, path: str = "config.toml") -> Config:
         if key not in allowed:
             raise builder.error((key,), f"unknown top-level table; expected one of: {', '.join(sorted(allowed))}")
     graph = builder.dataclass_from(GraphSettings, raw.get("graph", {}), ("graph",))
-    if graph.runner not in RUNNERS:
-        raise builder.error(("graph", "runner"), f"expected one of {RUNNERS}, got {graph.runner!r}")
     nodes: dict[str, NodeSettings] = {}
     for kind in (SOURCE, STAGE, SINK):
         section = raw.get(kind, {})
@@ -299,6 +354,7 @@ def parse(text: str, path: str = "config.toml") -> Config:
         raise builder.error(("link",), "links are an array of tables: write [[link]]")
     links = [builder.link(index, table) for index, table in enumerate(raw_links)]
     _check_graph(builder, nodes, links)
+    _check_records(builder, nodes, links)
     return Config(path=path, graph=graph, nodes=nodes, links=links)
 
 

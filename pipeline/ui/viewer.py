@@ -291,7 +291,7 @@ class Viewer:
             verdict = "" if truth is None else ("  (right)" if str(truth) == str(d.get("class_name")) else f"  (true {truth})")
             lines += [f"decision: {d.get('class_name')}{verdict}",
                       f"  rule {d.get('rule')}, margin {float(d.get('margin', 0)):.3g}",
-                      f"  latency {float(d.get('latency_ns', 0)) / 1e3:.0f} us, after {d.get('events')} events",
+                      f"  decoder {float(d.get('decoder_ns', 0)) / 1e3:.0f} us, after {d.get('events')} events",
                       f"  segment {d.get('segment')}  ({self.decisions} decisions)"]
         stream_rate, wall_rate = self.rates
         lines += ["",

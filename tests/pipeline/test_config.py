@@ -57,7 +57,8 @@ def test_good_config_parses_into_typed_objects(tmp_path):
     ('[graph]\nname = "t"', '[graph]\nname = "t"\nrunner = "fibers"', 3, "graph.runner: expected one of"),
     ('[graph]\nname = "t"', '[graph]\nname = "t"\nmetrics_interval_s = "1"', 3, "graph.metrics_interval_s: expected float"),
     ('[graph]', '[grahp]', 1, "grahp: unknown top-level table"),
-    ('path = "recordings/nmnist"', 'path = "recordings/nmnist"\nspeed = 500.0', 4, "source.replay: speed must be"),
+    ('path = "recordings/nmnist"', 'path = "recordings/nmnist"\nspeed = 500.0', 7,
+     "source.replay.speed: expected a number >= 0 and <= 100, got 500"),
 ])
 def test_mistakes_name_key_and_line(old, new, line, needle):
     assert old in GOOD

@@ -135,7 +135,7 @@ def test_snn_and_decoder_classify_held_out_samples(recordings, model_path):
         label = samples[r["segment"]][0]
         assert r["label"] == label and r["class_name"] == str(r["class"])
         assert starts[r["segment"]] == r["t_start"] <= r["t"] <= ends[r["segment"]]
-        assert r["latency_ns"] >= 0 and r["stream"] == "nmnist"
+        assert r["decoder_ns"] >= 0 and r["stream"] == "nmnist"
     for r in early:
         assert r["margin"] >= 5 and r["events"] < read_all(samples[r["segment"]][1])[1].size
     accuracy = np.mean([r["class_name"] == r["label"] for r in final])

@@ -22,7 +22,7 @@ CONSUMER = ROOT / "examples" / "decision_consumer.py"
 # docs/decisions.md: field -> JSON type(s)
 FIELDS = {"stream": str, "segment": int, "segment_name": str, "class": int, "class_name": str,
           "score": float, "margin": float, "rule": str, "t": int, "t_start": int, "events": int,
-          "latency_ns": int, "label": str, "seq": int, "published_ns": int,
+          "decoder_ns": int, "latency_ns": int, "label": str, "seq": int, "published_ns": int,
           "publish_latency_ns": int}
 ADDED = ("seq", "published_ns", "publish_latency_ns")
 
@@ -108,10 +108,11 @@ to = "console"
         assert got["label"] in classes and got["stream"] == "snn"
         assert got["rule"] in ("count", "forced")
         assert got["t_start"] <= got["t"] and got["events"] > 0
-        assert got["publish_latency_ns"] >= got["latency_ns"] >= 0
+        assert got["publish_latency_ns"] >= got["decoder_ns"] >= 0
+        assert got["latency_ns"] == got["decoder_ns"]  # the deprecated name, same value
     assert [d["segment"] for d in received] == list(range(n_samples))
     # the console shows one readable line per decision
-    lines = [line for line in capsys.readouterr().out.splitlines() if "latency" in line]
+    lines = [line for line in capsys.readouterr().out.splitlines() if ", decoder " in line]
     assert len(lines) == n_samples
     assert lines[0].startswith(f"[snn] segment 0: class {received[0]['class_name']} by {received[0]['rule']}")
 
@@ -119,7 +120,7 @@ to = "console"
 def decision(i: int) -> dict:
     return {"stream": "s", "segment": i, "segment_name": None, "class": 1, "class_name": "one",
             "score": 3.0, "margin": 2.0, "rule": "count", "t": i, "t_start": 0, "events": 10,
-            "latency_ns": 1000, "label": None}
+            "decoder_ns": 1000, "latency_ns": 1000, "label": None}
 
 
 def test_a_subscriber_that_stops_reading_costs_drops_never_a_block(tmp_path):

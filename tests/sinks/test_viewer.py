@@ -120,7 +120,7 @@ def test_gif_from_a_viewer_sink_with_neurons_and_decisions(tmp_path, sample):
     spike_packet = events_packet("snn", 0, spikes, 0, 0, Segment(0, start=True), dtype="spikes")
     sink.consume(spike_packet)
     sink.consume(json_packet("decoder", 0, [{"class": 2, "class_name": "two", "margin": 1.0,
-                                             "rule": "count", "latency_ns": 5000, "events": 99,
+                                             "rule": "count", "decoder_ns": 5000, "events": 99,
                                              "segment": 0, "label": "two", "t": t0}]))
     sink.close()
     viewer = sink.viewer
