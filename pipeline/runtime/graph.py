@@ -10,6 +10,7 @@ drained ``DRAIN_TIMEOUT_S`` after the sources were stopped, the remaining proces
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -24,13 +25,14 @@ from dataclasses import dataclass, field
 import zmq
 
 from pipeline.core.nodetype import SOURCE
-from pipeline.runtime.config import Config, load
-from pipeline.runtime.metrics import summary_table
+from pipeline.runtime.config import Config, ConfigError, load
+from pipeline.runtime.metrics import END_TOPIC, SNAPSHOT_TOPIC, metrics_address, summary_table
 from pipeline.runtime.node import NodeRunner
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
+PUBLISH_LINGER_MS = 1000  # how long closing waits to deliver the last metrics to `evpipe top`
 
 
 @dataclass
@@ -44,18 +46,28 @@ class RunResult:
 
 
 class Collector:
-    """Receives node metrics (PULL), keeps the newest per node, republishes them (PUB)."""
+    """Receives node metrics (PULL), keeps the newest per node, republishes them (PUB on the
+    graph's ``metrics_address``) and announces the end of the graph there."""
 
-    def __init__(self, ctx: zmq.Context, address: str, publish: str):
-        self.address = address
+    def __init__(self, ctx: zmq.Context, address: str, config: Config):
+        self.ctx, self.address, self.graph = ctx, address, config.graph.name
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.RCVHWM, 1024)
         self.sock.bind(address)
-        self.pub = None
-        if publish:
-            self.pub = ctx.socket(zmq.PUB)
-            self.pub.setsockopt(zmq.SNDHWM, 1024)
+        publish = metrics_address(config.graph)
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 1024)
+        self.pub.setsockopt(zmq.LINGER, PUBLISH_LINGER_MS)
+        self._socket_file = None  # (path, inode) of the ipc socket file bound here
+        try:
             self.pub.bind(publish)
+        except zmq.ZMQError as exc:
+            self.close()
+            raise ConfigError(f"{config.path}: [graph] metrics_address {publish!r}: cannot "
+                              f"publish metrics there ({exc})") from None
+        if publish.startswith("ipc://"):
+            path = publish[len("ipc://"):]
+            self._socket_file = (path, os.stat(path).st_ino)
         self.latest: dict[str, dict] = {}
         self.finals: dict[str, dict] = {}
 
@@ -72,13 +84,28 @@ class Collector:
             self.latest[node] = snap
             if snap.get("final"):
                 self.finals[node] = snap
-            if self.pub is not None:
-                self.pub.send_multipart([b"metrics", raw], zmq.NOBLOCK)
+            self._publish(SNAPSHOT_TOPIC, raw)
+
+    def announce_end(self, ok: bool) -> None:
+        """Tell ``evpipe top`` the graph has ended, and whether every node ended well."""
+        self._publish(END_TOPIC, json.dumps({"graph": self.graph, "ok": ok}).encode())
+
+    def _publish(self, topic: bytes, payload: bytes) -> None:
+        try:
+            self.pub.send_multipart([topic, payload], zmq.NOBLOCK)
+        except zmq.Again:  # a subscriber's queue is full: it misses this one
+            pass
 
     def close(self) -> None:
+        """Close both sockets and remove the ipc socket file bound here (libzmq leaves it),
+        unless another graph of the same name has bound that path since."""
         self.sock.close()
-        if self.pub is not None:
-            self.pub.close()
+        self.pub.close()
+        if self._socket_file is not None:
+            path, inode = self._socket_file
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == inode:
+                    os.unlink(path)
 
 
 class _Signals:
@@ -107,44 +134,50 @@ def _finish(collector: Collector, config: Config, ok: bool) -> RunResult:
         log.error("no final metrics from %s", ", ".join(missing))
     snapshots = {name: snap for name, snap in snapshots.items() if snap is not None}
     ok = ok and not missing and not any(snap.get("error") for snap in snapshots.values())
+    collector.announce_end(ok)
     if config.graph.summary and snapshots:
         print(summary_table(list(snapshots.values())), flush=True)
     return RunResult(ok, snapshots)
 
 
+def _open_collector(cleanup: contextlib.ExitStack, address: str, config: Config) -> Collector:
+    """A collector on a new context, both closed when ``cleanup`` exits."""
+    ctx = zmq.Context()
+    cleanup.callback(ctx.term)
+    collector = Collector(ctx, address, config)
+    cleanup.callback(collector.close)
+    return collector
+
+
 def run_threads(config: Config, stop_event: threading.Event | None = None) -> RunResult:
     """Run every node of ``config`` in its own thread of this process."""
-    ctx = zmq.Context()
-    collector = Collector(ctx, f"inproc://evpipe-metrics-{id(config)}", config.graph.metrics_address)
-    runners = {name: NodeRunner(config, name, ctx, collector=collector.address) for name in config.nodes}
-    results: dict[str, dict] = {}
+    with contextlib.ExitStack() as cleanup:
+        collector = _open_collector(cleanup, f"inproc://evpipe-metrics-{id(config)}", config)
+        runners = {name: NodeRunner(config, name, collector.ctx, collector=collector.address)
+                   for name in config.nodes}
 
-    def target(name: str) -> None:
-        results[name] = runners[name].run()
-        if runners[name].failed:
-            stop_sources()
-
-    def stop_sources() -> None:
-        for runner in runners.values():
-            if runner.settings.kind == SOURCE:
-                runner.stop()
-
-    threads = [threading.Thread(target=target, args=(name,), name=f"evpipe-{name}", daemon=True)
-               for name in runners]
-    with _Signals(stop_sources):
-        for thread in threads:
-            thread.start()
-        while any(thread.is_alive() for thread in threads):
-            collector.poll(100)
-            if stop_event is not None and stop_event.is_set():
+        def target(name: str) -> None:
+            runners[name].run()
+            if runners[name].failed:
                 stop_sources()
-        collector.poll(200)
-    ok = not any(runner.failed for runner in runners.values())
-    try:
+
+        def stop_sources() -> None:
+            for runner in runners.values():
+                if runner.settings.kind == SOURCE:
+                    runner.stop()
+
+        threads = [threading.Thread(target=target, args=(name,), name=f"evpipe-{name}", daemon=True)
+                   for name in runners]
+        with _Signals(stop_sources):
+            for thread in threads:
+                thread.start()
+            while any(thread.is_alive() for thread in threads):
+                collector.poll(100)
+                if stop_event is not None and stop_event.is_set():
+                    stop_sources()
+            collector.poll(200)
+        ok = not any(runner.failed for runner in runners.values())
         return _finish(collector, config, ok)
-    finally:
-        collector.close()
-        ctx.term()
 
 
 def _child(config_path: str, name: str, run_dir: str, collector: str) -> None:
@@ -162,24 +195,24 @@ def _child(config_path: str, name: str, run_dir: str, collector: str) -> None:
 
 def run_processes(config: Config) -> RunResult:
     """Run every node of ``config`` in its own process (spawned), linked over ipc by default."""
-    run_dir = tempfile.mkdtemp(prefix="evpipe-")
-    ctx = zmq.Context()
-    collector = Collector(ctx, f"ipc://{run_dir}/metrics.sock", config.graph.metrics_address)
-    spawn = multiprocessing.get_context("spawn")
-    procs = {name: spawn.Process(target=_child, name=f"evpipe-{name}",
-                                 args=(os.path.abspath(config.path), name, run_dir, collector.address))
-             for name in config.nodes}
-    sources = [name for name in procs if config.nodes[name].kind == SOURCE]
-    stopping = {"at": None}
+    with contextlib.ExitStack() as cleanup:
+        run_dir = tempfile.mkdtemp(prefix="evpipe-")
+        cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        collector = _open_collector(cleanup, f"ipc://{run_dir}/metrics.sock", config)
+        spawn = multiprocessing.get_context("spawn")
+        procs = {name: spawn.Process(target=_child, name=f"evpipe-{name}",
+                                     args=(os.path.abspath(config.path), name, run_dir, collector.address))
+                 for name in config.nodes}
+        sources = [name for name in procs if config.nodes[name].kind == SOURCE]
+        stopping = {"at": None}
 
-    def stop_sources() -> None:
-        if stopping["at"] is None:
-            stopping["at"] = time.monotonic()
-        for name in sources:
-            if procs[name].is_alive():
-                os.kill(procs[name].pid, signal.SIGTERM)
+        def stop_sources() -> None:
+            if stopping["at"] is None:
+                stopping["at"] = time.monotonic()
+            for name in sources:
+                if procs[name].is_alive():
+                    os.kill(procs[name].pid, signal.SIGTERM)
 
-    try:
         with _Signals(stop_sources):
             for proc in procs.values():
                 proc.start()
@@ -204,10 +237,6 @@ def run_processes(config: Config) -> RunResult:
             if proc.exitcode != 0:
                 log.error("node %r exited with code %s", name, proc.exitcode)
         return _finish(collector, config, ok)
-    finally:
-        collector.close()
-        ctx.term()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def run(config: Config) -> RunResult:

@@ -5,25 +5,59 @@ every ``interval_s`` (never blocking: a snapshot that finds the queue full is dr
 counted), and a last one marked ``final`` when it stops. The collector keeps the newest snapshot
 per node, republishes them on a PUB socket for ``evpipe top`` and prints the end summary.
 
-Snapshot keys: node, kind, final, error, elapsed_s, events_in, packets_in, events_out,
-packets_out, dropped (live sends refused), gaps (packets lost upstream, from sequence numbers),
-malformed ({reason: count}), events_in_per_s, events_out_per_s, packets_in_per_s,
-packets_out_per_s (over the last interval), busy_s (time inside process), backlog (messages
-read back to back without waiting: a lower bound of the input queue depth), latency_p50_us /
-latency_p99_us (host arrival of a packet to emission of its results) and transit_p50_us /
-transit_p99_us (sender's send time to host arrival, across the link).
+The PUB socket binds ``[graph] metrics_address``, by default ``metrics_address(graph)``: an ipc
+socket in the temp folder named after the graph, so graphs with different names never share one.
+Messages on it: ``[b"metrics", snapshot JSON]`` per node per interval, and once, when the whole
+graph has ended, ``[b"graph", {"graph": name, "ok": bool}]`` (ok: every node ended without error).
+
+Snapshot keys: node, kind, final, error, elapsed_s, records_in, packets_in, records_out,
+packets_out, unit_in, unit_out (what the records are: the record dtype name of the packets,
+"events", "features", "spikes", ...; "JSON records" for JSON payloads; "records" when a node saw
+several kinds; "" before its first packet), dropped (live sends refused), gaps (packets lost
+upstream, from sequence numbers), malformed ({reason: count}), records_in_per_s,
+records_out_per_s, packets_in_per_s, packets_out_per_s (over the last interval), busy_s (time
+inside process), max_drained (the longest run of input messages read back to back without
+waiting, over the last interval: each was already queued when read, so an input that keeps up
+shows 1 and a growing run means the node is behind; ZeroMQ exposes no queue length), latency_p50_us / latency_p99_us (host arrival of a packet to
+emission of its results) and transit_p50_us / transit_p99_us (sender's send time to host
+arrival, across the link).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 import time
 from collections import Counter, deque
 
 import numpy as np
 import zmq
 
+from pipeline.core.events import JSON_DTYPE_NAME
+
 SAMPLES = 4096  # latency samples kept per node (a bounded ring)
+SNAPSHOT_TOPIC = b"metrics"  # one node's snapshot
+END_TOPIC = b"graph"  # the whole graph has ended
+
+
+def metrics_address(graph) -> str:
+    """Where a graph publishes its metrics: ``graph.metrics_address`` when set, else
+    ``ipc://<temp folder>/evpipe-<graph name>-metrics.sock`` (name characters other than letters,
+    digits, ``.``, ``_`` and ``-`` become ``_``)."""
+    if graph.metrics_address:
+        return graph.metrics_address
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", graph.name)
+    return f"ipc://{os.path.join(tempfile.gettempdir(), f'evpipe-{name}-metrics.sock')}"
+
+
+def unit(dtype_names: set[str]) -> str:
+    """What a count of records from packets with these record dtype names counts."""
+    if len(dtype_names) > 1:
+        return "records"
+    name = next(iter(dtype_names), "")
+    return "JSON records" if name == JSON_DTYPE_NAME else name
 
 
 def _percentiles(samples: deque) -> tuple[float | None, float | None]:
@@ -39,9 +73,11 @@ class NodeMetrics:
     def __init__(self, node: str, kind: str):
         self.node, self.kind = node, kind
         self.started = time.monotonic()
-        self.events_out = self.packets_out = 0
+        self.records_out = self.packets_out = 0
         self.busy_ns = 0
-        self.backlog = 0
+        self.max_drained = 0  # most messages read back to back in one poll, this interval
+        self.dtypes_in: set[str] = set()  # record dtype names of the packets received
+        self.dtypes_out: set[str] = set()  # and of those emitted
         self.error: str | None = None
         self.latency_ns: deque = deque(maxlen=SAMPLES)
         self.transit_ns: deque = deque(maxlen=SAMPLES)
@@ -49,32 +85,46 @@ class NodeMetrics:
 
     def snapshot(self, receivers, senders, final: bool = False) -> dict:
         now = time.monotonic()
-        events_in = sum(r.stats.events for r in receivers)
+        records_in = sum(r.stats.events for r in receivers)
         packets_in = sum(r.stats.packets for r in receivers)
         malformed = Counter()
         for r in receivers:
             malformed.update(r.stats.malformed)
-        last_time, last_ei, last_eo, last_pi, last_po = self._last
+        last_time, last_ri, last_ro, last_pi, last_po = self._last
         span = max(now - last_time, 1e-9)
-        self._last = (now, events_in, self.events_out, packets_in, self.packets_out)
+        self._last = (now, records_in, self.records_out, packets_in, self.packets_out)
         latency = _percentiles(self.latency_ns)
         transit = _percentiles(self.transit_ns)
+        max_drained, self.max_drained = self.max_drained, 0
         return {
             "node": self.node, "kind": self.kind, "final": final, "error": self.error,
             "time_ns": time.time_ns(), "elapsed_s": round(now - self.started, 3),
-            "events_in": events_in, "packets_in": packets_in,
-            "events_out": self.events_out, "packets_out": self.packets_out,
+            "records_in": records_in, "packets_in": packets_in,
+            "records_out": self.records_out, "packets_out": self.packets_out,
+            "unit_in": unit(self.dtypes_in), "unit_out": unit(self.dtypes_out),
             "dropped": sum(s.stats.dropped for s in senders),
             "gaps": sum(r.stats.gaps for r in receivers),
             "malformed": dict(malformed),
-            "events_in_per_s": round((events_in - last_ei) / span, 1),
-            "events_out_per_s": round((self.events_out - last_eo) / span, 1),
+            "records_in_per_s": round((records_in - last_ri) / span, 1),
+            "records_out_per_s": round((self.records_out - last_ro) / span, 1),
             "packets_in_per_s": round((packets_in - last_pi) / span, 1),
             "packets_out_per_s": round((self.packets_out - last_po) / span, 1),
-            "busy_s": round(self.busy_ns / 1e9, 6), "backlog": self.backlog,
+            "busy_s": round(self.busy_ns / 1e9, 6), "max_drained": max_drained,
             "latency_p50_us": latency[0], "latency_p99_us": latency[1],
             "transit_p50_us": transit[0], "transit_p99_us": transit[1],
         }
+
+
+def counted(snap: dict) -> tuple[str, str]:
+    """Which side of a node its rates describe, and in what unit: what a source emits, what
+    the other nodes receive. Returns ("in" or "out", unit)."""
+    side = "out" if snap["kind"] == "source" else "in"
+    return side, snap[f"unit_{side}"] or "records"
+
+
+def rate_text(snap: dict, per_s: float) -> str:
+    """A rate of ``snap``'s counted records with its unit, e.g. ``"190,012 events/s"``."""
+    return f"{per_s:,.0f} {counted(snap)[1]}/s"
 
 
 class MetricsReporter:
@@ -116,18 +166,19 @@ class MetricsReporter:
 
 
 def summary_table(snapshots: list[dict]) -> str:
-    """The end-of-run table: one row per node with totals and average events/s."""
-    header = f"{'node':<16} {'kind':<6} {'events in':>11} {'events out':>11} {'packets':>9} " \
-             f"{'drops':>7} {'malformed':>9} {'events/s':>12} {'p99 us':>9}"
+    """The end-of-run table: one row per node with record totals and the average rate of what
+    it counts (``counted``) over its run, with that unit."""
+    header = f"{'node':<16} {'kind':<6} {'records in':>11} {'records out':>11} {'packets':>9} " \
+             f"{'drops':>7} {'malformed':>9} {'rate':>24} {'p99 us':>9}"
     rows = [header, "-" * len(header)]
     for snap in snapshots:
-        events = snap["events_in"] if snap["kind"] != "source" else snap["events_out"]
-        packets = snap["packets_in"] if snap["kind"] != "source" else snap["packets_out"]
-        rate = events / snap["elapsed_s"] if snap["elapsed_s"] else 0.0
+        side = counted(snap)[0]
+        packets = snap[f"packets_{side}"]
+        rate = snap[f"records_{side}"] / snap["elapsed_s"] if snap["elapsed_s"] else 0.0
         p99 = snap["latency_p99_us"]
         rows.append(
-            f"{snap['node']:<16} {snap['kind']:<6} {snap['events_in']:>11,} {snap['events_out']:>11,} "
+            f"{snap['node']:<16} {snap['kind']:<6} {snap['records_in']:>11,} {snap['records_out']:>11,} "
             f"{packets:>9,} {snap['dropped'] + snap['gaps']:>7,} {sum(snap['malformed'].values()):>9,} "
-            f"{rate:>12,.0f} {'-' if p99 is None else f'{p99:.0f}':>9}"
+            f"{rate_text(snap, rate):>24} {'-' if p99 is None else f'{p99:.0f}':>9}"
             + (f"  ERROR: {snap['error']}" if snap.get("error") else ""))
     return "\n".join(rows)

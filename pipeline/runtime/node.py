@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import select
+import sys
 import threading
 import time
 import traceback
@@ -51,6 +53,13 @@ def freeze_heap() -> None:
     25-45 ms (measured in a paced replay, bench_sensors), far beyond a 1 ms packet."""
     gc.collect()
     gc.freeze()
+
+
+def stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reading end has closed (poll reports POLLERR)."""
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def build_node(settings: NodeSettings):
@@ -108,7 +117,8 @@ class NodeRunner:
             for sender in self.senders:
                 sender.send(packet)
             self.metrics.packets_out += 1
-            self.metrics.events_out += packet.header.count
+            self.metrics.records_out += packet.header.count
+            self.metrics.dtypes_out.add(packet.header.dtype)
         if arrival_ns is not None:
             self.metrics.latency_ns.append(time.time_ns() - arrival_ns)
 
@@ -117,9 +127,13 @@ class NodeRunner:
             reporter.send(self.metrics.snapshot(self.receivers, self.senders))
 
     def _fail(self, where: str, exc: BaseException) -> None:
-        """Record and log a failure of the node's own code, with its traceback."""
+        """Record and log a failure of the node's own code, with its traceback (without, when
+        the reader of standard output went away: ``evpipe run | head``)."""
         self.failed = True
         self.metrics.error = f"{where}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, BrokenPipeError) and stdout_closed():
+            log.error("node %r stopped in %s: its standard output was closed", self.name, where)
+            return
         trace = "".join(traceback.format_exception(exc))
         log.error("node %r failed in %s:\n%s", self.name, where, trace)
 
@@ -143,12 +157,12 @@ class NodeRunner:
             ready = dict(poller.poll(0 if self._stop.is_set() and self.standalone else POLL_MS))
             if not ready and self._stop.is_set() and self.standalone:
                 break  # standalone stop: inputs are empty, finish now
-            self.metrics.backlog = 0
             for sock in ready:
                 receiver = by_socket[sock]
+                drained = 0
                 while receiver.sock.poll(0, zmq.POLLIN):
                     packet = receiver.receive()
-                    self.metrics.backlog += 1
+                    drained += 1
                     if packet is None:
                         continue
                     arrival = time.time_ns()
@@ -157,6 +171,7 @@ class NodeRunner:
                         poller.unregister(sock)
                         open_inputs -= 1
                         break
+                    self.metrics.dtypes_in.add(packet.header.dtype)
                     if self.failed:
                         continue  # draining after an error: discard, keep upstream moving
                     start = time.perf_counter_ns()
@@ -167,6 +182,7 @@ class NodeRunner:
                         continue
                     self.metrics.busy_ns += time.perf_counter_ns() - start
                     self._emit(out, arrival)
+                self.metrics.max_drained = max(self.metrics.max_drained, drained)
             self._report(reporter)
 
     def run(self) -> dict:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ import zmq
 from pipeline.runtime.links import LOSSLESS, Receiver
 from tests.conftest import AEDAT4_SAMPLE, ROOT
 from tests.pipeline.helpers import chain_config, free_port, write_config
+from tests.sinks.helpers import demo_config
 
 EVPIPE = [sys.executable, "-m", "pipeline.cli"]
 
@@ -111,9 +114,36 @@ def test_replay_publishes_to_a_remote_receiver():
 
 
 def test_every_subcommand_has_help():
-    for command in ("run", "stage", "replay", "info", "convert", "devices"):
+    for command in ("run", "stage", "replay", "info", "convert", "devices", "top", "train", "eval",
+                    "view", "plot"):
         done = evpipe(command, "--help")
         assert done.returncode == 0 and "usage: evpipe " + command in done.stdout
+
+
+def test_version_is_the_installed_package_version():
+    done = evpipe("--version")
+    assert done.returncode == 0
+    assert done.stdout == f"evpipe {importlib.metadata.version('evpipe')}\n"
+    assert done.stdout.split()[1] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+@pytest.mark.parametrize("command, head_lines", [
+    (["info", str(AEDAT4_SAMPLE)], 0),  # head reads nothing: every write of info meets a closed pipe
+    (["run", "DEMO"], 1),  # head keeps the first decision; the node's later lines and the summary meet a closed pipe
+])
+def test_a_closed_stdout_ends_the_command_quietly(tmp_path, command, head_lines):
+    command = [demo_config(tmp_path, name=f"pipe-{tmp_path.name}") if c == "DEMO" else c for c in command]
+    producer = subprocess.Popen(EVPIPE + command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.Popen(["head", "-n", str(head_lines)], stdin=producer.stdout, stdout=subprocess.PIPE)
+    producer.stdout.close()  # head holds the only reading end now
+    shown, _ = head.communicate(timeout=120)
+    stderr = producer.stderr.read().decode()
+    assert producer.wait(120) == 141, stderr  # 128 + SIGPIPE, as if the signal had ended it
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert len(shown.decode().splitlines()) == head_lines
+    if command[0] == "run":
+        assert shown.decode().startswith("[snn] segment 0: class 0 by count")
+        assert "node 'console' stopped in process(" in stderr and "standard output was closed" in stderr
 
 
 def test_graph_split_over_separate_stage_commands(tmp_path):

@@ -53,6 +53,6 @@ def test_every_event_arrives_in_order_byte_identical(tmp_path, runner, transport
     assert data_bytes(got) == data_bytes(expected)
     assert np.all(np.diff(got["t"]) >= 0)
     snaps = result.snapshots
-    assert snaps["replay"]["events_out"] == snaps["pass"]["events_in"] == snaps["record"]["events_in"] == 111_954
+    assert snaps["replay"]["records_out"] == snaps["pass"]["records_in"] == snaps["record"]["records_in"] == 111_954
     assert snaps["replay"]["packets_out"] == snaps["record"]["packets_in"] > 500  # 1 ms packets
     assert snaps["record"]["gaps"] == snaps["pass"]["gaps"] == 0

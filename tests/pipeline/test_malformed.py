@@ -90,7 +90,7 @@ def test_each_malformed_message_is_counted_and_the_stage_keeps_serving():
     thread.join(10)
     assert not thread.is_alive()
     assert final["malformed"] == {reason: 1 for reason in bad}
-    assert final["events_in"] == final["events_out"] == 200 * len(bad)
+    assert final["records_in"] == final["records_out"] == 200 * len(bad)
     assert final["error"] is None and not runner.failed
     downstream.close()
     upstream.close(0)

@@ -1,13 +1,14 @@
-"""Shared by the sink tests: a small real model, an N-MNIST subset folder, a graph config."""
+"""Shared by the sink tests: a small real model, an N-MNIST subset folder, the default graph."""
 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
 from pipeline.core.model import SnnModel
-from tests.conftest import NMNIST_TRAIN
+from tests.conftest import NMNIST_TRAIN, ROOT
 
 
 def nmnist_subset(folder, per_class: int):
@@ -29,4 +30,21 @@ def random_model(path, classes) -> str:
     weights = rng.uniform(0.0, 0.02, (2312, len(classes))).astype(np.float32)
     SnnModel(weights=(weights,), thresholds=(1.0,), biases=(0.0,), taus_us=(np.inf,),
              resets=("subtract",), refractory_us=(0,), classes=tuple(classes)).save(path)
+    return str(path)
+
+
+def demo_config(folder, **graph) -> str:
+    """config.toml (the default graph) copied into ``folder`` as config.toml: its bundled paths
+    made absolute, its JSON lines written to ``folder``/demo.jsonl and each ``[graph]`` key of
+    ``graph`` (name, runner, ...) set to the string given; returns the copy's path."""
+    text = (ROOT / "config.toml").read_text()
+    head, rest = text.split("[source.", 1)
+    for key, value in graph.items():
+        head, found = re.subn(rf"(?m)^{key} = .*$", f'{key} = "{value}"', head)
+        assert found == 1, f"config.toml sets no [graph] {key}"
+    text = (head + "[source." + rest).replace('"recordings/', f'"{ROOT / "recordings"}/')
+    text, found = re.subn(r'(?m)^path = "out/demo.jsonl"', f'path = "{folder / "demo.jsonl"}"', text)
+    assert found == 1, "config.toml writes no out/demo.jsonl"
+    path = folder / "config.toml"
+    path.write_text(text)
     return str(path)

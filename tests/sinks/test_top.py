@@ -1,4 +1,4 @@
-"""`evpipe top` against the metrics stream of a real running graph, and against bad publishers."""
+"""`evpipe top` against the metrics stream of real running graphs, and against bad publishers."""
 
 from __future__ import annotations
 
@@ -10,67 +10,151 @@ import time
 
 import zmq
 
+from pipeline.cli.commands.top import COLUMNS
 from pipeline.runtime.config import load
 from pipeline.runtime.graph import run_threads
 from tests.conftest import AEDAT4_SAMPLE, ROOT
-from tests.pipeline.helpers import free_port, write_config
+from tests.pipeline.helpers import write_config
+from tests.sinks.helpers import demo_config
 
 EVPIPE = [sys.executable, "-m", "pipeline.cli"]
 
 
-def top(*args, timeout=60):
+def top(*args, timeout=120):
     return subprocess.run(EVPIPE + ["top", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def test_top_once_shows_every_node_of_a_running_graph(tmp_path):
-    address = f"tcp://127.0.0.1:{free_port()}"
-    config = load(write_config(tmp_path / "graph.toml", f"""
+def rows(table: str) -> dict[str, dict[str, str]]:
+    """The rows of one printed table by node name: {heading: cell text}, cut at the column widths."""
+    lines = table.strip().splitlines()
+    assert lines[0].split() == ["node", "kind", "rate", "packets/s", "drops", "malformed", "drained",
+                                "p50", "us", "p99", "us", "state"]
+    found = {}
+    for line in lines[2:]:
+        if line.startswith("("):
+            continue
+        cells, at = {}, 0
+        for heading, width, _ in COLUMNS:
+            cells[heading] = line[at:at + abs(width)].strip()
+            at += abs(width) + 1
+        found[cells["node"]] = cells
+    return found
+
+
+def looping_graph(path, name: str, prefix: str) -> str:
+    """A graph named ``name``, no metrics_address: the AEDAT4 sample looping in real time through
+    a passthrough stage into a JSON-lines sink; node names start with ``prefix``."""
+    return str(write_config(path, f"""
 [graph]
+name = "{name}"
 summary = false
 metrics_interval_s = 0.3
-metrics_address = "{address}"
 
-[source.camera]
+[source.{prefix}camera]
 type = "replay"
 path = "{AEDAT4_SAMPLE}"
 speed = 1.0
 loop = true
 
-[stage.pass]
+[stage.{prefix}pass]
 type = "passthrough"
 
-[sink.record]
+[sink.{prefix}record]
 type = "jsonl"
-path = "{tmp_path / 'segments.jsonl'}"
+path = "{path.parent / (prefix + 'segments.jsonl')}"
 
 [[link]]
-from = "camera"
-to = "pass"
+from = "{prefix}camera"
+to = "{prefix}pass"
 
 [[link]]
-from = "pass"
-to = "record"
+from = "{prefix}pass"
+to = "{prefix}record"
 """))
+
+
+def test_two_running_graphs_are_told_apart_by_their_config(tmp_path):
+    """Graphs named differently publish on different default addresses: `evpipe top CONFIG` finds
+    each one's nodes, and only those, with no address given."""
+    first = looping_graph(tmp_path / "first.toml", f"top-first-{tmp_path.name}", "a_")
+    second = looping_graph(tmp_path / "second.toml", f"top-second-{tmp_path.name}", "b_")
     stop = threading.Event()
-    graph = threading.Thread(target=run_threads, args=(config, stop), daemon=True)
-    graph.start()
+    graphs = [threading.Thread(target=run_threads, args=(load(path), stop), daemon=True)
+              for path in (first, second)]
+    for graph in graphs:
+        graph.start()
     try:
-        result = top(address, "--once", "--interval", "1.0")
+        seen = {path: top(path, "--once", "--interval", "1.0") for path in (first, second)}
     finally:
         stop.set()
-        graph.join(30)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[0].split() == ["node", "kind", "events/s", "packets/s", "drops", "malformed",
-                                "queue", "p50", "us", "p99", "us", "state"]
-    rows = {line.split()[0]: line.split() for line in lines[2:]}
-    assert set(rows) == {"camera", "pass", "record"}
-    # the recording plays at 190k events/s in real time: every node sees events flowing
-    for name in rows:
-        rate = float(rows[name][2].replace(",", ""))
-        assert 20_000 < rate < 2_000_000, (name, rate)
-        assert rows[name][-1] == "running"
-    assert rows["pass"][7] != "-"  # latency percentiles from a stage that processed packets
+        for graph in graphs:
+            graph.join(30)
+    for path, prefix in ((first, "a_"), (second, "b_")):
+        result = seen[path]
+        assert result.returncode == 0, result.stderr
+        table = rows(result.stdout)
+        assert set(table) == {f"{prefix}camera", f"{prefix}pass", f"{prefix}record"}
+        # the recording plays at 190k events/s in real time: every node sees events flowing
+        for name, row in table.items():
+            rate, unit = row["rate"].split()
+            assert unit == "events/s", row
+            assert 20_000 < float(rate.replace(",", "")) < 2_000_000, (name, rate)
+            assert row["state"] == "running"
+        # a source reads nothing; the others read at least one message per poll
+        assert table[f"{prefix}camera"]["drained"] == "0"
+        assert int(table[f"{prefix}pass"]["drained"]) >= 1
+        assert table[f"{prefix}pass"]["p50 us"] != "-"  # latency from a stage that processed packets
+
+
+def watch(config: str) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """`evpipe top CONFIG` started first, then `evpipe run CONFIG`; both results."""
+    watcher = subprocess.Popen(EVPIPE + ["top", config, "--interval", "0.5", "--timeout", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(1.0)  # top is connecting; the graph binds the address when it starts
+    ran = subprocess.run(EVPIPE + ["run", config], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out, err = watcher.communicate(timeout=60)
+    return subprocess.CompletedProcess(watcher.args, watcher.returncode, out, err), ran
+
+
+def test_top_follows_the_default_graph_to_its_end_and_labels_each_rate(tmp_path):
+    watched, ran = watch(demo_config(tmp_path, name=f"top-demo-{tmp_path.name}"))
+    assert ran.returncode == 0, ran.stderr
+    assert watched.returncode == 0, watched.stderr  # ended by itself: the graph ended cleanly
+    assert "ended cleanly" in watched.stderr
+    last = rows(watched.stdout.strip().split("\n\n")[-1])
+    # each node's rate counts what it receives (a source: what it emits), named after the
+    # packets' record dtype
+    units = {name: row["rate"].split(" ", 1)[1] for name, row in last.items()}
+    assert units == {"replay": "events/s", "denoise": "events/s", "hots": "events/s",
+                     "snn": "features/s", "decoder": "spikes/s", "console": "JSON records/s",
+                     "jsonl": "JSON records/s"}
+    assert {row["state"] for row in last.values()} == {"ended"}
+
+
+def test_top_exits_nonzero_when_the_graph_fails(tmp_path):
+    config = write_config(tmp_path / "fail.toml", f"""
+[graph]
+name = "top-fail-{tmp_path.name}"
+runner = "processes"
+
+[source.replay]
+type = "replay"
+path = "{AEDAT4_SAMPLE}"
+
+[sink.record]
+type = "npy"
+path = "/proc/evpipe-cannot-write-here/out.npy"
+
+[[link]]
+from = "replay"
+to = "record"
+""")
+    watched, ran = watch(str(config))
+    assert ran.returncode == 1
+    assert watched.returncode == 1, watched.stderr
+    assert f"graph 'top-fail-{tmp_path.name}' failed" in watched.stderr
+    last = rows(watched.stdout.strip().split("\n\n")[-1])
+    assert last["record"]["state"] == "ERROR" and last["replay"]["state"] == "ended"
 
 
 def test_top_survives_malformed_messages_and_says_when_nothing_comes(tmp_path):
@@ -78,9 +162,10 @@ def test_top_survives_malformed_messages_and_says_when_nothing_comes(tmp_path):
     ctx = zmq.Context()
     pub = ctx.socket(zmq.PUB)
     pub.bind(address)
-    good = {"node": "cam", "kind": "source", "events_in_per_s": 0, "events_out_per_s": 1234.0,
-            "packets_in_per_s": 0, "packets_out_per_s": 5.0, "dropped": 2, "gaps": 1, "backlog": 0,
-            "malformed": {}, "latency_p50_us": None, "latency_p99_us": None, "final": False, "error": None}
+    good = {"node": "cam", "kind": "source", "records_in_per_s": 0, "records_out_per_s": 1234.0,
+            "packets_in_per_s": 0, "packets_out_per_s": 5.0, "unit_in": "", "unit_out": "events",
+            "dropped": 2, "gaps": 1, "max_drained": 0, "malformed": {}, "latency_p50_us": None,
+            "latency_p99_us": None, "final": False, "error": None}
     stop = threading.Event()
 
     def publish():
@@ -88,6 +173,7 @@ def test_top_survives_malformed_messages_and_says_when_nothing_comes(tmp_path):
             pub.send_multipart([b"metrics", b"{not json"])
             pub.send_multipart([b"metrics", json.dumps({"node": "x"}).encode()])
             pub.send_multipart([b"metrics"])
+            pub.send_multipart([b"graph", b"[]"])
             pub.send_multipart([b"metrics", json.dumps(good).encode()])
             time.sleep(0.05)
 
@@ -103,10 +189,16 @@ def test_top_survives_malformed_messages_and_says_when_nothing_comes(tmp_path):
     assert result.returncode == 0, result.stderr
     tables = result.stdout.strip().split("\n\n")
     assert len(tables) == 2
-    row = tables[-1].splitlines()[2].split()
-    assert row[:5] == ["cam", "source", "1,234", "5", "3"]
+    row = rows(tables[-1])["cam"]
+    assert (row["kind"], row["rate"], row["packets/s"], row["drops"]) == ("source", "1,234 events/s", "5", "3")
     assert "malformed metrics message(s) ignored" in tables[-1]
     # nobody publishing: a clear message and exit code 1, not a hang
     silent = top(f"ipc://{tmp_path}/nobody.sock", "--once", "--timeout", "1")
     assert silent.returncode == 1
     assert "no metrics from" in silent.stderr and "metrics_address" in silent.stderr
+
+
+def test_top_names_a_bad_config(tmp_path):
+    missing = top(str(tmp_path / "nothere.toml"))
+    assert missing.returncode == 2
+    assert "nothere.toml: cannot read" in missing.stderr and "Traceback" not in missing.stderr
