@@ -57,12 +57,13 @@ class ConfigError(ValueError):
 class GraphSettings(Params):
     """The [graph] table: how the whole graph runs and reports."""
 
-    name: str = param("evpipe", "graph name (default folder of ipc:// links for `evpipe stage`)")
+    name: str = param("evpipe", "graph name (names the default metrics address and the default "
+                                "folder of ipc:// links for `evpipe stage`)")
     runner: Literal["threads", "processes"] = param(
         "threads", "one thread per node in this process, or one process per node")
     metrics_interval_s: float = param(1.0, "period of the per-node metrics reports", unit="s", gt=0)
     metrics_address: str = param("", "PUB address where `evpipe top` reads per-node metrics; "
-                                     "empty: not published")
+                                     "empty: ipc://<temp folder>/evpipe-<name>-metrics.sock")
     summary: bool = param(True, "print the end summary table")
 
 
