@@ -35,6 +35,7 @@ from pipeline.core.packet import Packet
 from pipeline.core.stage import Stage, run_chain
 from pipeline.learn.convert import ann_logits
 from pipeline.learn.features import (
+    DatasetError,
     FeatureSpec,
     InputTap,
     prefix_features,
@@ -120,10 +121,15 @@ class Streamed:
 
 def stream(model_path, files: list[SegmentFile], decoders: list[DecoderParams],
            desc: str = "") -> Streamed:
-    """Stream ``files`` through denoise -> hots -> snn -> each of ``decoders``."""
+    """Stream ``files`` through denoise -> hots -> snn -> each of ``decoders``; DatasetError
+    first, naming them, when some recordings' labels are not classes of the model."""
     model_path = str(model_path)
     spec = FeatureSpec(**read_training(model_path)["features"])
     model = load_model(model_path)
+    unknown = sorted({f.label for f in files} - set(model.classes), key=str)
+    if unknown:
+        raise DatasetError(f"the recordings' class folders {unknown} are not classes of the model "
+                           f"{model_path} {list(model.classes)}")
     weights = [np.asarray(w, np.float64) for w in model.weights]
     out = Streamed([], [], [], [], [], model.classes)
 
@@ -164,9 +170,6 @@ def metrics(s: Streamed, decisions: list[dict], finals: list[dict]) -> dict:
     records and the final-decision decoder's records."""
     n = len(s.labels)
     index = {c: i for i, c in enumerate(s.classes)}
-    unknown = sorted(set(s.labels) - set(index))
-    if unknown:
-        raise ValueError(f"labels {unknown} are not classes of the model {list(s.classes)}")
     truth = np.array([index[label] for label in s.labels])
     early = _by_segment(decisions, n, early=True)
     final = _by_segment(finals, n, early=False)

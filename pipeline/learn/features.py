@@ -8,8 +8,8 @@ feature vector is the count of its input spikes per index divided by their total
 histograms of prototype activations. The vector of a prefix of the sample is the same count over
 the prefix, which is exactly what the SNN has integrated at that moment.
 
-Datasets are folders of class folders (``sensors.replay.dataset_files``); splits are
-deterministic: stratified, seeded folds.
+Datasets are folders of class folders (``labelled_files``); splits are deterministic:
+stratified, seeded folds.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from kernels.snn_input import map_inputs, n_inputs
 from pipeline.core.packet import Packet
 from pipeline.core.stage import Stage, run_chain
 from pipeline.nodes.features import Denoise, DenoiseParams, Hots, HotsParams
+from sensors.readers import FormatError
 from sensors.replay import Replay, SegmentFile, dataset_files
 
 PREFIXES = (0.15, 0.30, 0.50, 1.0)  # prefix training: fractions of each sample's feature events
@@ -73,13 +74,37 @@ def folds(files: list[SegmentFile], k: int, seed: int = 0) -> np.ndarray:
     return fold
 
 
+class DatasetError(ValueError):
+    """A dataset folder, or a split of it, that training and evaluation cannot use."""
+
+
+LAYOUT = "one subfolder per class, named after the class, holding its recordings (DATA/0/*.bin, DATA/1/*.bin, ...)"
+
+
+def labelled_files(data) -> list[SegmentFile]:
+    """The recordings of dataset folder ``data``, each labelled with its class folder's name;
+    DatasetError (naming ``data`` and the layout expected, ``LAYOUT``) when it has none."""
+    try:
+        files = dataset_files(data)
+    except FormatError as exc:
+        raise DatasetError(f"{exc}; a dataset is a folder with {LAYOUT}") from None
+    if any(f.label is None for f in files):
+        where = "is a single recording" if os.path.isfile(data) else \
+            f"holds {len(files)} recording(s) but no class subfolders"
+        raise DatasetError(f"{data} {where}; a dataset is a folder with {LAYOUT}")
+    return files
+
+
 def select(data, k: int = 0, fold: int = 0, test: bool = True, seed: int = 0) -> list[SegmentFile]:
-    """The files of ``data``: all (k = 0), the test fold ``fold`` of k, or the other k - 1 folds."""
-    files = dataset_files(data)
+    """The labelled files of dataset folder ``data`` (``labelled_files``): all (k = 0), the test
+    fold ``fold`` of k, or the other k - 1 folds."""
+    files = labelled_files(data)
     if k <= 0:
         return files
     if not 0 <= fold < k:
-        raise ValueError(f"fold must be in [0, {k}), got {fold}")
+        raise DatasetError(f"the held-out fold must be in [0, {k}), got {fold}")
+    if k > len(files):
+        raise DatasetError(f"{data}: {len(files)} recording(s) cannot be split into {k} folds")
     chosen = (folds(files, k, seed) == fold) == test
     return [f for f, keep in zip(files, chosen) if keep]
 

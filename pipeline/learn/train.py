@@ -32,6 +32,7 @@ from pipeline.learn.convert import ann_logits, normalise, to_snn
 from pipeline.learn.evaluate import evaluate
 from pipeline.learn.features import (
     PREFIXES,
+    DatasetError,
     FeatureSpec,
     extract,
     feature_matrix,
@@ -149,6 +150,8 @@ def train(files: list[SegmentFile], out, spec: FeatureSpec = FeatureSpec(),
     """Train on ``files`` and write the model to ``out``; returns the training metadata."""
     started = time.perf_counter()
     classes = sorted({f.label for f in files})
+    if len(classes) < 2:
+        raise DatasetError(f"training needs recordings of at least two classes, got {classes}")
     prototypes = learn_prototypes(files, spec, params.prototype_samples, params.seed)
     inputs, labels = extract(files, spec, prototypes)
     calibration = (calibrate_k(files, inputs, labels, classes, spec, prototypes, params)

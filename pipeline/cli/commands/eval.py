@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import sys
@@ -13,11 +14,18 @@ from pipeline.cli.commands.train import (
     add_split_arguments,
     parameters,
 )
+from pipeline.core.files import open_for_writing
+from pipeline.core.model import load_model, read_training
+from pipeline.learn.evaluate import evaluate, pooled
+from pipeline.learn.features import DatasetError, select
+from pipeline.learn.train import train
+from pipeline.ui.plots import save as save_plot
 
 NAME = "eval"
 HELP = "evaluate a model on a labelled dataset: accuracy, early decisions, latency, curve"
 
-DEFAULT_MODEL = pathlib.Path(__file__).resolve().parents[2] / "recordings" / "model.npz"
+log = logging.getLogger("evpipe")
+DEFAULT_MODEL = pathlib.Path(__file__).resolve().parents[3] / "recordings" / "model.npz"
 SHOWN = ("n_samples", "accuracy_final", "accuracy_ann", "accuracy_early", "early_rate",
          "median_event_fraction", "median_decision_us")
 
@@ -25,7 +33,8 @@ SHOWN = ("n_samples", "accuracy_final", "accuracy_ann", "accuracy_early", "early
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model file (default: the "
                         "shipped recordings/model.npz)")
-    parser.add_argument("--data", required=True, help="folder with one subfolder per class")
+    parser.add_argument("--data", required=True, help="dataset: a folder with one subfolder per "
+                        "class, named after the class, holding its recordings")
     parser.add_argument("--json", help="write the metrics here")
     parser.add_argument("--plot", help="write the evaluation figure here (accuracy versus events seen, confusion matrix; PNG)")
     add_split_arguments(parser)
@@ -36,10 +45,6 @@ def add_arguments(parser) -> None:
 
 
 def cross_validate(args) -> dict:
-    from pipeline.learn.evaluate import evaluate, pooled
-    from pipeline.learn.features import select
-    from pipeline.learn.train import train
-
     spec, params = parameters(args)
     k, runs = args.cross_validate, []
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,19 +61,34 @@ def _line(result: dict) -> str:
     return ", ".join(f"{key} {result[key]:.4g}" for key in SHOWN)
 
 
-def main(args) -> int:
-    from pipeline.learn.evaluate import evaluate
-    from pipeline.ui.plots import save as save_plot
-    from pipeline.learn.features import select
+def _model_problem(path) -> str:
+    """Why ``path`` is not a trained model file, or "" when it is one."""
+    try:
+        load_model(path)
+        read_training(path)
+    except ValueError as exc:
+        return str(exc)
+    return ""
 
-    if args.cross_validate:
-        result = cross_validate(args)
-    else:
-        files = select(args.data, args.folds, args.fold, test=True, seed=args.split_seed)
-        result = evaluate(args.model, files).metrics
+
+def main(args) -> int:
+    try:
+        if args.cross_validate:
+            result = cross_validate(args)
+        else:
+            problem = _model_problem(args.model)
+            if problem:
+                log.error("%s", problem)
+                return 2
+            files = select(args.data, args.folds, args.fold, test=True, seed=args.split_seed)
+            result = evaluate(args.model, files).metrics
+    except DatasetError as exc:
+        log.error("%s", exc)
+        return 2
     print(_line(result))
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        with open_for_writing(args.json) as handle:
+            handle.write(json.dumps(result, indent=1) + "\n")
     if args.plot:
         save_plot(result, args.plot)
     return 0

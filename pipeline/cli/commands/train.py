@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 
-from pipeline.learn.features import FeatureSpec, select
-from pipeline.learn.train import TrainParams, train
+from kernels.hots import MODES
+from pipeline.learn.features import DatasetError, FeatureSpec, select
+from pipeline.learn.train import CLASSIFIERS, TrainParams, train
 
 NAME = "train"
 HELP = "train an N-MNIST-style classifier on time-surface features and convert it to the SNN"
+
+log = logging.getLogger("evpipe")
+CHOICES = {"classifier": CLASSIFIERS, "mode": tuple(MODES)}  # parameters with a fixed set of values
 
 
 def add_parameter_arguments(parser) -> None:
@@ -18,7 +23,8 @@ def add_parameter_arguments(parser) -> None:
         group = parser.add_argument_group(cls.__name__)
         for f in dataclasses.fields(cls):
             group.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default),
-                               default=f.default, help=f"default {f.default}")
+                               default=f.default, choices=CHOICES.get(f.name),
+                               help=f"default {f.default}")
 
 
 def parameters(args) -> tuple[FeatureSpec, TrainParams]:
@@ -34,7 +40,8 @@ def add_split_arguments(parser) -> None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data", required=True, help="folder with one subfolder per class")
+    parser.add_argument("--data", required=True, help="dataset: a folder with one subfolder per "
+                        "class, named after the class, holding its recordings")
     parser.add_argument("--out", required=True, help="model file to write (.npz)")
     add_split_arguments(parser)
     add_parameter_arguments(parser)
@@ -42,8 +49,12 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     spec, params = parameters(args)
-    files = select(args.data, args.folds, args.fold, test=False, seed=args.split_seed)
-    training = train(files, args.out, spec, params)
+    try:
+        files = select(args.data, args.folds, args.fold, test=False, seed=args.split_seed)
+        training = train(files, args.out, spec, params)
+    except DatasetError as exc:
+        log.error("%s", exc)
+        return 2
     print(f"trained on {training['n_samples']} samples in {training['seconds']} s: training "
           f"accuracy {training['train_accuracy_ann']:.4f}, decoder k = "
           f"{training['decoder']['k']} -> {args.out}", file=sys.stderr)
