@@ -9,6 +9,8 @@ release time with a bare deadline-sleep loop keeping the same schedule (see ``pa
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -18,6 +20,7 @@ from pipeline.core.events import EVENT_DTYPE
 from pipeline.runtime.node import freeze_heap
 from sensors.readers import open_reader, read_all
 from sensors.replay import Replay
+from sensors.writers import faery_packet, write_aedat4, write_csv
 
 
 def stream(path, **options) -> None:
@@ -136,6 +139,52 @@ def decode_records() -> list[dict]:
     ]
 
 
+def dv_write_aedat4(path, chunks, width: int, height: int) -> None:
+    """dv-processing's ``MonoCameraWriter`` fed ``EventStore``s (``sensors.dv_events.to_dv``):
+    the peer of the AEDAT4 writer."""
+    import dv_processing as dv
+
+    from sensors.dv_events import to_dv
+
+    writer = dv.io.MonoCameraWriter(str(path), dv.io.MonoCameraWriter.EventOnlyConfig("evpipe", (width, height)))
+    for chunk in chunks:
+        writer.writeEvents(to_dv(chunk))
+    del writer  # the destructor completes the file
+
+
+def faery_write_csv(path, chunks, width: int, height: int) -> None:
+    """faery's CSV encoder (header ``t,x@W,y@H,on``; unsigned t): the peer of the CSV writer."""
+    from faery.extension import csv
+
+    with csv.Encoder(path=str(path), separator=ord(","), header=True, dimensions=(width, height),
+                     enforce_monotonic=False) as encoder:
+        for chunk in chunks:
+            encoder.write(faery_packet(chunk))
+
+
+def write_records() -> list[dict]:
+    """Writers: Mev/s of writing the DVXplorer sample (AEDAT4) and the CSV disc recording in
+    10k-event chunks, as a sink receives them; the outputs go to a temporary folder."""
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, source, ours, peer in (
+                ("aedat4 write (Aedat4Writer, faery encoder) vs dv-processing MonoCameraWriter",
+                 "aedat4/dvxplorer_sample.aedat4", write_aedat4, dv_write_aedat4),
+                ("csv write (numpy savetxt) vs faery csv encoder", "eventstream/dvs_disc.csv",
+                 write_csv, faery_write_csv)):
+            reader, events = read_all(RECORDINGS / source)
+            suffix = os.path.splitext(source)[1]
+
+            def chunks():
+                return (events[i:i + 10_000] for i in range(0, len(events), 10_000))
+
+            out.append(throughput(name, len(events),
+                                  lambda: ours(f"{folder}/ours{suffix}", chunks(), reader.width, reader.height),
+                                  lambda: peer(f"{folder}/peer{suffix}", chunks(), reader.width, reader.height),
+                                  1.0 if "aedat4" in name else None))
+    return out
+
+
 PACING_S = 10.0  # wall seconds of paced replay per measurement (the issue: a 10 s replay)
 
 
@@ -203,4 +252,4 @@ def pacing_records(rounds: int = 3) -> list[dict]:
 
 
 def run() -> list[dict]:
-    return decode_records() + pacing_records()
+    return decode_records() + write_records() + pacing_records()
