@@ -28,6 +28,13 @@ from sensors.readers import FormatError, open_reader
 FAERY_EVENT = np.dtype([("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("on", "?")])  # faery's event packets
 
 
+def faery_packet(events: np.ndarray) -> np.ndarray:
+    """Canonical events (t >= 0) as a faery event packet: t uint64 us, x, y uint16, on bool."""
+    packet = np.empty(len(events), FAERY_EVENT)
+    packet["t"], packet["x"], packet["y"], packet["on"] = events["t"], events["x"], events["y"], events["p"]
+    return packet
+
+
 def aedat4_description(camera: str, width: int, height: int) -> list:
     """The AEDAT 4.0 IOHeader description of one LZ4 event stream (id 0), as DV's recorder
     writes it: faery ``DescriptionNode``s."""
@@ -77,9 +84,7 @@ class Aedat4Writer:
             raise FormatError(self.path, None, f"AEDAT 4.0 keeps events in time order from t = 0: "
                                                f"event {self.count + i} has t={t[i]} us, after "
                                                f"{int(t[i - 1]) if i else self.t_last} us")
-        packet = np.empty(len(events), FAERY_EVENT)
-        packet["t"], packet["x"], packet["y"], packet["on"] = t, events["x"], events["y"], events["p"]
-        self.encoder.write(0, packet)
+        self.encoder.write(0, faery_packet(events))
         self.count += len(events)
         self.t_last = int(t[-1])
 
