@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import operator
+import re
 import types
 import typing
 from dataclasses import dataclass, field, is_dataclass
@@ -37,7 +39,7 @@ EVENTS, FEATURES, JSON = "events", "features", JSON_DTYPE_NAME
 # Record kinds beyond packet dtype names: ``ANY`` (accepts: every kind, JSON included),
 # ``ARRAYS`` (accepts: every structured record array, not JSON) and ``SAME`` (emits: whatever
 # the node's inputs emit).
-ANY, ARRAYS, SAME = "anything", "record arrays", "same as input"
+ANY, ARRAYS, SAME = "anything", "any record array", "the same as its inputs"
 
 _BOUNDS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
@@ -53,24 +55,26 @@ class ParamError(ValueError):
 
 
 def param(default=dataclasses.MISSING, help: str = "", *, unit: str = "", gt=None, ge=None,
-          lt=None, le=None, path: bool = False, default_factory=dataclasses.MISSING,
-          aliases: tuple[str, ...] = ()):
+          lt=None, le=None, path: bool = False, required: bool = False,
+          default_factory=dataclasses.MISSING, aliases: tuple[str, ...] = ()):
     """A dataclass field of a ``Params`` class with its documentation and valid range.
 
-    ``help``: what the parameter means (one sentence, shown by ``evpipe nodes TYPE``); ``unit``:
-    e.g. "us", "px", "events/s"; ``gt``, ``ge``, ``lt``, ``le``: bounds of a numeric value
-    (>, >=, <, <=); ``path``: a file path, resolved against the config file's folder when
-    relative; ``aliases``: deprecated names still accepted in config files (with a warning).
+    ``help``: what the parameter means (shown by ``evpipe nodes TYPE``); ``unit``: e.g. "us",
+    "px", "events/s"; ``gt``, ``ge``, ``lt``, ``le``: bounds of a numeric value (>, >=, <, <=);
+    ``path``: a file path, resolved against the config file's folder when relative;
+    ``required``: the value must not be empty; ``aliases``: deprecated names still accepted in
+    config files (with a warning).
     """
     bounds = tuple((op, bound) for op, bound in ((">", gt), (">=", ge), ("<", lt), ("<=", le))
                    if bound is not None)
-    metadata = {"help": help, "unit": unit, "bounds": bounds, "path": path, "aliases": aliases}
+    metadata = {"help": help, "unit": unit, "bounds": bounds, "path": path, "required": required,
+                "aliases": aliases}
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
 
-def path_field(default: str = "", help: str = ""):
+def path_field(default: str | None = "", help: str = "", required: bool = False):
     """A dataclass field holding a file path; relative paths resolve against the config's folder."""
-    return param(default, help, path=True)
+    return param(default, help, path=True, required=required)
 
 
 def is_path_field(f) -> bool:
@@ -112,11 +116,13 @@ def type_hints(cls) -> dict:
 
 
 def check_fields(params) -> None:
-    """Check every ``Literal`` field's value and every declared range; ParamError otherwise."""
+    """Check every required field, ``Literal`` value and declared range; ParamError otherwise."""
     hints = type_hints(type(params))
     for f in dataclasses.fields(params):
         value = getattr(params, f.name)
         hint = hints[f.name]
+        if f.metadata.get("required") and not value:
+            raise ParamError(f.name, f"required: {f.metadata['help']}")
         if typing.get_origin(hint) is Literal and not literal_ok(value, hint):
             raise ParamError(f.name, f"expected {describe_type(hint)}, got {value!r}")
         bounds = f.metadata.get("bounds", ())
@@ -125,6 +131,14 @@ def check_fields(params) -> None:
         if not all(_BOUNDS[op](value, bound) for op, bound in bounds):
             kind = "an integer" if hint is int else "a number"
             raise ParamError(f.name, f"expected {kind} {describe_bounds(f)}, got {value:g}")
+
+
+def check_size(params, otherwise: str) -> None:
+    """ParamError unless ``params.width`` and ``params.height`` (px) are both given (> 0) or
+    both 0, in which case the size comes from ``otherwise`` (e.g. "the file")."""
+    if (params.width > 0) != (params.height > 0):
+        raise ParamError("height" if params.width else "width",
+                         f"give width and height together, or neither (size from {otherwise})")
 
 
 @dataclass(frozen=True)
@@ -165,7 +179,7 @@ class NodeType:
     kind: str
     params: type
     build: Callable  # (node name, params instance) -> Source | Stage
-    doc: str
+    doc: str  # one-line summary: the first sentence of the node class's docstring
 
 
 def takes(accepted: tuple[str, ...], kind: str) -> bool:
@@ -184,6 +198,12 @@ def describe_records(records: tuple[str, ...] | str) -> str:
 DECLARED: dict[str, NodeType] = {}
 
 
+def summary(cls) -> str:
+    """The first sentence of ``cls``'s docstring, on one line."""
+    paragraph = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+    return re.split(r"(?<=\.)\s", paragraph, maxsplit=1)[0]
+
+
 def node_type(name: str, kind: str, params: type):
     """Class decorator: declare ``cls(name, params)`` as node type ``name`` of ``kind``."""
     if kind not in KINDS:
@@ -197,8 +217,7 @@ def node_type(name: str, kind: str, params: type):
     def register(cls):
         if name in DECLARED and DECLARED[name].build is not cls:
             raise ValueError(f"node type {name!r} registered twice")
-        doc = (cls.__doc__ or "").strip().splitlines()
-        DECLARED[name] = NodeType(name, kind, params, cls, doc[0] if doc else "")
+        DECLARED[name] = NodeType(name, kind, params, cls, summary(cls))
         return cls
 
     return register

@@ -23,6 +23,7 @@ from pipeline.core.nodetype import (
     STAGE,
     ParamError,
     Params,
+    check_size,
     node_type,
     param,
     path_field,
@@ -55,7 +56,8 @@ class ReplayParams(PacketParams):
     """The replay source reads ``path`` in ``format``, cuts its events into packets of
     ``packet_us`` sensor time or ``packet_events`` events, and sends them paced at ``speed``."""
 
-    path: str = path_field(help="a recording, or a dataset folder (class subfolders = labels)")
+    path: str = path_field(help="a recording, or a dataset folder (class subfolders = labels)",
+                           required=True)
     format: str = param("auto", "reader format name (see `evpipe info`), or auto to detect it "
                                 "from the content")
     speed: float = param(0.0, "replay factor: 1 = real time, 10 = ten times faster, 0 = as fast "
@@ -70,17 +72,13 @@ class ReplayParams(PacketParams):
 
     def check(self):
         super().check()
-        if not self.path:
-            raise ParamError("path", "required: a recording or a dataset folder")
         if self.format != "auto" and self.format not in formats():
             raise ParamError("format", f"expected 'auto' or one of {', '.join(sorted(formats()))}, "
                                        f"got {self.format!r}")
         if self.stop_us and self.stop_us <= self.start_us:
             raise ParamError("stop_us", f"must be 0 (to the end) or after start_us ({self.start_us}), "
                                         f"got {self.stop_us}")
-        if (self.width > 0) != (self.height > 0):
-            raise ParamError("height" if self.width else "width",
-                             "give width and height together, or neither (size from the file)")
+        check_size(self, "the file")
 
 
 @node_type("replay", SOURCE, ReplayParams)
@@ -100,7 +98,7 @@ class ReplaySource(Source):
 
 @dataclass(frozen=True)
 class NoParams(Params):
-    """The node has no parameters."""
+    """A node type without parameters."""
 
     accepts = (ANY,)
     emits = SAME
@@ -236,11 +234,7 @@ class ConsoleSink(RecordSink):
 class FileParams(Params):
     """A sink writing to the file ``path`` (its folder is created)."""
 
-    path: str = path_field(help="output file")
-
-    def check(self):
-        if not self.path:
-            raise ParamError("path", "required: the output file")
+    path: str = path_field(help="output file", required=True)
 
 
 @dataclass(frozen=True)

@@ -106,12 +106,17 @@ class _Filter(_FeatureStage):
 
 
 @dataclass(frozen=True)
-class DenoiseParams(Params):
-    """The denoise stage keeps an event when one of its 8 neighbour pixels had an event less
-    than ``duration_us`` before it (dv-processing's background-activity filter)."""
+class FilterParams(Params):
+    """A filter: camera events in, the events it keeps out."""
 
     accepts = (EVENTS,)
     emits = (EVENTS,)
+
+
+@dataclass(frozen=True)
+class DenoiseParams(FilterParams):
+    """The denoise stage keeps an event when one of its 8 neighbour pixels had an event less
+    than ``duration_us`` before it (dv-processing's background-activity filter)."""
 
     duration_us: int = param(2000, "support window: how recent a neighbour event must be",
                              unit="us", ge=1)
@@ -135,12 +140,9 @@ class Denoise(_Filter):
 
 
 @dataclass(frozen=True)
-class RefractoryParams(Params):
+class RefractoryParams(FilterParams):
     """The refractory stage drops an event closer than ``period_us`` to its pixel's last kept
     event (both polarities share the pixel's state)."""
-
-    accepts = (EVENTS,)
-    emits = (EVENTS,)
 
     period_us: int = param(1000, "minimum time between two kept events of one pixel", unit="us",
                            ge=0)
@@ -158,11 +160,8 @@ class Refractory(_Filter):
 
 
 @dataclass(frozen=True)
-class PolarityParams(Params):
+class PolarityParams(FilterParams):
     """The polarity filter keeps the events whose polarity is ``polarity``."""
-
-    accepts = (EVENTS,)
-    emits = (EVENTS,)
 
     polarity: Literal[0, 1] = param(1, "1 keeps ON events, 0 keeps OFF events")
 
@@ -176,12 +175,9 @@ class PolarityFilter(_Filter):
 
 
 @dataclass(frozen=True)
-class RoiParams(Params):
+class RoiParams(FilterParams):
     """The roi stage keeps the events inside the rectangle of top-left corner (``x``, ``y``),
     ``width`` and ``height`` (cut at the sensor border)."""
-
-    accepts = (EVENTS,)
-    emits = (EVENTS,)
 
     x: int = param(0, "left column of the rectangle", unit="px", ge=0)
     y: int = param(0, "top row of the rectangle", unit="px", ge=0)
@@ -203,12 +199,9 @@ class Roi(_Filter):
 
 
 @dataclass(frozen=True)
-class HotPixelParams(Params):
+class HotPixelParams(FilterParams):
     """The hot_pixels stage drops the events of the listed ``pixels`` and, when ``learn_us`` > 0,
     of every pixel with more than ``max_count`` events in the stream's first ``learn_us``."""
-
-    accepts = (EVENTS,)
-    emits = (EVENTS,)
 
     pixels: list[int] = param(help="pixels to drop, as a flat list x0, y0, x1, y1, ...",
                               default_factory=list)
@@ -394,9 +387,9 @@ class HotsParams(Params):
     in_channels: int = param(2, "input channels: 2 for camera events, the previous layer's "
                                 "n_prototypes for feature events", ge=1)
     learn: bool = param(True, "online clustering with the paper's schedule")
-    prototypes: str | None = param(None, "prototypes to start from: a .npy (dim, N) array, or a "
-                                         ".npz model file holding it under hots_prototypes; "
-                                         "required when learn is false", path=True)
+    prototypes: str | None = path_field(None, "prototypes to start from: a .npy (dim, N) array, "
+                                              "or a .npz model file holding it under "
+                                              "hots_prototypes; required when learn is false")
 
     def check(self):
         if self.prototypes is None and not self.learn:

@@ -27,6 +27,7 @@ from pipeline.core.nodetype import (
     SINK,
     ParamError,
     Params,
+    check_size,
     node_type,
     param,
     path_field,
@@ -179,9 +180,7 @@ class DvServerParams(Params):
                           unit="s", ge=0)
 
     def check(self):
-        if (self.width > 0) != (self.height > 0):
-            raise ParamError("height" if self.width else "width",
-                             "give width and height together, or neither (size from the first packet)")
+        check_size(self, "the first packet")
 
 
 @node_type("dv_server", SINK, DvServerParams)
@@ -230,12 +229,8 @@ class Aedat4Params(Params):
 
     accepts = (EVENTS,)
 
-    path: str = path_field(help="output .aedat4 file")
+    path: str = path_field(help="output .aedat4 file", required=True)
     camera: str = param("evpipe", "camera name stored in the file")
-
-    def check(self):
-        if not self.path:
-            raise ParamError("path", "required: the output .aedat4 file")
 
 
 @node_type("aedat4", SINK, Aedat4Params)
@@ -286,9 +281,7 @@ class ViewerParams(Params):
     max_frames: int = param(300, "most frames in a saved video", unit="frames", ge=1)
 
     def check(self):
-        if (self.width > 0) != (self.height > 0):
-            raise ParamError("height" if self.width else "width",
-                             "give width and height together, or neither (size from the events)")
+        check_size(self, "the first event packet")
 
 
 @node_type("viewer", SINK, ViewerParams)

@@ -51,8 +51,6 @@ SPIKE, SAMPLE = 0, 1
 
 def _check_model(path: str) -> None:
     """ParamError on ``model`` unless ``path`` names a readable model file."""
-    if not path:
-        raise ParamError("model", "required: the path of a .npz model file")
     try:
         load_model(path)
     except ValueError as exc:
@@ -63,12 +61,14 @@ def _check_model(path: str) -> None:
 class SnnParams(Params):
     """The snn stage runs its input through the network of the ``model`` file, resetting it at
     each segment start (segments from replay markers, or cut from the event rate), and emits the
-    spikes of the output layer (or of ``layers = "all"``) plus potential samples."""
+    spikes of the output layer (or of ``layers = "all"``) plus potential samples. It takes
+    events or feature events, as the model file's input says."""
 
     accepts = (EVENTS, FEATURES)
     emits = (SPIKES,)
 
-    model: str = path_field(help=".npz model file (docs/snn.md): network, input mapping, classes")
+    model: str = path_field(help=".npz model file (docs/snn.md): network, input mapping, classes",
+                            required=True)
     layers: Literal["output", "all"] = param("output", "whose spikes are emitted")
     segments: Literal["markers", "activity"] = param(
         "markers", "where segments come from: replay markers, or the event rate (live streams)")
@@ -201,7 +201,8 @@ class DecoderParams(Params):
     accepts = (SPIKES,)
     emits = (JSON,)
 
-    model: str = path_field(help="the snn stage's model file: class names and output layer")
+    model: str = path_field(help="the snn stage's model file: class names and output layer",
+                            required=True)
     rule: Literal["first", "count", "rate", "margin"] = param(
         "count", "first spike (first), a lead of k spikes (count), a lead of k spikes within "
                  "window_us (rate), or a potential lead of margin (margin)")
