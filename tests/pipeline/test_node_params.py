@@ -16,8 +16,10 @@ import typing
 import numpy as np
 import pytest
 
+from kernels.hots import MODES as HOTS_MODES
 from pipeline.core.nodetype import ParamError
 from pipeline.runtime.config import ConfigError, GraphSettings, LinkSettings, parse
+from pipeline.runtime.links import MODES as LINK_MODES
 from pipeline.runtime.registry import all_types
 from tests.conftest import AEDAT4_SAMPLE, ROOT
 
@@ -342,3 +344,10 @@ def test_literal_and_range_checks_hold_outside_config_files_too():
         all_types()["time_surface"].params(tau_us=-5.0)
     with pytest.raises(ParamError, match="^polarity: expected one of 0, 1, got True$"):
         all_types()["polarity_filter"].params(polarity=True)
+
+
+def test_literal_sets_are_the_sets_the_code_runs():
+    """The values a config may give are exactly those the link and the HOTS kernel implement."""
+    assert typing.get_args(typing.get_type_hints(LinkSettings)["mode"]) == LINK_MODES
+    hots = typing.get_type_hints(all_types()["hots"].params)["mode"]
+    assert set(typing.get_args(hots)) == set(HOTS_MODES)
