@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -31,17 +33,25 @@ def looping_graph(tmp_path, runner: str, out_path) -> str:
                             replay="speed = 1.0\nloop = true"))
 
 
-def test_demo_config_decides_every_bundled_sample():
-    done = evpipe("run", "config.toml")
+CONSOLE_LINE = re.compile(r"\[snn\] segment (\d+): class (\S+) by (\S+) \(margin [\d.]+\) after (\d+) "
+                          r"events, decoder \d+ us  true (\S+): (right|wrong)$")
+
+
+def test_demo_prints_the_pinned_decisions_and_a_summary(tmp_path):
+    """`make demo` (config.toml, here writing its JSON lines under tmp_path): one console line
+    per bundled sample with the decision of tests/golden/default_decisions.json, its truth and
+    verdict, then the summary table with every node."""
+    done = evpipe("run", demo_config(tmp_path, name=f"demo-{tmp_path.name}"))
     assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("[snn] segment")]
-    assert [int(line.split()[2].rstrip(":")) for line in lines] == list(range(20))
-    assert {line.split(": class ")[1].split()[0] for line in lines} == {str(d) for d in range(10)}
-    assert all(" events, decoder " in line and " us" in line for line in lines)
-    truths = [line.split("  true ")[1].split(":")[0] for line in lines]
-    assert truths == [str(d) for d in range(10) for _ in range(2)]  # the bundled labels, in order
-    assert sum(line.endswith(": right") for line in lines) >= 18
-    assert "events/s" in done.stdout and "decoder" in done.stdout
+    lines = [CONSOLE_LINE.match(line) for line in done.stdout.splitlines() if line.startswith("[snn] segment")]
+    assert all(lines), done.stdout
+    golden = json.loads((ROOT / "tests" / "golden" / "default_decisions.json").read_text())
+    assert [(int(m[1]), m[2], m[3], int(m[4]), m[5]) for m in lines] == [
+        (d["segment"], d["class_name"], d["rule"], d["events"], d["label"]) for d in golden]
+    assert [m[6] for m in lines] == ["right" if d["class_name"] == d["label"] else "wrong" for d in golden]
+    summary = done.stdout.split("\n".join(m[0] for m in lines), 1)[1]
+    assert {line.split()[0] for line in summary.strip().splitlines()[2:]} == {
+        "replay", "denoise", "hots", "snn", "decoder", "console", "jsonl"}
 
 
 @pytest.mark.parametrize("runner", ["threads", "processes"])

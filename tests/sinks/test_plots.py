@@ -9,7 +9,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from pipeline.ui.plots import figure, load_eval
+from pipeline.ui.plots import figure, load_decisions, load_eval, save
 from tests.conftest import ROOT
 
 # the layout pipeline.learn.evaluate.metrics writes
@@ -44,8 +44,16 @@ def test_plot_command_writes_an_image_and_rejects_bad_input(tmp_path):
                           "--decisions", str(decisions), "-o", str(out)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0, run.stderr
-    with Image.open(out) as image:
-        assert image.size[0] > 2 * image.size[1]  # three panels side by side
+    # the figure of the test above, decision histogram included, drawn from the two files
+    drawn = tmp_path / "drawn.png"
+    save(load_eval(evaluation), drawn, load_decisions(str(decisions)))
+    with Image.open(out) as image, Image.open(drawn) as expected:
+        assert image.size == expected.size and image.size[0] > 2 * image.size[1]
+        assert np.array_equal(np.asarray(image), np.asarray(expected))
+    without = tmp_path / "without.png"
+    save(load_eval(evaluation), without)
+    with Image.open(out) as image, Image.open(without) as other:
+        assert not np.array_equal(np.asarray(image), np.asarray(other))  # the histogram shows
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({k: v for k, v in RESULT.items() if k != "confusion"}))
     bad = subprocess.run([sys.executable, "-m", "pipeline.cli", "plot", str(broken)],
