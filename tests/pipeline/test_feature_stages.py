@@ -7,6 +7,8 @@ import tonic
 
 from kernels.filters import background_activity, last_times
 from kernels.hats import HatsState
+from kernels.hots import MODES as HOTS_MODES
+from kernels.hots import hots_layer, hots_map, surface_dim
 from kernels.timesurface import sae_new, sae_update, sample_surface
 from pipeline.core.events import FEATURE_DTYPE, dtype_by_name, from_structured
 from pipeline.core.packet import Segment, events_packet
@@ -96,15 +98,36 @@ def test_time_surface_stage_samples_at_exact_period(recordings):
     assert out[-1].header.segment.end
 
 
+def kernel_features(samples, channels, params):
+    """Per sample, the HOTS kernel's feature indices: a fresh memory for each sample, the
+    prototypes learnt on across samples (what the stage must do with segments)."""
+    mode = HOTS_MODES[params.mode]
+    protos = np.zeros((surface_dim(params.in_channels, params.radius, mode), params.n_prototypes))
+    hits = np.zeros(params.n_prototypes, np.int64)
+    out = []
+    for events, channel in zip(samples, channels):
+        memory = hots_map(34, 34, params.in_channels, params.radius, mode)
+        f = np.empty(len(events), np.int16)
+        hots_layer(events["t"], events["x"], events["y"], channel, *memory, params.radius,
+                   params.tau_us, mode, protos, hits, True, f)
+        out.append(f)
+    return out, protos
+
+
 def test_hots_stage_emits_features_and_chains(recordings):
-    packets, _, _ = nmnist_packets(recordings, 2)
+    packets, samples, _ = nmnist_packets(recordings, 2)
     layers = [build("hots", radius=2, n_prototypes=8, mode="same"),
               build("hots", radius=4, tau_us=50_000.0, n_prototypes=16, mode="all", in_channels=8)]
     first = run_chain(packets, layers[:1])
     assert first[0].records.dtype == FEATURE_DTYPE and first[0].header.dtype == "features"
-    f1 = np.concatenate([p.records["f"] for p in first])
-    assert f1.min() == 0 and f1.max() == 7
+    expected_f1, protos1 = kernel_features(samples, [s["p"] for s in samples], layers[0].params)
+    for sid, f in enumerate(expected_f1):
+        mine = np.concatenate([p.records for p in first if p.header.segment.id == sid])
+        np.testing.assert_array_equal(mine["f"], f)
+        np.testing.assert_array_equal(mine[["t", "x", "y"]].tolist(), samples[sid][["t", "x", "y"]].tolist())
+    np.testing.assert_array_equal(layers[0].protos, protos1)
+    assert len(np.unique(np.concatenate(expected_f1))) == 8  # every prototype wins somewhere
     second = run_chain(first, layers[1:])
-    f2 = np.concatenate([p.records["f"] for p in second])
-    assert len(f2) == len(f1) and len(np.unique(f2)) > 8
-    assert layers[1].hits.sum() == len(f2)
+    expected_f2, protos2 = kernel_features(samples, expected_f1, layers[1].params)
+    np.testing.assert_array_equal(np.concatenate([p.records["f"] for p in second]), np.concatenate(expected_f2))
+    np.testing.assert_array_equal(layers[1].protos, protos2)
