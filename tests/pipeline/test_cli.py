@@ -18,7 +18,7 @@ import zmq
 from pipeline.runtime.links import LOSSLESS, Receiver
 from tests.conftest import AEDAT4_SAMPLE, ROOT
 from tests.pipeline.helpers import chain_config, free_port, write_config
-from tests.sinks.helpers import demo_config
+from tests.sinks.helpers import demo_config, failing_config
 
 EVPIPE = [sys.executable, "-m", "pipeline.cli"]
 
@@ -74,22 +74,7 @@ def test_sigint_drains_flushes_and_exits_zero(tmp_path, runner):
 
 @pytest.mark.parametrize("runner", ["threads", "processes"])
 def test_failing_stage_reports_traceback_and_exits_nonzero(tmp_path, runner):
-    config = write_config(tmp_path / "fail.toml", f"""
-[graph]
-runner = "{runner}"
-
-[source.replay]
-type = "replay"
-path = "{AEDAT4_SAMPLE}"
-
-[sink.record]
-type = "npy"
-path = "/proc/evpipe-cannot-write-here/out.npy"
-
-[[link]]
-from = "replay"
-to = "record"
-""")
+    config = failing_config(tmp_path / "fail.toml", runner)
     done = evpipe("run", str(config))
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "node 'record' failed" in done.stderr

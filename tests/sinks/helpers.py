@@ -8,7 +8,7 @@ import re
 import numpy as np
 
 from pipeline.core.model import SnnModel
-from tests.conftest import NMNIST_TRAIN, ROOT
+from tests.conftest import AEDAT4_SAMPLE, NMNIST_TRAIN, ROOT
 
 
 def nmnist_subset(folder, per_class: int):
@@ -47,4 +47,27 @@ def demo_config(folder, **graph) -> str:
     assert found == 1, "config.toml writes no out/demo.jsonl"
     path = folder / "config.toml"
     path.write_text(text)
+    return str(path)
+
+
+def failing_config(path, runner: str, name: str = "evpipe") -> str:
+    """A graph named ``name`` whose npy sink cannot write its file: it fails at the first packet
+    and the graph ends with an error. Returns the config's path."""
+    path.write_text(f"""
+[graph]
+name = "{name}"
+runner = "{runner}"
+
+[source.replay]
+type = "replay"
+path = "{AEDAT4_SAMPLE}"
+
+[sink.record]
+type = "npy"
+path = "/proc/evpipe-cannot-write-here/out.npy"
+
+[[link]]
+from = "replay"
+to = "record"
+""")
     return str(path)

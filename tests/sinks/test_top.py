@@ -15,7 +15,7 @@ from pipeline.runtime.config import load
 from pipeline.runtime.graph import run_threads
 from tests.conftest import AEDAT4_SAMPLE, ROOT
 from tests.pipeline.helpers import write_config
-from tests.sinks.helpers import demo_config
+from tests.sinks.helpers import demo_config, failing_config
 
 EVPIPE = [sys.executable, "-m", "pipeline.cli"]
 
@@ -132,24 +132,8 @@ def test_top_follows_the_default_graph_to_its_end_and_labels_each_rate(tmp_path)
 
 
 def test_top_exits_nonzero_when_the_graph_fails(tmp_path):
-    config = write_config(tmp_path / "fail.toml", f"""
-[graph]
-name = "top-fail-{tmp_path.name}"
-runner = "processes"
-
-[source.replay]
-type = "replay"
-path = "{AEDAT4_SAMPLE}"
-
-[sink.record]
-type = "npy"
-path = "/proc/evpipe-cannot-write-here/out.npy"
-
-[[link]]
-from = "replay"
-to = "record"
-""")
-    watched, ran = watch(str(config))
+    config = failing_config(tmp_path / "fail.toml", "processes", f"top-fail-{tmp_path.name}")
+    watched, ran = watch(config)
     assert ran.returncode == 1
     assert watched.returncode == 1, watched.stderr
     assert f"graph 'top-fail-{tmp_path.name}' failed" in watched.stderr
