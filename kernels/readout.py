@@ -1,4 +1,4 @@
-"""Decoders: output spikes and potentials -> class decisions, and activity-based segmentation.
+"""Read-out: output spikes and potentials -> class decisions, with and without segment markers.
 
 Rules follow the read-outs reviewed by Pfeiffer and Pfeil (2018, "Deep learning with spiking
 neurons: opportunities and challenges", Front. Neurosci. 12:774): the first output spike, the
@@ -24,8 +24,6 @@ import numpy as np
 from numba import njit
 
 ABSTAIN = -1
-ONSET = 1
-OFFSET = 0
 
 
 @njit(cache=True, nogil=True)
@@ -72,48 +70,16 @@ def forced_leader(counts, potentials):
     return best
 
 
-@njit(cache=True, nogil=True)
-def activity_segments(t, state, tau_us, on_rate, off_rate, out_kind, out_t, out_index):
-    """Segment a stream by its event rate, with hysteresis.
-
-    The rate trace r (events/us) jumps by 1/tau_us at each event and decays as exp(-dt/tau_us),
-    so a steady rate of lambda events/us gives r -> lambda. An onset is reported at the event
-    where r reaches ``on_rate``; an offset at the exact time r decays below ``off_rate``
-    (reported when the next event shows it happened, with that event's index). ``state`` is
-    float64[3] (r after the last event, last time, active flag), updated in place. Writes
-    transitions (kind ONSET/OFFSET, time us, event index) to the outputs (room for 2 * len(t));
-    returns how many."""
-    r, last, active = state[0], state[1], state[2]
-    n = 0
-    for i in range(len(t)):
-        decayed = r * np.exp(-(t[i] - last) / tau_us)
-        if active > 0 and decayed < off_rate:
-            t_off = last + tau_us * np.log(r / off_rate) if r > off_rate else last
-            out_kind[n] = OFFSET
-            out_t[n] = np.int64(np.ceil(t_off))
-            out_index[n] = i
-            n += 1
-            active = 0.0
-        r = decayed + 1.0 / tau_us
-        last = t[i]
-        if active == 0 and r >= on_rate:
-            out_kind[n] = ONSET
-            out_t[n] = t[i]
-            out_index[n] = i
-            n += 1
-            active = 1.0
-    state[0], state[1], state[2] = r, last, active
-    return n
-
-
 # transitions reported by track_objects
 DECIDE = 1  # an object's first decision: its leader is ahead by k
 CHANGE = 2  # a new object, found because another class overtook the decided one by k_change
 RELEASE = 3  # an object ended: no output spike for quiet_us
 
-# slots of track_objects' state (float64[9])
-_LAST, _OPEN, _HELD, _ONSET_T, _ONSET_SEEN, _OVER_T, _OVER_SEEN, _SPIKES, _BEST_LEAD = range(9)
-TRACK_STATE_SIZE = 9
+# slots of track_objects' state (float64[10])
+(_LAST, _LAST_SEEN, _OPEN, _HELD, _ONSET_T, _ONSET_SEEN, _OVER_T, _OVER_SEEN, _SPIKES,
+ _BEST_LEAD) = range(10)
+TRACK_STATE_SIZE = 10
+TRACK_OUTPUTS = 9  # arrays track_objects writes its rows into
 
 
 def new_track_state() -> np.ndarray:
@@ -124,9 +90,24 @@ def new_track_state() -> np.ndarray:
     return state
 
 
+def track_outputs(n_spikes: int) -> tuple:
+    """Empty output arrays of ``track_objects`` for ``n_spikes`` spikes, in argument order:
+    kind, index, time, class (int64), score, margin (float64), onset, events, spikes (int64)."""
+    room = 2 * n_spikes + 1
+    ints = [np.empty(room, np.int64) for _ in range(7)]
+    return (*ints[:4], np.empty(room), np.empty(room), *ints[4:])
+
+
 @njit(cache=True, nogil=True)
-def track_objects(t, neuron, seen, t_now, evidence, state, tau_us, k, k_change, quiet_us,
-                  kinds, where, at, cls, margin, onset_t, onset_seen, spikes):
+def _row(rows, n, kind, index, at, cls, score, margin, onset, events, spikes):
+    kinds, where, times, classes, scores, margins, onsets, counts, spike_counts = rows
+    kinds[n], where[n], times[n], classes[n] = kind, index, at, cls
+    scores[n], margins[n], onsets[n], counts[n], spike_counts[n] = score, margin, onset, events, spikes
+    return n + 1
+
+
+@njit(cache=True, nogil=True)
+def track_objects(t, neuron, seen, t_now, evidence, state, tau_us, k, k_change, quiet_us, rows):
     """Objects and their decisions in a stream of output spikes with no segment markers.
 
     Inputs: spike times ``t`` (us, sorted), output neuron (class) ``neuron``, ``seen`` (input
@@ -144,21 +125,20 @@ def track_objects(t, neuron, seen, t_now, evidence, state, tau_us, k, k_change, 
     4. decided object (class h): CHANGE, a new object of class c, when ``E_c - E_h >= k_change``;
        its onset is the first spike since which h has not been the leader.
 
-    Writes one row per transition into the outputs (room for ``2 * len(t) + 1``): kind, spike
-    index (``len(t)`` for a release due at ``t_now``), time (us), class (``ABSTAIN`` for the
-    release of an undecided object), margin (lead at the decision; best lead ever reached for a
-    release), onset time (us) and ``seen`` at the onset (events before the object), and the
-    object's spike count. Returns the number of rows.
+    ``rows`` (``track_outputs``) receives one row per transition: kind, spike index (``len(t)``
+    for a release due at ``t_now``), time (us), class (``ABSTAIN`` for the release of an
+    undecided object), score (the class's evidence), margin (its lead; for a release, the best
+    lead the object ever reached), onset time (us), input events since the onset (up to the
+    deciding spike, or to the last spike for a release) and the object's output spikes.
+    Returns the number of rows.
     """
     n = 0
     for i in range(len(t) + 1):
         now = t[i] if i < len(t) else t_now
         if state[_OPEN] > 0 and now - state[_LAST] > quiet_us:
-            kinds[n], where[n], at[n] = RELEASE, i, np.int64(state[_LAST] + quiet_us)
-            cls[n], margin[n] = np.int64(state[_HELD]), state[_BEST_LEAD]
-            onset_t[n], onset_seen[n] = np.int64(state[_ONSET_T]), np.int64(state[_ONSET_SEEN])
-            spikes[n] = np.int64(state[_SPIKES])
-            n += 1
+            n = _row(rows, n, RELEASE, i, np.int64(state[_LAST] + quiet_us), np.int64(state[_HELD]),
+                     0.0, state[_BEST_LEAD], np.int64(state[_ONSET_T]),
+                     np.int64(state[_LAST_SEEN] - state[_ONSET_SEEN]), np.int64(state[_SPIKES]))
             state[_OPEN], state[_HELD], state[_OVER_T] = 0.0, ABSTAIN, -1.0
         if i == len(t):
             break
@@ -169,17 +149,16 @@ def track_objects(t, neuron, seen, t_now, evidence, state, tau_us, k, k_change, 
             state[_OPEN], state[_ONSET_T], state[_ONSET_SEEN] = 1.0, now, seen[i] - 1
             state[_SPIKES], state[_BEST_LEAD] = 0.0, 0.0
         evidence[neuron[i]] += 1.0
-        state[_LAST] = now
+        state[_LAST], state[_LAST_SEEN] = now, seen[i]
         state[_SPIKES] += 1.0
         best, lead = leader(evidence)
         held = np.int64(state[_HELD])
         if held == ABSTAIN:
             state[_BEST_LEAD] = max(state[_BEST_LEAD], lead)
             if lead >= k:
-                kinds[n], where[n], at[n], cls[n], margin[n] = DECIDE, i, now, best, lead
-                onset_t[n], onset_seen[n] = np.int64(state[_ONSET_T]), np.int64(state[_ONSET_SEEN])
-                spikes[n] = np.int64(state[_SPIKES])
-                n += 1
+                n = _row(rows, n, DECIDE, i, now, best, evidence[best], lead,
+                         np.int64(state[_ONSET_T]), np.int64(seen[i] - state[_ONSET_SEEN]),
+                         np.int64(state[_SPIKES]))
                 state[_HELD] = best
         elif best == held:
             state[_OVER_T] = -1.0
@@ -190,8 +169,7 @@ def track_objects(t, neuron, seen, t_now, evidence, state, tau_us, k, k_change, 
             if gap >= k_change:
                 state[_ONSET_T], state[_ONSET_SEEN] = state[_OVER_T], state[_OVER_SEEN]
                 state[_HELD], state[_OVER_T], state[_BEST_LEAD] = best, -1.0, gap
-                kinds[n], where[n], at[n], cls[n], margin[n] = CHANGE, i, now, best, gap
-                onset_t[n], onset_seen[n] = np.int64(state[_ONSET_T]), np.int64(state[_ONSET_SEEN])
-                spikes[n] = np.int64(state[_SPIKES])
-                n += 1
+                n = _row(rows, n, CHANGE, i, now, best, evidence[best], gap,
+                         np.int64(state[_ONSET_T]), np.int64(seen[i] - state[_ONSET_SEEN]),
+                         np.int64(state[_SPIKES]))
     return n

@@ -67,6 +67,14 @@ class SnnModel:
     def n_layers(self) -> int:
         return len(self.weights)
 
+    def leaky_network(self, tau_us: float) -> lif.LIFNetwork:
+        """The same network with every layer leaky with membrane time constant ``tau_us`` (us):
+        what it integrated fades, so it can run on a stream without resets (docs/snn.md, "Live
+        read-out")."""
+        return lif.make_network(list(self.weights), list(self.thresholds),
+                                [float(tau_us)] * self.n_layers, list(self.resets),
+                                list(self.refractory_us), list(self.biases))
+
     def save(self, path, extra: dict | None = None) -> None:
         """Write the model; ``extra`` adds arrays under other keys (feature prototypes, training
         metadata), which ``load_model`` ignores."""
@@ -124,3 +132,22 @@ def read_training(path) -> dict:
         if "training" not in archive:
             raise ValueError(f"{path}: not a trained model (no 'training' metadata)")
         return json.loads(str(archive["training"]))
+
+
+# The live read-out's parameters (docs/snn.md, "Live read-out"), used when a model file carries no
+# calibration of its own (``training["live"]``, written by ``pipeline/learn/train.py``): membrane
+# time constant of the leaky network (us), time constant of the class evidence (us), lead that
+# decides an object and lead by which another class makes a new one (spikes), and the silence
+# after which an object has gone (us).
+LIVE_DEFAULTS = {"leak_tau_us": 50_000.0, "evidence_tau_us": 50_000.0, "k": 64.0,
+                 "k_change": 128.0, "quiet_us": 90_000.0}
+
+
+def live_readout(path) -> dict:
+    """The live read-out parameters of a model file: its calibration, else ``LIVE_DEFAULTS``."""
+    try:
+        calibrated = read_training(path).get("live", {})
+    except ValueError:
+        calibrated = {}
+    return {key: float(calibrated.get(key, default)) for key, default in LIVE_DEFAULTS.items()}
+

@@ -2,20 +2,24 @@
 
 The snn stage maps events (dtype "events", channel = polarity) or feature events ("features",
 channel = feature index) to input neurons as its model file says (``pipeline.core.model``), runs them
-through ``kernels.lif`` and emits one "spikes" packet per input piece: the output spikes (all
+through ``kernels.lif`` and emits one "spikes" packet per input packet: the output spikes (all
 layers with ``layers = "all"``) followed by one potential sample per output neuron at the
-piece's last time, so a decoder can read margins. Segments reset the network to v = 0 at their
-start: from replay markers (``segments = "markers"``) or from the event rate
-(``segments = "activity"``, ``kernels.readout.activity_segments``; events outside an active
-segment are not run).
+packet's last time, so a decoder can read margins. With ``segments = "markers"`` each segment
+marker of a replay resets the network to v = 0 and is copied to the output. With ``segments =
+"activity"`` (streams without markers: cameras) nothing is reset: the network runs leaky, so what
+it integrated fades, and its output carries no segment.
 
-The decoder emits decision records (JSON) as described in docs/decisions.md and
-docs/snn.md; one early decision per segment when its rule fires, and a forced one at segment end
-(or end of stream) when none fired (``final = "always"``: a final decision in any case).
+The decoder emits decision records (JSON, docs/decisions.md). On segments: one early decision
+per segment when its rule fires, and a forced one at segment end (or end of stream) when none
+fired (``final = "always"``: a final one in any case); a segment that gave the network no evidence
+at all ends in an abstention. Without segments: the live read-out of docs/snn.md
+(``kernels.readout.track_objects``) finds the objects in the output spikes, decides each once,
+and reports an object that never gathered a clear lead as an abstention.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -25,7 +29,7 @@ import numpy as np
 from kernels import lif, readout
 from kernels.snn_input import map_inputs
 from pipeline.core.events import register_dtype
-from pipeline.core.model import load_model
+from pipeline.core.model import live_readout, load_model
 from pipeline.core.nodetype import (
     EVENTS,
     FEATURES,
@@ -47,6 +51,9 @@ SPIKE_DTYPE = register_dtype(SPIKES, np.dtype([
     ("t", "<i8"), ("seen", "<i8"), ("neuron", "<i4"), ("v", "<f4"), ("layer", "<i2"),
     ("kind", "i1")]))
 SPIKE, SAMPLE = 0, 1
+END_OF_TIME_US = 2**62  # a stream time after every event: whatever is still open has gone
+
+log = logging.getLogger(__name__)
 
 
 def _check_model(path: str) -> None:
@@ -59,10 +66,11 @@ def _check_model(path: str) -> None:
 
 @dataclass(frozen=True)
 class SnnParams(Params):
-    """The snn stage runs its input through the network of the ``model`` file, resetting it at
-    each segment start (segments from replay markers, or cut from the event rate), and emits the
-    spikes of the output layer (or of ``layers = "all"``) plus potential samples. It takes
-    events or feature events, as the model file's input says."""
+    """The snn stage runs its input through the network of the ``model`` file and emits the
+    spikes of the output layer (or of ``layers = "all"``) plus potential samples. On replays
+    (``segments = "markers"``) it resets the network at each segment start; on streams without
+    markers (``"activity"``) it never resets and makes every layer leaky with ``leak_tau_us``
+    instead. It takes events or feature events, as the model file's input says."""
 
     accepts = (EVENTS, FEATURES)
     emits = (SPIKES,)
@@ -71,18 +79,11 @@ class SnnParams(Params):
                             required=True)
     layers: Literal["output", "all"] = param("output", "whose spikes are emitted")
     segments: Literal["markers", "activity"] = param(
-        "markers", "where segments come from: replay markers, or the event rate (live streams)")
-    activity_tau_us: float = param(20_000.0, "time constant of the event-rate trace (segments = "
-                                             "activity)", unit="us", gt=0)
-    onset_rate: float = param(20_000.0, "event rate that opens a segment (segments = activity)",
-                              unit="events/s", gt=0)
-    offset_rate: float = param(5_000.0, "event rate below which a segment closes; below "
-                                        "onset_rate (segments = activity)", unit="events/s", gt=0)
-
-    def check(self):
-        if self.offset_rate >= self.onset_rate:
-            raise ParamError("offset_rate", f"must be below onset_rate ({self.onset_rate:g} "
-                                            f"events/s), got {self.offset_rate:g}")
+        "markers", "markers: objects come from replay segment markers, the network is reset at "
+                   "each; activity: no markers (cameras), the network runs leaky and the decoder "
+                   "finds the objects")
+    leak_tau_us: float = param(0.0, "segments = activity: membrane time constant of every layer; "
+                                    "0 = the model file's calibrated value", unit="us", ge=0)
 
     def check_files(self):
         _check_model(self.model)
@@ -99,21 +100,17 @@ class SnnStage(Stage):
         super().__init__(name)
         self.params = params
         self.model = load_model(params.model)
-        self.net = self.model.net
+        self.live = params.segments == "activity"
+        if self.live:
+            leak = params.leak_tau_us or live_readout(params.model)["leak_tau_us"]
+            self.net = self.model.leaky_network(leak)
+        else:
+            self.net = self.model.net
         self.state = lif.init_state(self.net)
         self.output_layer = self.model.n_layers - 1
         self.dtype = EVENTS if self.model.input == EVENTS else FEATURES
-        self.seen = 0
-        # activity segmentation: rate trace state, current segment id, whether one is open
-        self.activity = np.zeros(3)
-        self.segment_id = -1
-        self.active = False
-        self.pending_start = False
-        self.last_header: Header | None = None
-
-    def _reset(self, t0: int) -> None:
-        lif.reset_state(self.net, self.state, t0)
-        self.seen = 0
+        self.seen = 0  # input events since the last reset (activity: since the stream began)
+        self.warned_unmarked = False
 
     def process(self, packet: Packet) -> list[Packet]:
         header = packet.header
@@ -125,47 +122,23 @@ class SnnStage(Stage):
         m = self.model
         channel = records["p"] if self.dtype == EVENTS else records["f"]
         map_inputs(records["x"], records["y"], channel, m.width, m.height, m.cell, m.channels, idx)
-        self.last_header = header
-        if self.params.segments == "markers":
-            segment = header.segment
-            if segment is not None and segment.start:
-                self._reset(header.t_first)
-            return [self._run(header, t, idx, segment, None)]
-        return self._process_activity(header, t, idx)
+        if self.live:
+            return [self._run(header, t, idx, None)]
+        segment = header.segment
+        if segment is None and not self.warned_unmarked:
+            self.warned_unmarked = True
+            log.warning("%s: packets from %r carry no segment markers, so the network is never "
+                        "reset; for a camera or any stream without markers set segments = "
+                        "\"activity\"", self.name, header.stream)
+        if segment is not None and segment.start:
+            lif.reset_state(self.net, self.state, header.t_first)
+            self.seen = 0
+        return [self._run(header, t, idx, segment)]
 
-    def _process_activity(self, header: Header, t: np.ndarray, idx: np.ndarray) -> list[Packet]:
-        p = self.params
-        kinds = np.empty(2 * len(t), np.int8)
-        times = np.empty(2 * len(t), np.int64)
-        where = np.empty(2 * len(t), np.int64)
-        n = readout.activity_segments(t, self.activity, p.activity_tau_us, p.onset_rate / 1e6,
-                                       p.offset_rate / 1e6, kinds, times, where)
-        out, pos = [], 0
-        for kind, t_at, i in zip(kinds[:n].tolist(), times[:n].tolist(), where[:n].tolist()):
-            if kind == readout.OFFSET:
-                out.append(self._run(header, t[pos:i], idx[pos:i], self._segment(end=True), t_at))
-                self.active = False
-            else:
-                self.segment_id += 1
-                self.active, self.pending_start = True, True
-                self._reset(t_at)
-            pos = i
-        if self.active and pos < len(t):
-            out.append(self._run(header, t[pos:], idx[pos:], self._segment(end=False), None))
-        return out
-
-    def _segment(self, end: bool) -> Segment:
-        segment = Segment(self.segment_id, start=self.pending_start, end=end,
-                          name=f"activity-{self.segment_id}")
-        self.pending_start = False
-        return segment
-
-    def _run(self, header: Header, t: np.ndarray, idx: np.ndarray, segment: Segment | None,
-             t_end: int | None) -> Packet:
+    def _run(self, header: Header, t: np.ndarray, idx: np.ndarray, segment: Segment | None) -> Packet:
         spikes = lif.run(self.net, self.state, t, idx)
         keep = slice(None) if self.params.layers == "all" else spikes["layer"] == self.output_layer
-        if t_end is None:
-            t_end = int(t[-1]) if len(t) else header.t_last
+        t_end = max(int(t[-1]) if len(t) else 0, header.t_last)
         v = lif.potentials(self.net, self.state, self.output_layer, t_end)
         n_spikes = len(spikes["t"][keep])
         out = np.empty(n_spikes + len(v), SPIKE_DTYPE)
@@ -183,20 +156,15 @@ class SnnStage(Stage):
                      segment=segment)
         return Packet(new, out)
 
-    def finish(self) -> list[Packet]:
-        if self.params.segments != "activity" or not self.active or self.last_header is None:
-            return []
-        self.active = False
-        empty = np.empty(0, np.int64)
-        last = int(self.activity[1])
-        return [self._run(self.last_header, empty, empty, self._segment(end=True), last)]
-
 
 @dataclass(frozen=True)
 class DecoderParams(Params):
-    """The decoder counts the output spikes and reads the potentials of each segment, emits one
-    early decision record when its ``rule`` fires and a forced one at the segment end when none
-    did (or, with ``final = "always"``, a final one in any case)."""
+    """On segments (replays), the decoder counts the output spikes and reads the potentials of
+    each segment, emits one early decision record when its ``rule`` fires and a forced one at the
+    segment end when none did (or, with ``final = "always"``, a final one in any case). On spikes
+    without segments (the snn stage's ``segments = "activity"``), it runs the live read-out of
+    docs/snn.md: one decision per object found in the spikes, abstentions for unclear ones; the
+    ``live`` parameters default to the model file's calibration."""
 
     accepts = (SPIKES,)
     emits = (JSON,)
@@ -211,9 +179,24 @@ class DecoderParams(Params):
     margin: float = param(0.5, "potential lead of rule margin", unit="potential", ge=0)
     final: Literal["forced", "always"] = param(
         "forced", "at segment end, decide only when no rule fired (forced) or in any case (always)")
+    live_k: float = param(0.0, "live: lead of the leaky class evidence that decides an object; "
+                               "0 = calibrated (model file)", unit="spikes", ge=0)
+    live_k_change: float = param(0.0, "live: lead over the decided class by which another class "
+                                      "makes a new object; 0 = calibrated", unit="spikes", ge=0)
+    live_evidence_tau_us: float = param(0.0, "live: time constant of the class evidence; "
+                                             "0 = calibrated", unit="us", ge=0)
+    live_quiet_us: float = param(0.0, "live: an object has gone after this long without output "
+                                      "spikes; 0 = calibrated", unit="us", ge=0)
 
     def check_files(self):
         _check_model(self.model)
+
+    def live(self) -> dict:
+        """The live read-out parameters: these params where set, else the model file's."""
+        values = live_readout(self.model)
+        given = {"k": self.live_k, "k_change": self.live_k_change,
+                 "evidence_tau_us": self.live_evidence_tau_us, "quiet_us": self.live_quiet_us}
+        return {**values, **{key: value for key, value in given.items() if value > 0}}
 
 
 @node_type("decoder", STAGE, DecoderParams)
@@ -229,6 +212,12 @@ class DecoderStage(Stage):
         self.k = 1 if params.rule == "first" else params.k
         self.window = params.window_us if params.rule == "rate" else 0
         self.open = False
+        self.stream = ""
+        # live read-out: its parameters, class evidence and tracker state, objects reported
+        self.live = params.live()
+        self.evidence = np.zeros(len(self.classes))
+        self.track = readout.new_track_state()
+        self.objects = 0
 
     def _open(self, header: Header, segment: Segment | None) -> None:
         n = len(self.classes)
@@ -250,6 +239,9 @@ class DecoderStage(Stage):
         if header.dtype != SPIKES:
             raise ValueError(f"{self.name}: expected 'spikes' records, got {header.dtype!r}")
         segment = header.segment
+        self.stream = header.stream
+        if segment is None and not self.open:
+            return self._live(records, header.t_last, header.seq, arrival)
         if not self.open or (segment is not None and (
                 segment.start or self.segment is None or segment.id != self.segment.id)):
             self._open(header, segment)
@@ -294,7 +286,10 @@ class DecoderStage(Stage):
 
     def _close(self, arrival: int) -> list[dict]:
         out = []
-        if not self.decided or self.params.final == "always":
+        if not self.counts.any() and not self.potentials.any():
+            out.append(self._abstention(self.segment, self.t_start, self.last_t, self.seen,
+                                        "the network got no evidence in this segment", arrival))
+        elif not self.decided or self.params.final == "always":
             best = readout.forced_leader(self.counts, self.potentials)
             counts = self.counts.astype(np.float64)
             lead = counts[best] - np.max(np.delete(counts, best), initial=-np.inf)
@@ -304,20 +299,48 @@ class DecoderStage(Stage):
         self.open = False
         return out
 
-    def _record(self, best: int, score: float, margin: float, rule: str, t: int, seen: int,
-                arrival: int) -> dict:
-        self.decided = True
-        segment = self.segment
+    def _live(self, records: np.ndarray, t_now: int, seq: int, arrival: int) -> list[Packet]:
+        """The live read-out over the output spikes of one packet (sequence number ``seq``);
+        ``t_now`` (us) is the stream's time, when an object that fell silent may be released."""
+        spikes = records[(records["kind"] == SPIKE) & (records["layer"] == self.output_layer)]
+        rows = readout.track_outputs(len(spikes))
+        p = self.live
+        n = readout.track_objects(np.ascontiguousarray(spikes["t"], np.int64),
+                                  spikes["neuron"].astype(np.int64),
+                                  np.ascontiguousarray(spikes["seen"], np.int64),
+                                  t_now, self.evidence,
+                                  self.track, p["evidence_tau_us"], p["k"], p["k_change"],
+                                  p["quiet_us"], rows)
+        kinds, _, at, classes, scores, margins, onsets, events, counts = (
+            column[:n].tolist() for column in rows)
+        decisions = []
+        for kind, t, best, score, margin, onset, seen, count in zip(
+                kinds, at, classes, scores, margins, onsets, events, counts):
+            if kind == readout.RELEASE and (best != readout.ABSTAIN or count < p["k"]):
+                continue  # a decided object has gone, or a blip too small to be an object
+            self.segment = Segment(self.objects, start=True, end=kind == readout.RELEASE,
+                                   name=f"object-{self.objects}")
+            self.objects += 1
+            self.t_start = onset
+            if kind == readout.RELEASE:
+                decisions.append(self._abstention(
+                    self.segment, onset, t, seen, f"{count} output spikes, but no class led by "
+                    f"more than {margin:.0f} (a decision needs {p['k']:.0f})", arrival))
+            else:
+                decisions.append(self._record(best, score, margin,
+                                              "count" if kind == readout.DECIDE else "change",
+                                              t, seen, arrival))
+        if not decisions:
+            return []
+        return [json_packet(self.stream, seq, decisions, t=decisions[-1]["t"])]
+
+    def _base(self, segment: Segment | None, t: int, seen: int, arrival: int) -> dict:
+        """The fields every decision record has (docs/decisions.md)."""
         decoder_ns = time.monotonic_ns() - arrival
         return {
             "stream": self.stream,
             "segment": None if segment is None else segment.id,
             "segment_name": None if segment is None else segment.name,
-            "class": int(best),
-            "class_name": self.classes[best],
-            "score": float(score),
-            "margin": float(margin),
-            "rule": rule,
             "t": int(t),
             "t_start": int(self.t_start),
             "events": int(seen),
@@ -326,10 +349,25 @@ class DecoderStage(Stage):
             "label": None if segment is None else segment.label,
         }
 
+    def _record(self, best: int, score: float, margin: float, rule: str, t: int, seen: int,
+                arrival: int) -> dict:
+        self.decided = True
+        return {**self._base(self.segment, t, seen, arrival), "class": int(best),
+                "class_name": self.classes[best], "score": float(score), "margin": float(margin),
+                "rule": rule}
+
+    def _abstention(self, segment: Segment | None, t_start: int, t: int, seen: int, reason: str,
+                    arrival: int) -> dict:
+        """A record that names no class: the evidence did not justify one (``reason``)."""
+        self.t_start = t_start
+        return {**self._base(segment, t, seen, arrival), "class": None, "class_name": None,
+                "score": 0.0, "margin": 0.0, "rule": "abstain", "reason": reason}
+
     def finish(self) -> list[Packet]:
-        if not self.open:
-            return []
-        decisions = self._close(time.monotonic_ns())
+        arrival = time.monotonic_ns()
+        if not self.open:  # live: an object still open at the end of the stream has gone
+            return self._live(np.empty(0, SPIKE_DTYPE), END_OF_TIME_US, 0, arrival)
+        decisions = self._close(arrival)
         if not decisions:
             return []
         return [json_packet(self.stream, 0, decisions, t=decisions[-1]["t"],

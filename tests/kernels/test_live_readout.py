@@ -23,9 +23,9 @@ MODEL = ROOT / "recordings" / "model.npz"
 
 def slow_track(t, neuron, seen, t_end, n_classes, tau_us, k, k_change, quiet_us):
     """The rule of track_objects written out plainly: a list of transitions (kind, time, class,
-    margin rounded, onset time, onset seen, spikes)."""
+    score and margin rounded, onset time, events since the onset, spikes)."""
     rows, evidence, last, is_open, held, over = [], [0.0] * n_classes, None, False, -1, None
-    onset = onset_seen = spikes = 0
+    onset = onset_seen = spikes = last_seen = 0
     best_lead = 0.0
 
     def lead_of(values):
@@ -36,7 +36,8 @@ def slow_track(t, neuron, seen, t_end, n_classes, tau_us, k, k_change, quiet_us)
     for i in range(len(t) + 1):
         now = t[i] if i < len(t) else t_end
         if is_open and now - last > quiet_us:
-            rows.append((readout.RELEASE, last + quiet_us, held, round(best_lead, 6), onset, onset_seen, spikes))
+            rows.append((readout.RELEASE, last + quiet_us, held, 0.0, round(best_lead, 6), onset,
+                         last_seen - onset_seen, spikes))
             is_open, held, over = False, -1, None
         if i == len(t):
             break
@@ -46,12 +47,13 @@ def slow_track(t, neuron, seen, t_end, n_classes, tau_us, k, k_change, quiet_us)
             evidence = [0.0] * n_classes
             is_open, onset, onset_seen, spikes, best_lead = True, now, seen[i] - 1, 0, 0.0
         evidence[neuron[i]] += 1.0
-        last, spikes = now, spikes + 1
+        last, last_seen, spikes = now, seen[i], spikes + 1
         best, lead = lead_of(evidence)
         if held < 0:
             best_lead = max(best_lead, lead)
             if lead >= k:
-                rows.append((readout.DECIDE, now, best, round(lead, 6), onset, onset_seen, spikes))
+                rows.append((readout.DECIDE, now, best, round(evidence[best], 6), round(lead, 6), onset,
+                             seen[i] - onset_seen, spikes))
                 held = best
         elif best == held:
             over = None
@@ -60,7 +62,8 @@ def slow_track(t, neuron, seen, t_end, n_classes, tau_us, k, k_change, quiet_us)
             if evidence[best] - evidence[held] >= k_change:
                 onset, onset_seen = over
                 best_lead, held, over = evidence[best] - evidence[held], best, None
-                rows.append((readout.CHANGE, now, best, round(best_lead, 6), onset, onset_seen, spikes))
+                rows.append((readout.CHANGE, now, best, round(evidence[best], 6), round(best_lead, 6),
+                             onset, seen[i] - onset_seen, spikes))
     return rows
 
 
@@ -71,14 +74,12 @@ def fast_track(t, neuron, seen, t_end, n_classes, tau_us, k, k_change, quiet_us,
     for stop in pieces:
         part = slice(start, stop)
         now = t_end if stop == len(t) else int(t[stop - 1]) if stop > start else int(t[max(start - 1, 0)])
-        room = 2 * (stop - start) + 1
-        out = [np.zeros(room, np.int64) for _ in range(4)] + [np.zeros(room)] + \
-              [np.zeros(room, np.int64) for _ in range(3)]
+        out = readout.track_outputs(stop - start)
         n = readout.track_objects(t[part], neuron[part], seen[part], now, evidence, state,
-                                  tau_us, k, k_change, quiet_us, *out)
-        kinds, _, at, cls, margin, onset, onset_seen, spikes = (o[:n] for o in out)
-        rows += [(int(a), int(b), int(c), round(float(d), 6), int(e), int(f), int(g))
-                 for a, b, c, d, e, f, g in zip(kinds, at, cls, margin, onset, onset_seen, spikes)]
+                                  tau_us, k, k_change, quiet_us, out)
+        kinds, _, at, cls, score, margin, onset, events, spikes = (o[:n] for o in out)
+        rows += [(int(a), int(b), int(c), round(float(d), 6), round(float(e), 6), int(f), int(g), int(h))
+                 for a, b, c, d, e, f, g, h in zip(kinds, at, cls, score, margin, onset, events, spikes)]
         start = stop
     return rows
 
@@ -112,7 +113,7 @@ def test_hand_worked_decide_change_release():
     rows = fast_track(t, neuron, seen, 10_000, 3, math.inf, 2, 3, 1000, [9])
     assert [(r[0], r[1], r[2]) for r in rows] == [
         (readout.DECIDE, 10, 1), (readout.CHANGE, 80, 2), (readout.RELEASE, 1080, 2)]
-    assert rows[1][4:6] == (60, 6)  # onset of the second object: class 1 stopped leading at t = 60
+    assert rows[1][5:7] == (60, 3)  # second object: class 1 stopped leading at t = 60, 3 events ago
 
 
 def test_real_network_output_matches_the_reference():

@@ -170,8 +170,6 @@ def test_bad_parameter_stops_evpipe_run_at_load(tmp_path, graph, old, new, messa
      "stage.hots.prototypes: cannot read"),
     (f'model = "{MODEL}"\n\n[stage.decoder]', 'model = "nowhere.npz"\n\n[stage.decoder]', 'model = "nowhere.npz"',
      "stage.snn.model: "),
-    ('[stage.snn]\ntype = "snn"\n', '[stage.snn]\ntype = "snn"\nonset_rate = 100.0\noffset_rate = 100.0\n',
-     "offset_rate = 100.0", "stage.snn.offset_rate: must be below onset_rate (100 events/s), got 100"),
     ('path = "OUT"', 'path = ""', 'path = ""', "sink.jsonl.path: required: output file"),
     ("per_segment = true", "per_segment = true\nwidth = 5", "width = 5", "stage.denoise.width: unknown key"),
 ])

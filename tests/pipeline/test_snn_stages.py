@@ -10,6 +10,7 @@ from kernels.snn_input import map_inputs
 from pipeline.core.model import SnnModel, load_model
 from pipeline.core.packet import Packetizer, Segment, events_packet
 from pipeline.core.stage import run_chain
+from pipeline.learn.features import FeatureSpec
 from pipeline.nodes.snn import (
     SAMPLE,
     SPIKE,
@@ -19,7 +20,10 @@ from pipeline.nodes.snn import (
     SnnStage,
 )
 from pipeline.runtime.registry import lookup
+from sensors.continuous import concatenate, interleave
 from sensors.readers import read_all
+from sensors.replay import dataset_files
+from tests.conftest import ROOT
 
 TRAIN_PER_CLASS = 30
 
@@ -172,23 +176,23 @@ def test_margin_rule_and_forced_decision(recordings, model_path):
     assert all(r["margin"] >= 0.05 for r in records)
 
 
-def test_activity_segmentation_finds_each_sample(recordings, model_path):
-    samples = held_out(recordings, 1)[:3]
-    packets = sample_packets(samples, gap_us=300_000, markers=False)
-    snn = SnnStage("snn", SnnParams(model=str(model_path), segments="activity",
-                                    activity_tau_us=20_000, onset_rate=5_000, offset_rate=1_000))
-    decoder = DecoderStage("d", DecoderParams(model=str(model_path), rule="first"))
-    out = run_chain(packets, [snn])
-    segments = [p.header.segment for p in out]
-    assert sorted({s.id for s in segments}) == [0, 1, 2]
-    assert [s.id for s in segments if s.start] == [0, 1, 2]
-    assert [s.id for s in segments if s.end] == [0, 1, 2]
-    marked = sample_packets(samples, gap_us=300_000)
-    sample_end = {p.header.segment.id: p.header.t_last for p in marked if p.header.segment.end}
-    for s_id in range(3):  # the offset comes after the sample's last event, before the next one
-        mine = [p for p in out if p.header.segment.id == s_id]
-        assert sample_end[s_id] <= mine[-1].header.t_last < sample_end[s_id] + 300_000
-    records = [r for p in run_chain(packets, [SnnStage("snn", snn.params), decoder])
-               for r in p.records]
-    assert [r["segment"] for r in records] == [0, 1, 2]
-    assert all(r["rule"] == "first" and r["margin"] == 1 for r in records)
+def test_live_readout_decides_each_sample_once():
+    """Bundled samples back to back with 300 ms of silence and no markers, through the default
+    feature stages and the shipped model: the leaky network and the live read-out find each
+    sample, decide it once inside its own time span, with the class the marker mode gives."""
+    shipped = ROOT / "recordings" / "model.npz"
+    files = interleave(dataset_files(ROOT / "recordings" / "nmnist"), seed=0)[:4]
+    events, shown, width, height = concatenate(files, gap_us=300_000)
+    cutter = Packetizer(max_us=1000)
+    packets = [events_packet("stream", i, chunk, width, height)
+               for i, chunk in enumerate(cutter.push(events) + cutter.flush())]
+    live = run_chain(packets, FeatureSpec().stages(prototypes=str(shipped)) + [
+        SnnStage("snn", SnnParams(model=str(shipped), segments="activity")),
+        DecoderStage("d", DecoderParams(model=str(shipped)))])
+    records = [r for p in live for r in p.records]
+    assert [r["segment"] for r in records] == list(range(len(shown)))
+    assert [r["rule"] for r in records] == ["count"] * len(shown)
+    for record, presented in zip(records, shown):
+        assert presented.onset_us <= record["t_start"] <= record["t"] <= presented.end_us
+        assert 0 < record["events"] < presented.events
+    assert [r["class_name"] for r in records] == [s.label for s in shown]
