@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, is_dataclass
 from typing import Callable, ClassVar, Literal
 
 from pipeline.core.events import JSON_DTYPE_NAME
+from pipeline.core.model import load_model
 
 SOURCE, STAGE, SINK = "source", "stage", "sink"
 KINDS = (SOURCE, STAGE, SINK)
@@ -171,6 +172,27 @@ class Params:
     def emitted(self) -> tuple[str, ...] | str:
         """The record kinds the node emits with these values, or ``SAME`` (default: ``emits``)."""
         return self.emits
+
+    def output_size(self, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        """The sensor size (width, height; px) of the packets the node emits when those it
+        receives have ``size`` (None: known only once the graph runs); ParamError naming the
+        parameter when ``size`` cannot work. Default: a source with ``width`` and ``height``
+        parameters (> 0) emits that size, another source a size known only at run time; a stage
+        emits the size it receives."""
+        if self.accepts:
+            return size
+        width, height = getattr(self, "width", 0), getattr(self, "height", 0)
+        return (width, height) if width > 0 and height > 0 else None
+
+    def input_size(self) -> tuple[int, int] | None:
+        """The sensor size (width, height; px) the node needs its input packets to have, or None
+        when any size works. Default: the size of the SNN model file named by a ``model``
+        parameter when the node takes the records that model takes (the snn stage), else None."""
+        path = getattr(self, "model", None)
+        if not path:
+            return None
+        model = load_model(path)
+        return (model.width, model.height) if model.input in self.accepted() else None
 
 
 @dataclass(frozen=True)

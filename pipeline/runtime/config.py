@@ -11,8 +11,10 @@ Layout::
 Every mistake (unknown key, wrong type, a value outside its ``Literal`` set or declared range, a
 parameter rule or a file named by a parameter that does not hold, missing key, unknown node type,
 a link naming a node that does not exist, a cycle, a link whose records the receiving node cannot
-use) raises ``ConfigError`` whose message names the file, the line and the dotted key, and says
-what was expected. A deprecated parameter name still works and logs a warning.
+use, a link whose packets' sensor size, known before the graph runs, is not the one the
+receiving node needs) raises ``ConfigError`` whose message names the file, the line and the
+dotted key, and says what was expected. A deprecated parameter name still works and logs a
+warning.
 """
 
 from __future__ import annotations
@@ -328,6 +330,38 @@ def _check_records(builder: _Builder, nodes: dict[str, NodeSettings], links: lis
                 f"{describe_records(refused)}"))
 
 
+def _check_sizes(builder: _Builder, nodes: dict[str, NodeSettings], links: list[LinkSettings]) -> None:
+    """Every link into a node that needs one sensor size (``Params.input_size``: the snn stage
+    needs its model's) carries that size, wherever it is known before the graph runs: set by a
+    source that declares it or by a stage that changes it (``Params.output_size``: the scale
+    stage), and passed on by the other stages."""
+    sizes: dict[str, tuple] = {}  # node -> (size emitted or None, name of the node that set it)
+
+    def size(name: str) -> tuple:
+        if name not in sizes:
+            node = nodes[name]
+            known = {size(link.source) for link in links if link.target == name} - {(None, None)}
+            incoming, origin = min(known) if len({s for s, _ in known}) == 1 else (None, None)
+            try:
+                out = node.params.output_size(incoming)
+            except ParamError as exc:
+                raise builder.error((node.kind, name, exc.key), exc.message) from None
+            sizes[name] = (None, None) if out is None else (out, origin if out == incoming else name)
+        return sizes[name]
+
+    for index, link in enumerate(links):
+        target = nodes[link.target]
+        needed = target.params.input_size()
+        got, origin = size(link.source)
+        if needed and got and needed != got:
+            set_by = "" if origin == link.source else f" (the size of {origin})"
+            raise builder.error(("link", index), (
+                f"from {link.source} to {link.target}: {link.target} ({target.type}) takes "
+                f"{needed[0]} x {needed[1]} px packets; {link.source} sends {got[0]} x {got[1]} "
+                f"px{set_by}: map the sensor onto {needed[0]} x {needed[1]} px with a scale "
+                f"stage (docs/live.md)"))
+
+
 def parse(text: str, path: str = "config.toml") -> Config:
     builder = _Builder(path, text)
     try:
@@ -356,6 +390,7 @@ def parse(text: str, path: str = "config.toml") -> Config:
     links = [builder.link(index, table) for index, table in enumerate(raw_links)]
     _check_graph(builder, nodes, links)
     _check_records(builder, nodes, links)
+    _check_sizes(builder, nodes, links)
     return Config(path=path, graph=graph, nodes=nodes, links=links)
 
 
