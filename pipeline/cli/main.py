@@ -2,7 +2,8 @@
 
 A reader that closes standard output early (``evpipe info F | head -1``) ends the command
 quietly: the rest of its output goes to /dev/null and the exit code is 141 (128 + SIGPIPE, what
-a shell reports for a program that SIGPIPE ended), with no traceback.
+a shell reports for a program that SIGPIPE ended), with no traceback. Ctrl-C before a command
+has taken over SIGINT (while it loads) ends it with 130, also without a traceback.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import signal
 import sys
 
 import pipeline.cli.commands as commands
-from pipeline.runtime.node import stdout_closed
 
 CLOSED_PIPE_EXIT = 128 + signal.SIGPIPE
+INTERRUPTED_EXIT = 128 + signal.SIGINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
         return code
     except BrokenPipeError:
+        from pipeline.runtime.node import stdout_closed  # loaded by every command already
+
         if not stdout_closed():
             raise  # another pipe broke: a real error, keep its traceback
         # the Python docs' recipe (signal module, "Note on SIGPIPE"): Python flushes stdout
@@ -54,3 +57,5 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return CLOSED_PIPE_EXIT
+    except KeyboardInterrupt:  # Ctrl-C while starting, before a command handles SIGINT itself
+        return INTERRUPTED_EXIT

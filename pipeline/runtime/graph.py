@@ -5,7 +5,7 @@ The orchestrator binds the metrics collector, starts every node, republishes met
 drain, sinks flush and the run exits 0. A node that fails makes the orchestrator stop the
 sources too, and the run exits 1 once the graph has drained. A node process that dies without
 ending its stream (killed, or failed while starting) cannot be drained: when the graph has not
-drained ``DRAIN_TIMEOUT_S`` after the sources were stopped, the remaining processes are ended.
+drained ``DRAIN_TIMEOUT_S`` after the sources were stopped, the remaining processes are killed.
 """
 
 from __future__ import annotations
@@ -180,17 +180,45 @@ def run_threads(config: Config, stop_event: threading.Event | None = None) -> Ru
         return _finish(collector, config, ok)
 
 
-def _child(config_path: str, name: str, run_dir: str, collector: str) -> None:
-    """Entry point of a node process: SIGINT is left to the orchestrator, SIGTERM stops."""
+def _child(config_path: str, name: str, run_dir: str, collector: str, ready) -> None:
+    """Entry point of a node process: SIGINT is left to the orchestrator, SIGTERM stops; sets
+    ``ready`` once SIGTERM is handled (until then the orchestrator holds it back)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{name}] %(message)s")
     config = load(config_path)
     ctx = zmq.Context()
     runner = NodeRunner(config, name, ctx, "processes", run_dir=run_dir, collector=collector)
     signal.signal(signal.SIGTERM, lambda *_: runner.interrupt())
+    ready.set()
     runner.run()
     ctx.term()
     os._exit(1 if runner.failed else 0)
+
+
+class _SourceStops:
+    """SIGTERMs for the source processes. ``request`` (also from a signal handler) asks each
+    source to stop once more (a second time: give up on blocked sends); ``deliver`` sends what
+    is due to each live source that is ready: before its handler is set, SIGTERM would kill the
+    process while it starts, and its stream could never end."""
+
+    def __init__(self, procs: dict, ready: dict, sources: list[str]):
+        self.procs, self.ready = procs, ready
+        self.sent = dict.fromkeys(sources, 0)
+        self.wanted = 0
+        self.first_at: float | None = None  # monotonic time of the first request
+
+    def request(self) -> None:
+        self.wanted += 1
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+
+    def deliver(self) -> None:
+        for name, sent in self.sent.items():
+            proc = self.procs[name]
+            if sent < self.wanted and proc.is_alive() and self.ready[name].is_set():
+                for _ in range(self.wanted - sent):
+                    os.kill(proc.pid, signal.SIGTERM)
+                self.sent[name] = self.wanted
 
 
 def run_processes(config: Config) -> RunResult:
@@ -200,34 +228,29 @@ def run_processes(config: Config) -> RunResult:
         cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
         collector = _open_collector(cleanup, f"ipc://{run_dir}/metrics.sock", config)
         spawn = multiprocessing.get_context("spawn")
+        ready = {name: spawn.Event() for name in config.nodes}
         procs = {name: spawn.Process(target=_child, name=f"evpipe-{name}",
-                                     args=(os.path.abspath(config.path), name, run_dir, collector.address))
+                                     args=(os.path.abspath(config.path), name, run_dir,
+                                           collector.address, ready[name]))
                  for name in config.nodes}
-        sources = [name for name in procs if config.nodes[name].kind == SOURCE]
-        stopping = {"at": None}
+        stops = _SourceStops(procs, ready, [n for n in procs if config.nodes[n].kind == SOURCE])
 
-        def stop_sources() -> None:
-            if stopping["at"] is None:
-                stopping["at"] = time.monotonic()
-            for name in sources:
-                if procs[name].is_alive():
-                    os.kill(procs[name].pid, signal.SIGTERM)
-
-        with _Signals(stop_sources):
+        with _Signals(stops.request):
             for proc in procs.values():
                 proc.start()
             while any(proc.is_alive() for proc in procs.values()):
                 collector.poll(100)
-                if any(p.exitcode not in (None, 0) for p in procs.values()):
-                    stop_sources()
-                if stopping["at"] is not None and time.monotonic() - stopping["at"] > DRAIN_TIMEOUT_S:
+                if stops.wanted == 0 and any(p.exitcode not in (None, 0) for p in procs.values()):
+                    stops.request()
+                stops.deliver()
+                if stops.first_at is not None and time.monotonic() - stops.first_at > DRAIN_TIMEOUT_S:
                     dead = [n for n, p in procs.items() if p.exitcode not in (None, 0)]
                     if dead:
                         log.error("node process(es) %s ended abnormally and the graph did not drain "
                                   "within %.0f s; ending the rest", ", ".join(dead), DRAIN_TIMEOUT_S)
                         for proc in procs.values():
                             if proc.is_alive():
-                                proc.terminate()
+                                proc.kill()  # SIGTERM would only ask for the drain that cannot come
                         break
             for proc in procs.values():
                 proc.join(5)

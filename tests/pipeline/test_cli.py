@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
+import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -54,14 +57,29 @@ def test_demo_prints_the_pinned_decisions_and_a_summary(tmp_path):
         "replay", "denoise", "hots", "snn", "decoder", "console", "jsonl"}
 
 
+def start_graph(config: str) -> subprocess.Popen:
+    """`evpipe run CONFIG` in a session of its own (``interrupt`` can end all its processes)."""
+    return subprocess.Popen(EVPIPE + ["run", config], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def interrupt(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGINT to the orchestrator; its output once it has ended. A graph still running a minute
+    later fails the test, and every process of its session is killed."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("runner", ["threads", "processes"])
 def test_sigint_drains_flushes_and_exits_zero(tmp_path, runner):
     out = tmp_path / "loop.npy"
-    proc = subprocess.Popen(EVPIPE + ["run", looping_graph(tmp_path, runner, out)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_graph(looping_graph(tmp_path, runner, out))
     time.sleep(4.0)  # let it stream in real time for a while
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = interrupt(proc)
     assert proc.returncode == 0, stderr
     events = np.load(out)  # the sink flushed at end of stream
     assert len(events) > 1000
@@ -70,6 +88,24 @@ def test_sigint_drains_flushes_and_exits_zero(tmp_path, runner):
                (["replay"], ["record"])}
     sent = int(summary["replay"][3].replace(",", ""))
     assert sent == len(events)  # nothing accepted was lost
+
+
+def test_sigint_while_the_node_processes_start_still_drains(tmp_path):
+    """SIGINT the moment the node processes exist, while they are still loading: the sources
+    are told to stop once they can take it, so the graph drains instead of losing a source."""
+    out = tmp_path / "loop.npy"
+    proc = start_graph(looping_graph(tmp_path, "processes", out))
+    children = pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 60
+    while len(children.read_text().split()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.002)  # 3 nodes and the multiprocessing resource tracker
+    assert len(children.read_text().split()) >= 4
+    stdout, stderr = interrupt(proc)
+    assert proc.returncode == 0, stderr
+    assert "ended abnormally" not in stderr
+    summary = {line.split()[0]: line.split() for line in stdout.splitlines() if line.split()[:1] in
+               (["replay"], ["record"])}
+    assert int(summary["replay"][3].replace(",", "")) == len(np.load(out))
 
 
 @pytest.mark.parametrize("runner", ["threads", "processes"])
