@@ -1,9 +1,9 @@
 """A continuous stream built from a labelled dataset: the marker-free stand-in for a camera
 watching objects come and go.
 
-The recordings are laid back to back on one time axis, each followed by ``gap_us`` of silence,
-optionally with uniform background noise (``noise_rate`` events/s spread over every pixel, both
-polarities), the way a DVS's background activity looks (Delbruck 2008, "Frame-free dynamic
+The recordings are laid back to back on one time axis, each followed by ``gap_us`` of silence
+(``concatenate``), optionally with uniform background noise (``add_noise``: events/s spread over
+every pixel, both polarities), the way a DVS's background activity looks (Delbruck 2008, "Frame-free dynamic
 digital vision"). The stream carries no segment markers; the ground truth (which object is shown
 when) comes back separately as ``Presented`` records, for evaluation only.
 
@@ -55,16 +55,13 @@ def interleave(files: list[SegmentFile], seed: int = 0) -> list[SegmentFile]:
     return out
 
 
-def concatenate(files: list[SegmentFile], gap_us: int, noise_rate: float = 0.0, seed: int = 0,
+def concatenate(files: list[SegmentFile], gap_us: int,
                 format: str = "auto") -> tuple[np.ndarray, list[Presented], int, int]:
-    """The events of ``files`` back to back (each shifted to start ``gap_us`` after the previous
-    one ended, the first at t = 0), plus ``noise_rate`` events/s of uniform noise over the whole
-    span. Returns (events sorted by time, what was presented when, width, height); the sensor
-    size is the largest of the files'."""
+    """The events of ``files`` back to back, each shifted to start ``gap_us`` after the previous
+    one ended (the first at t = 0). Returns (events sorted by time, what was presented when,
+    width, height); the sensor size is the largest of the files'."""
     if gap_us < 0:
         raise ValueError(f"gap_us must be >= 0, got {gap_us}")
-    if noise_rate < 0:
-        raise ValueError(f"noise_rate must be >= 0 events/s, got {noise_rate}")
     chunks, shown, start, width, height = [], [], 0, 0, 0
     for item in files:
         reader, events = read_all(item.path, format)
@@ -77,15 +74,23 @@ def concatenate(files: list[SegmentFile], gap_us: int, noise_rate: float = 0.0, 
         shown.append(Presented(start, end, item.label, item.path, len(events)))
         chunks.append(events)
         start = end + gap_us + 1
-    events = concat_records(chunks)
-    if noise_rate > 0 and start > 0:
-        rng = np.random.default_rng(seed)
-        count = int(rng.poisson(noise_rate * start / 1e6))
-        noise = np.zeros(count, EVENT_DTYPE)
-        noise["t"] = np.sort(rng.integers(0, start, count))
-        noise["x"] = rng.integers(0, width, count)
-        noise["y"] = rng.integers(0, height, count)
-        noise["p"] = rng.integers(0, 2, count)
-        merged = concat_records([events, noise])
-        events = merged[np.argsort(merged["t"], kind="stable")]
-    return events, shown, width, height
+    return concat_records(chunks), shown, width, height
+
+
+def add_noise(events: np.ndarray, rate: float, width: int, height: int, seed: int = 0) -> np.ndarray:
+    """``events`` with ``rate`` events/s of uniform noise added over their time span, every pixel
+    and both polarities equally likely; sorted by time (noise after events of the same time)."""
+    if rate < 0:
+        raise ValueError(f"noise rate must be >= 0 events/s, got {rate}")
+    if rate == 0 or not len(events):
+        return events
+    rng = np.random.default_rng(seed)
+    t0, t1 = int(events["t"][0]), int(events["t"][-1]) + 1
+    count = int(rng.poisson(rate * (t1 - t0) / 1e6))
+    noise = np.zeros(count, EVENT_DTYPE)
+    noise["t"] = np.sort(rng.integers(t0, t1, count))
+    noise["x"] = rng.integers(0, width, count)
+    noise["y"] = rng.integers(0, height, count)
+    noise["p"] = rng.integers(0, 2, count)
+    merged = concat_records([events, noise])
+    return merged[np.argsort(merged["t"], kind="stable")]

@@ -110,6 +110,7 @@ class SnnStage(Stage):
         self.output_layer = self.model.n_layers - 1
         self.dtype = EVENTS if self.model.input == EVENTS else FEATURES
         self.seen = 0  # input events since the last reset (activity: since the stream began)
+        self.t_now = 0  # latest time (us) the network has been run to
         self.warned_unmarked = False
 
     def process(self, packet: Packet) -> list[Packet]:
@@ -132,13 +133,15 @@ class SnnStage(Stage):
                         "\"activity\"", self.name, header.stream)
         if segment is not None and segment.start:
             lif.reset_state(self.net, self.state, header.t_first)
-            self.seen = 0
+            self.seen, self.t_now = 0, header.t_first  # each recording has its own time base
         return [self._run(header, t, idx, segment)]
 
     def _run(self, header: Header, t: np.ndarray, idx: np.ndarray, segment: Segment | None) -> Packet:
         spikes = lif.run(self.net, self.state, t, idx)
         keep = slice(None) if self.params.layers == "all" else spikes["layer"] == self.output_layer
-        t_end = max(int(t[-1]) if len(t) else 0, header.t_last)
+        # potentials are read at the packet's end, never before an input already run (an empty
+        # packet may say t_last = 0)
+        t_end = self.t_now = max(int(t[-1]) if len(t) else self.t_now, header.t_last, self.t_now)
         v = lif.potentials(self.net, self.state, self.output_layer, t_end)
         n_spikes = len(spikes["t"][keep])
         out = np.empty(n_spikes + len(v), SPIKE_DTYPE)
