@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 import zmq
 
+from pipeline.runtime.config import load
 from pipeline.runtime.links import LOSSLESS, Receiver
+from pipeline.runtime.metrics import SNAPSHOT_TOPIC, metrics_address
 from tests.conftest import AEDAT4_SAMPLE, ROOT
 from tests.pipeline.helpers import chain_config, free_port, write_config
 from tests.sinks.helpers import demo_config, failing_config
@@ -32,8 +34,30 @@ def evpipe(*args, timeout=120, **kwargs):
 
 
 def looping_graph(tmp_path, runner: str, out_path) -> str:
-    return str(chain_config(tmp_path / "loop.toml", AEDAT4_SAMPLE, out_path, graph=f'runner = "{runner}"',
+    """The AEDAT4 sample looping in real time through a passthrough stage into an npy sink; the
+    graph is named after the test, so its metrics address is its own."""
+    return str(chain_config(tmp_path / "loop.toml", AEDAT4_SAMPLE, out_path,
+                            graph=f'runner = "{runner}"\nname = "loop-{tmp_path.name}"\nmetrics_interval_s = 0.2',
                             replay="speed = 1.0\nloop = true"))
+
+
+def wait_until_recorded(config: str, events: int) -> None:
+    """Wait (at most a minute) until the graph's metrics say its sink has received ``events``."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.SUBSCRIBE, SNAPSHOT_TOPIC)
+    sock.connect(metrics_address(load(config).graph))
+    received, deadline = 0, time.monotonic() + 60
+    try:
+        while received < events and time.monotonic() < deadline:
+            if sock.poll(100, zmq.POLLIN):
+                snapshot = json.loads(sock.recv_multipart()[1])
+                if snapshot["node"] == "record":
+                    received = snapshot["records_in"]
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    assert received >= events, f"the sink received {received} events in a minute"
 
 
 CONSOLE_LINE = re.compile(r"\[snn\] segment (\d+): class (\S+) by (\S+) \(margin [\d.]+\) after (\d+) "
@@ -77,12 +101,15 @@ def interrupt(proc: subprocess.Popen) -> tuple[str, str]:
 @pytest.mark.parametrize("runner", ["threads", "processes"])
 def test_sigint_drains_flushes_and_exits_zero(tmp_path, runner):
     out = tmp_path / "loop.npy"
-    proc = start_graph(looping_graph(tmp_path, runner, out))
-    time.sleep(4.0)  # let it stream in real time for a while
-    stdout, stderr = interrupt(proc)
+    config = looping_graph(tmp_path, runner, out)
+    proc = start_graph(config)
+    try:
+        wait_until_recorded(config, 20_000)  # let it stream in real time for a while
+    finally:
+        stdout, stderr = interrupt(proc)
     assert proc.returncode == 0, stderr
     events = np.load(out)  # the sink flushed at end of stream
-    assert len(events) > 1000
+    assert len(events) >= 20_000
     assert "record" in stdout and "events/s" in stdout  # end summary printed
     summary = {line.split()[0]: line.split() for line in stdout.splitlines() if line.split()[:1] in
                (["replay"], ["record"])}
