@@ -56,9 +56,14 @@ def freeze_heap() -> None:
 
 
 def stdout_closed() -> bool:
-    """Whether standard output is a pipe whose reading end has closed (poll reports POLLERR)."""
+    """Whether standard output is a pipe whose reading end has closed (poll reports POLLERR);
+    False when it is no file descriptor at all (replaced in-process, as test capture does)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
     poller = select.poll()
-    poller.register(sys.stdout.fileno(), select.POLLOUT)
+    poller.register(fd, select.POLLOUT)
     return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
