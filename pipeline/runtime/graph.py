@@ -67,7 +67,8 @@ class Collector:
                               f"publish metrics there ({exc})") from None
         if publish.startswith("ipc://"):
             path = publish[len("ipc://"):]
-            self._socket_file = (path, os.stat(path).st_ino)
+            with contextlib.suppress(OSError):  # no file: an abstract socket (ipc://@name)
+                self._socket_file = (path, os.stat(path).st_ino)
         self.latest: dict[str, dict] = {}
         self.finals: dict[str, dict] = {}
 
@@ -84,17 +85,11 @@ class Collector:
             self.latest[node] = snap
             if snap.get("final"):
                 self.finals[node] = snap
-            self._publish(SNAPSHOT_TOPIC, raw)
+            self.pub.send_multipart([SNAPSHOT_TOPIC, raw])  # PUB never blocks: a full subscriber misses it
 
     def announce_end(self, ok: bool) -> None:
         """Tell ``evpipe top`` the graph has ended, and whether every node ended well."""
-        self._publish(END_TOPIC, json.dumps({"graph": self.graph, "ok": ok}).encode())
-
-    def _publish(self, topic: bytes, payload: bytes) -> None:
-        try:
-            self.pub.send_multipart([topic, payload], zmq.NOBLOCK)
-        except zmq.Again:  # a subscriber's queue is full: it misses this one
-            pass
+        self.pub.send_multipart([END_TOPIC, json.dumps({"graph": self.graph, "ok": ok}).encode()])
 
     def close(self) -> None:
         """Close both sockets and remove the ipc socket file bound here (libzmq leaves it),
