@@ -264,15 +264,17 @@ class Aedat4Sink(Sink):
 @dataclass(frozen=True)
 class ViewerParams(Params):
     """The viewer shows (or saves to ``save``) the event frame and time surface of the events it
-    receives, the output neurons of snn spikes and the latest decision, redrawn ``fps`` times
-    per second of its ``clock``."""
+    receives, the output neurons of snn spikes and the latest decision, written over the events
+    it was made on, redrawn ``fps`` times per second of its ``clock``; each segment of the event
+    stream starts the panels afresh."""
 
     accepts = (EVENTS, SPIKES, JSON)
 
     fps: float = param(30.0, "redraws per second of the clock, at most", unit="frames/s", gt=0)
     tau_us: float = param(30_000.0, "decay of the event frame", unit="us", gt=0)
     surface_tau_us: float = param(50_000.0, "decay of the time-surface panel", unit="us", gt=0)
-    save: str = path_field(help=".png (last frame), .gif or .mp4 file; empty: show a window")
+    save: str = path_field(help=".png (the last frame, the only one drawn), .gif or .mp4 file; "
+                                "empty: show a window")
     clock: Literal["auto", "wall", "stream"] = param(
         "auto", "time base of the redraws: wall, stream (sensor time), or auto: stream when "
                 "saving, else wall")
