@@ -449,7 +449,8 @@ class Viewer:
                   f"events {self.events:,}  packets {self.packets:,}",
                   f"drops: {self.gaps:,} packets (seq gaps)",
                   f"frames: {self.pacer.drawn:,} drawn, {self.pacer.dropped:,} dropped",
-                  f"t = {((self.t_now or 0) - (self.t_first or 0)) / 1e6:.3f} s since the segment began"]
+                  f"t = {((self.t_now or 0) - (self.t_first or 0)) / 1e6:.3f} s since the "
+                  + ("first event" if segment is None else "segment began")]
         return "\n".join(lines)
 
     def _update_rates(self) -> None:
