@@ -439,7 +439,8 @@ class Viewer:
             truth, decided = d.get("label"), self.decided(d)
             verdict = "" if truth is None else ("  (right)" if str(truth) == decided else f"  (true {truth})")
             lines += [f"decision: {decided}{verdict}",
-                      f"  rule {d.get('rule')}, margin {float(d.get('margin') or 0):.3g}",
+                      f"  rule {d.get('rule')}, margin {float(d.get('margin') or 0):.3g}"
+                      + (f"; {d['reason']}" if d.get("reason") else ""),
                       f"  decoder {float(d.get('decoder_ns') or 0) / 1e3:.0f} us, after {d.get('events')} events",
                       f"  segment {d.get('segment')} {d.get('segment_name') or ''}  ({self.decisions} decisions)"]
         stream_rate, wall_rate = self.rates

@@ -188,8 +188,10 @@ def test_an_abstention_reads_no_decision():
     viewer.feed(events_packet("replay", 0, events, 34, 34, Segment(0, start=True, name="a.bin")))
     viewer.feed(json_packet("decoder", 0, [{"class": None, "class_name": None, "rule": "abstain",
                                             "segment": 0, "segment_name": "a.bin", "label": None,
-                                            "t": int(events["t"][-1]), "margin": None}]))
+                                            "t": int(events["t"][-1]), "margin": 0.0,
+                                            "reason": "no clear lead"}]))
     assert viewer.on_screen() and viewer.maybe_draw()
     assert viewer.overlay.get_text() == "no decision"
-    assert "decision: no decision" in viewer.status_text()
+    status = viewer.status_text().splitlines()
+    assert status[2:4] == ["decision: no decision", "  rule abstain, margin 0; no clear lead"]
     assert viewer.class_names == {}
