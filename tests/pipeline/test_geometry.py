@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ from pipeline.runtime.config import ConfigError, parse
 from sensors.readers import read_all
 from sensors.replay import Replay, dataset_files
 from tests.conftest import AEDAT4_SAMPLE, ROOT
+from tests.pipeline.test_node_params import DEMO, EVPIPE
 
-MODEL = ROOT / "recordings" / "model.npz"
-EVPIPE = [sys.executable, "-m", "pipeline.cli"]
+MODEL_STAGES = DEMO[DEMO.index("[stage.hots]"):DEMO.index("[sink.jsonl]")]  # hots, snn, decoder
 
 
 def scaled(stage: Scale, packets) -> list:
@@ -86,24 +85,7 @@ x0 = 80
 width = 480
 threshold = 1
 
-[stage.hots]
-type = "hots"
-radius = 2
-tau_us = 50000.0
-n_prototypes = 64
-mode = "all"
-in_channels = 2
-learn = false
-prototypes = "{MODEL}"
-
-[stage.snn]
-type = "snn"
-model = "{MODEL}"
-
-[stage.decoder]
-type = "decoder"
-model = "{MODEL}"
-
+{MODEL_STAGES}
 [sink.decisions]
 type = "jsonl"
 path = "DECISIONS"

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from pipeline.core.packet import Segment, events_packet, json_packet
+from pipeline.core.stage import Stage, run_chain
 from pipeline.nodes.features import Denoise, DenoiseParams, Hots, HotsParams
 from pipeline.nodes.snn import DecoderParams, DecoderStage, SnnParams, SnnStage
 from pipeline.ui.viewer import FADE, PANEL_PX, Viewer, overlap_colour
@@ -109,27 +110,32 @@ def stages(segments: str):
             DecoderStage("decoder", DecoderParams(model=MODEL, rule="count", k=64))]
 
 
+class Tap(Stage):
+    """Feeds every packet to the viewer, notes each frame drawn and passes the packet on."""
+
+    def __init__(self, viewer: Viewer, frames: list):
+        super().__init__("tap")
+        self.viewer, self.frames = viewer, frames
+
+    def process(self, packet):
+        viewer = self.viewer
+        viewer.feed(packet)
+        if viewer.maybe_draw():
+            self.frames.append({"decision": viewer.decision if viewer.overlay.get_visible() else None,
+                                "current": viewer.decision, "text": viewer.overlay.get_text(),
+                                "segment": viewer.segment, "t_now": viewer.t_now})
+        return [packet]
+
+
 def run_graph(viewer: Viewer, packets, chain) -> list[dict]:
     """The replay's packets through ``chain`` in-process, the viewer fed the events, the snn's
     spikes and the decisions as they come (the order of a graph that keeps up). Returns one
-    entry per frame drawn: the decision on screen (or None), the shown segment and times."""
-    frames = []
-
-    def push(index: int, items) -> None:
-        for packet in items:
-            if index in (0, 3, 4):  # replay events, snn spikes, decoder decisions
-                viewer.feed(packet)
-                if viewer.maybe_draw():
-                    frames.append({"decision": viewer.decision if viewer.overlay.get_visible() else None,
-                                   "current": viewer.decision, "text": viewer.overlay.get_text(),
-                                   "segment": viewer.segment, "t_now": viewer.t_now})
-            if index < len(chain):
-                push(index + 1, chain[index].process(packet))
-
-    for packet in packets:
-        push(0, [packet])
-    for index, stage in enumerate(chain):
-        push(index + 1, stage.finish())
+    entry per frame drawn: the decision on screen (or None), the current one, the overlay's
+    text, the shown segment and the newest event time."""
+    frames: list[dict] = []
+    denoise, hots, snn, decoder = chain
+    run_chain(packets, [Tap(viewer, frames), denoise, hots, snn, Tap(viewer, frames), decoder,
+                        Tap(viewer, frames)])
     return frames
 
 
