@@ -214,7 +214,7 @@ def test_same_input_twice_is_deterministic(recordings):
 
 def test_agrees_with_snntorch_clock_driven_at_1us(recordings):
     """snnTorch (clock-driven, dt = 1 us, float64) on the first 8 ms of an N-MNIST sample through
-    2312 -> 32 (LIF, tau 20 ms, subtract) -> 10 (IF, reset to zero).
+    2312 -> 32 (LIF, tau 20 ms) -> 10 (IF), both reset by subtraction.
 
     Stated tolerance: at dt = 1 us the input times are exact, so the only differences come from
     snnTorch summing all inputs of one step before its single threshold test (events sharing a
