@@ -28,7 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.core.files import make_parent
+from pipeline.core.model import LIVE_DEFAULTS
 from pipeline.learn.convert import ann_logits, normalise, to_snn
+from pipeline.learn.continuous import calibrate_live
 from pipeline.learn.evaluate import evaluate
 from pipeline.learn.features import (
     PREFIXES,
@@ -127,9 +129,11 @@ def save_model(path, weights, classes, spec: FeatureSpec, prototypes: np.ndarray
                             "training": np.array(json.dumps(training))})
 
 
-def calibrate_k(files, inputs, labels, classes, spec, prototypes, params) -> dict:
-    """Train on four fifths of ``files``, stream the held-out fifth through the snn stage and one
-    decoder per candidate k; returns the k with the best early accuracy and the table."""
+def calibrate(files, inputs, labels, classes, spec, prototypes, params) -> dict:
+    """Train on four fifths of ``files`` and calibrate the read-outs on the held-out fifth: the
+    decoder's ``k`` (each sample streamed through the snn stage and one decoder per candidate,
+    the k with the best early accuracy) and the live read-out (``calibrate_live``: the held-out
+    samples as marker-free streams). Returns k, its table and the live setting with its table."""
     part = folds(files, 5, params.seed) == 0
     keep = np.flatnonzero(~part)
     weights, _, _ = _convert([inputs[i] for i in keep], [labels[i] for i in keep], classes, spec,
@@ -140,9 +144,11 @@ def calibrate_k(files, inputs, labels, classes, spec, prototypes, params) -> dic
         save_model(path, weights, classes, spec, prototypes,
                    {"features": asdict(spec), "decoder": {"rule": "count", "k": 1}})
         table = evaluate(path, held, ks=K_CANDIDATES, desc="calibration")
+        live = calibrate_live(path, held, params.seed)
     best = max(K_CANDIDATES, key=lambda k: (table[k]["accuracy_early"], -k))
     return {"k": best, "table": {str(k): {key: table[k][key] for key in (
-        "accuracy_early", "early_rate", "median_event_fraction")} for k in K_CANDIDATES}}
+        "accuracy_early", "early_rate", "median_event_fraction")} for k in K_CANDIDATES},
+            "live": live}
 
 
 def train(files: list[SegmentFile], out, spec: FeatureSpec = FeatureSpec(),
@@ -154,13 +160,13 @@ def train(files: list[SegmentFile], out, spec: FeatureSpec = FeatureSpec(),
         raise DatasetError(f"training needs recordings of at least two classes, got {classes}")
     prototypes = learn_prototypes(files, spec, params.prototype_samples, params.seed)
     inputs, labels = extract(files, spec, prototypes)
-    calibration = (calibrate_k(files, inputs, labels, classes, spec, prototypes, params)
-                   if params.k <= 0 else {"k": params.k, "table": None})
+    calibration = (calibrate(files, inputs, labels, classes, spec, prototypes, params)
+                   if params.k <= 0 else {"k": params.k, "table": None, "live": dict(LIVE_DEFAULTS)})
     weights, lambdas, accuracy = _convert(inputs, labels, classes, spec, params, "fit")
     training = {"features": asdict(spec), "decoder": {"rule": "count", "k": calibration["k"]},
                 "params": asdict(params), "lambdas": lambdas, "prefixes": list(PREFIXES),
                 "n_samples": len(files), "train_accuracy_ann": accuracy,
-                "calibration": calibration["table"],
+                "calibration": calibration["table"], "live": calibration["live"],
                 "mean_feature_events": float(np.mean([len(i) for i in inputs])),
                 "seconds": round(time.perf_counter() - started, 1)}
     save_model(out, weights, classes, spec, prototypes, training)

@@ -117,10 +117,15 @@ class SnnStage(Stage):
         header = packet.header
         if header.dtype != self.dtype:
             raise ValueError(f"{self.name}: expected {self.dtype!r} records, got {header.dtype!r}")
+        m = self.model
+        if (header.width, header.height) != (m.width, m.height):
+            raise ValueError(f"{self.name}: expected {m.width} x {m.height} px packets (the input "
+                             f"size of {self.params.model}), got {header.width} x {header.height} "
+                             f"px from {header.stream!r}; map the sensor onto it with a scale "
+                             f"stage (docs/live.md)")
         records = packet.records
         t = np.ascontiguousarray(records["t"], dtype=np.int64)
         idx = np.empty(len(records), np.int64)
-        m = self.model
         channel = records["p"] if self.dtype == EVENTS else records["f"]
         map_inputs(records["x"], records["y"], channel, m.width, m.height, m.cell, m.channels, idx)
         if self.live:

@@ -16,6 +16,7 @@ from pipeline.cli.commands.train import (
 )
 from pipeline.core.files import open_for_writing
 from pipeline.core.model import load_model, read_training
+from pipeline.learn.continuous import evaluate_continuous
 from pipeline.learn.evaluate import evaluate, pooled
 from pipeline.learn.features import DatasetError, select
 from pipeline.learn.train import train
@@ -28,6 +29,9 @@ log = logging.getLogger("evpipe")
 DEFAULT_MODEL = pathlib.Path(__file__).resolve().parents[3] / "recordings" / "model.npz"
 SHOWN = ("n_samples", "accuracy_final", "accuracy_ann", "accuracy_early", "early_rate",
          "median_event_fraction", "median_decision_us")
+CONTINUOUS_SHOWN = ("objects", "found", "decided_once", "extra_decisions", "abstentions",
+                    "accuracy_first", "accuracy_first_vs_marker", "median_delay_ms",
+                    "median_event_share")
 
 
 def add_arguments(parser) -> None:
@@ -38,6 +42,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", help="write the metrics here")
     parser.add_argument("--plot", help="write the evaluation figure here (accuracy versus events seen, confusion matrix; PNG)")
     add_split_arguments(parser)
+    parser.add_argument("--continuous", action="store_true",
+                        help="score the live read-out instead: the samples as one marker-free "
+                             "stream, objects found and decided once (docs/snn.md)")
+    parser.add_argument("--gap-ms", type=float, default=300.0, metavar="G",
+                        help="--continuous: silence between samples, ms (default 300)")
+    parser.add_argument("--noise", type=float, default=0.0, metavar="R",
+                        help="--continuous: uniform background noise added, events/s (default 0)")
     parser.add_argument("--cross-validate", type=int, default=0, metavar="K",
                         help="train one model per fold of K (ignores --model) and pool the "
                              "held-out results; training flags below apply")
@@ -57,8 +68,22 @@ def cross_validate(args) -> dict:
     return {**pooled(runs), "folds": [run.metrics for run in runs]}
 
 
-def _line(result: dict) -> str:
-    return ", ".join(f"{key} {result[key]:.4g}" for key in SHOWN)
+def _line(result: dict, keys=SHOWN) -> str:
+    return ", ".join(f"{key} {result[key]:.4g}" for key in keys if result.get(key) is not None)
+
+
+def continuous(args, files) -> dict:
+    """The live read-out on ``files`` as one stream, beside the marker mode on the same files."""
+    if args.gap_ms < 0 or args.noise < 0:
+        raise DatasetError(f"--gap-ms and --noise must be >= 0, got {args.gap_ms:g} and {args.noise:g}")
+    result = evaluate_continuous(args.model, files, round(args.gap_ms * 1000), args.noise,
+                                 args.split_seed)
+    marker = evaluate(args.model, files, desc="marker mode").metrics
+    result["marker_mode"] = {key: marker[key] for key in (
+        "accuracy_early", "accuracy_final", "median_event_fraction", "median_decision_us")}
+    result["accuracy_first_vs_marker"] = (result["accuracy_first"] / marker["accuracy_early"]
+                                          if marker["accuracy_early"] else None)
+    return result
 
 
 def _model_problem(path) -> str:
@@ -81,14 +106,16 @@ def main(args) -> int:
                 log.error("%s", problem)
                 return 2
             files = select(args.data, args.folds, args.fold, test=True, seed=args.split_seed)
-            result = evaluate(args.model, files).metrics
+            result = continuous(args, files) if args.continuous else evaluate(args.model, files).metrics
     except DatasetError as exc:
         log.error("%s", exc)
         return 2
-    print(_line(result))
+    print(_line(result, CONTINUOUS_SHOWN if args.continuous else SHOWN))
     if args.json:
         with open_for_writing(args.json) as handle:
             handle.write(json.dumps(result, indent=1) + "\n")
-    if args.plot:
+    if args.plot and not args.continuous:
         save_plot(result, args.plot)
+    elif args.plot:
+        log.warning("--plot draws the marker-mode evaluation; not written with --continuous")
     return 0
