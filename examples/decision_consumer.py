@@ -6,11 +6,18 @@ to the decisions sink's address, subscribe to its topic; every message has two f
 and one UTF-8 JSON object (one decision). ``seq`` grows by one per decision, so a jump means
 decisions were dropped (a slow consumer) or missed (connected late).
 
+Each decision says how old it is: ``origin_ns`` is when the pipeline's source obtained the
+deciding events and ``e2e_latency_ns`` the time from then to publication (ns, host
+``CLOCK_REALTIME``). This consumer also measures the age on its own clock when a decision
+arrives, ``time.time_ns() - origin_ns``: at least ``e2e_latency_ns`` on the pipeline's host or on
+one whose clock is synchronised with it. A robot drops decisions older than its deadline.
+
     python examples/decision_consumer.py tcp://127.0.0.1:5560
     python examples/decision_consumer.py tcp://127.0.0.1:5560 --json --count 10
 
 In a ROS 2 node, run ``receive`` in a thread (or poll the socket from a timer with
-``zmq.NOBLOCK``) and publish a message built from the fields you need from ``handle``.
+``zmq.NOBLOCK``) and publish a message built from the fields you need from ``handle``. A record
+with ``class`` null is an abstention: something was seen, no class named (see ``reason``).
 """
 
 import argparse
@@ -22,11 +29,12 @@ import zmq
 
 # Fields every decision carries (docs/decisions.md): checked so a mismatch is reported, not guessed.
 REQUIRED = ("stream", "segment", "class", "class_name", "score", "margin", "rule", "t", "t_start",
-            "events", "decoder_ns", "label", "seq", "published_ns")
+            "events", "decoder_ns", "label", "origin_ns", "e2e_latency_ns", "seq", "published_ns")
 
 
 def receive(address, topic="decisions", count=0, timeout_s=0.0, idle_s=0.0):
-    """Yield decisions (dicts) from ``address``; stop after ``count`` (0: never), after
+    """Yield (decision dict, host time of its arrival in ns) from ``address``; the time is taken
+    right after the message was read. Stop after ``count`` (0: never), after
     ``timeout_s`` in total or ``idle_s`` without a message (0: no limit). Malformed messages are
     reported on stderr and skipped."""
     ctx = zmq.Context.instance()
@@ -47,6 +55,7 @@ def receive(address, topic="decisions", count=0, timeout_s=0.0, idle_s=0.0):
             if not sock.poll(int(min(limits + [0.2]) * 1000), zmq.POLLIN):
                 continue
             frames = sock.recv_multipart()
+            received_ns = time.time_ns()
             last = time.monotonic()
             try:
                 if len(frames) != 2:
@@ -59,17 +68,28 @@ def receive(address, topic="decisions", count=0, timeout_s=0.0, idle_s=0.0):
                 print(f"skipping malformed message: {exc}", file=sys.stderr)
                 continue
             received += 1
-            yield decision
+            yield decision, received_ns
     finally:
         sock.close(linger=0)
 
 
-def handle(decision):
-    """One readable line; replace with what your robot does with a decision."""
+def ms(ns):
+    return "unknown" if ns is None else f"{ns / 1e6:.1f} ms"
+
+
+def handle(decision, received_ns):
+    """One readable line; replace with what your robot does with a decision. The latency is
+    shown twice: the record's (source to publication, measured by the pipeline) and the age on
+    arrival here (source to this consumer, on this host's clock)."""
     truth = "" if decision["label"] is None else f" (true {decision['label']})"
-    return (f"#{decision['seq']} [{decision['stream']}] segment {decision['segment']}: "
-            f"{decision['class_name']}{truth} by {decision['rule']}, margin {decision['margin']:.3g}, "
-            f"{decision['events']} events, t = {decision['t'] / 1e6:.3f} s")
+    if decision["class"] is None:
+        what = f"no decision ({decision.get('reason')})"
+    else:
+        what = f"{decision['class_name']} by {decision['rule']}, margin {decision['margin']:.3g}"
+    age = received_ns - decision["origin_ns"] if decision["origin_ns"] else None
+    return (f"#{decision['seq']} [{decision['stream']}] segment {decision['segment']}: {what}{truth}, "
+            f"{decision['events']} events, t = {decision['t'] / 1e6:.3f} s; "
+            f"e2e {ms(decision['e2e_latency_ns'])} at publication, {ms(age)} on arrival here")
 
 
 def main(argv=None):
@@ -84,11 +104,12 @@ def main(argv=None):
     print(f"listening on {args.address}, topic {args.topic!r}", file=sys.stderr, flush=True)
     expected = None
     try:
-        for decision in receive(args.address, args.topic, args.count, args.timeout, args.idle):
+        for decision, received_ns in receive(args.address, args.topic, args.count, args.timeout,
+                                             args.idle):
             if expected is not None and decision["seq"] != expected:
                 print(f"missed {decision['seq'] - expected} decision(s)", file=sys.stderr, flush=True)
             expected = decision["seq"] + 1
-            print(json.dumps(decision) if args.json else handle(decision), flush=True)
+            print(json.dumps(decision) if args.json else handle(decision, received_ns), flush=True)
     except KeyboardInterrupt:
         pass
     return 0

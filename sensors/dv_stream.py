@@ -4,7 +4,8 @@ Both ``dv_processing.io.camera`` devices and ``dv_processing.io.NetworkReader`` 
 ``getNextEventBatch()`` (an ``EventStore`` or None when nothing is ready), ``getEventResolution()``
 and ``isRunning()``. ``DvSource`` turns their batches into packets the same way for both: each
 batch is cut by time (``packet_us``) or count (``packet_events``) and sent at once (a live
-source never holds events back waiting for the next batch). When the input stops running or
+source never holds events back waiting for the next batch), each stamped with the host time
+at which its batch was received (``origin_ns``, ``time.time_ns()``). When the input stops running or
 cannot be opened, it is reopened with exponential backoff while the rest of the graph keeps
 running; ``reconnects`` counts the successful reopenings.
 """
@@ -98,9 +99,10 @@ class DvSource(Source):
                         break
                     time.sleep(POLL_S)
                     continue
+                received = time.time_ns()
                 events = from_dv(batch).copy()  # the store's buffer dies with the batch
                 for cut in packetizer.push(events) + packetizer.flush():
-                    yield events_packet(self.name, 0, cut, width, height)
+                    yield events_packet(self.name, 0, cut, width, height, origin_ns=received)
             self.input = None if self.stopping else self.input
 
     def close(self) -> None:

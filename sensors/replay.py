@@ -7,6 +7,10 @@ surrounding white space stripped (the shared N-MNIST folders end in a carriage r
 Pacing maps sensor time to wall time: a packet is released when ``wall - wall0 >=
 (t_last - t0) / speed``, with the anchor (wall0, t0) set at each segment start, so files from
 different time bases play back to back. ``speed = 0`` replays as fast as possible.
+
+Every packet's ``origin_ns`` is the host time (``time.time_ns()``) at which the replay released
+it: when its pacing wait ended, or, unpaced, when it was emitted. A replay stands in for a camera
+that delivered the packet at that moment, so end-to-end latencies read as they would live.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from pipeline.core.events import EVENT_DTYPE
-from pipeline.core.packet import Packet, Packetizer, Segment, events_packet
+from pipeline.core.packet import Packet, Packetizer, Segment, events_packet, released
 from sensors.readers import FormatError, formats, open_reader
 
 log = logging.getLogger(__name__)
@@ -186,7 +190,8 @@ class Replay:
         self.skipped: list[str] = []  # errors of recordings that could not be read
 
     def packets(self) -> Iterator[Packet]:
-        """All packets, segment after segment; segment ids count the segments sent: 0, 1, 2 ...
+        """All packets, segment after segment, each stamped with its release time (``origin_ns``);
+        segment ids count the segments sent: 0, 1, 2 ...
 
         A file that turns out unreadable is logged with its error (which names the file), listed
         in ``skipped``, and: if it failed before its first packet, sends nothing and takes no
@@ -203,15 +208,16 @@ class Replay:
                 try:
                     for packet in self._segment(item, segment):
                         started = packet
-                        yield packet
+                        yield released(packet)
                         if self.stopping():
                             return
                 except FormatError as exc:
                     self.skipped.append(str(exc))
                     log.error("skipping unreadable recording: %s", exc)
                     if started is not None:
-                        yield events_packet(self.stream, 0, np.empty(0, EVENT_DTYPE), started.header.width,
-                                            started.header.height, replace(segment, end=True))
+                        yield released(events_packet(self.stream, 0, np.empty(0, EVENT_DTYPE),
+                                                     started.header.width, started.header.height,
+                                                     replace(segment, end=True)))
                 if started is not None:
                     segment_id += 1
             if not self.loop:

@@ -11,6 +11,7 @@ reproducible on its own and two runs with the same parameters give identical eve
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -109,7 +110,8 @@ def scene_events(scene: Scene, duration_us: int = 0) -> Iterator[np.ndarray]:
 
 
 class SyntheticSource(Source):
-    """The synthetic scene as a packet source, paced at ``speed_factor`` x real time (0: flat out)."""
+    """The synthetic scene as a packet source, paced at ``speed_factor`` x real time (0: flat out);
+    each packet's ``origin_ns`` is its emission time (host ns, ``time.time_ns()``)."""
 
     def __init__(self, name: str, scene: Scene, duration_us: int = 0, speed_factor: float = 1.0,
                  packet_us: int = 1000, packet_events: int = 10_000):
@@ -125,6 +127,10 @@ class SyntheticSource(Source):
                 if self.stopping:
                     return
                 self.pacer.wait_until(int(cut["t"][-1]))
-                yield events_packet(self.name, 0, cut, self.scene.width, self.scene.height)
+                yield self._packet(cut)
         for cut in self.packetizer.flush():
-            yield events_packet(self.name, 0, cut, self.scene.width, self.scene.height)
+            yield self._packet(cut)
+
+    def _packet(self, events: np.ndarray) -> Packet:
+        return events_packet(self.name, 0, events, self.scene.width, self.scene.height,
+                             origin_ns=time.time_ns())

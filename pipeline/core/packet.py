@@ -2,13 +2,21 @@
 
 A packet's header says which stream it belongs to, its sequence number (per stream, +1 per
 packet, so a gap means packets were lost), the record dtype name, the sensor size, the first and
-last event time (us, in the sensor clock domain), the host send time (ns) and optional segment
-markers. End of stream is its own packet kind (``kind == "eos"``), never a timeout.
+last event time (us, in the sensor clock domain), the host send time (ns), the host time at
+which the source obtained the events (``origin_ns``) and optional segment markers. End of stream
+is its own packet kind (``kind == "eos"``), never a timeout.
+
+``origin_ns`` is what end-to-end latency is measured from: ``time.time_ns()`` (CLOCK_REALTIME, ns
+since the Unix epoch, so processes and NTP-synced hosts compare) when a camera or network batch
+was received, or when a replay or synthetic source released the packet; 0 means unknown. Stages
+keep it: the runtime copies an input packet's origin to every packet its processing returns
+(``pipeline.core.stage``), so a decision carries the origin of the events it was decided on.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -37,7 +45,9 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Header:
-    """Packet header. Times: ``t_first``/``t_last`` in us (sensor clock), ``sent_ns`` host ns."""
+    """Packet header. Times: ``t_first``/``t_last`` in us (sensor clock); ``sent_ns`` (when this
+    copy was sent) and ``origin_ns`` (when the source obtained the events, 0 = unknown) in ns of
+    the host clock ``time.time_ns()``."""
 
     stream: str
     seq: int
@@ -51,6 +61,7 @@ class Header:
     sent_ns: int = 0
     kind: str = DATA
     segment: Segment | None = None
+    origin_ns: int = 0
 
     def with_(self, **changes) -> "Header":
         return replace(self, **changes)
@@ -72,14 +83,30 @@ class Packet:
 
 
 def events_packet(stream: str, seq: int, events: np.ndarray, width: int, height: int,
-                  segment: Segment | None = None, dtype: str = "events") -> Packet:
-    """A data packet over ``events``, with first/last time and count filled in."""
+                  segment: Segment | None = None, dtype: str = "events",
+                  origin_ns: int = 0) -> Packet:
+    """A data packet over ``events``, with first/last time and count filled in; ``origin_ns``
+    (host ns, ``time.time_ns()``) is when its source obtained them, 0 if unknown."""
     n = len(events)
     t_first = int(events["t"][0]) if n else 0
     t_last = int(events["t"][-1]) if n else 0
     header = Header(stream=stream, seq=seq, dtype=dtype, width=width, height=height,
-                    t_first=t_first, t_last=t_last, count=n, segment=segment)
+                    t_first=t_first, t_last=t_last, count=n, segment=segment, origin_ns=origin_ns)
     return Packet(header, events)
+
+
+def released(packet: Packet) -> Packet:
+    """``packet`` with its origin set to now (``time.time_ns()``): a source that holds packets
+    back (pacing) stamps each as it lets it go."""
+    packet.header = packet.header.with_(origin_ns=time.time_ns())
+    return packet
+
+
+def origin_fields(origin_ns: int, now_ns: int) -> dict:
+    """What a sink adds to a record derived from a packet whose header says ``origin_ns``:
+    ``origin_ns`` itself and ``e2e_latency_ns = now_ns - origin_ns`` (ns, host clock; None when
+    the origin is unknown, 0). ``now_ns`` is the moment of delivery (publication, write)."""
+    return {"origin_ns": origin_ns, "e2e_latency_ns": now_ns - origin_ns if origin_ns else None}
 
 
 def json_packet(stream: str, seq: int, records: list[dict], t: int = 0,

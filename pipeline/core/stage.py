@@ -8,6 +8,13 @@ evaluation runs exactly the code of the live pipeline.
 Rules for implementers: ``process`` is called once per data packet in arrival order; it must not
 modify the records it receives (they may view a ZeroMQ buffer) nor the records it has returned.
 ``finish`` is called once after every input has ended and returns the last packets (flushes).
+
+Origins: every packet keeps the host time at which its source obtained the events it derives
+from (``Header.origin_ns``, what end-to-end latency is measured from). The runtime copies the
+input packet's ``origin_ns`` to every packet ``process(packet)`` returns, unless the stage set
+one itself (a stage that merges inputs may pick which origin counts); packets from ``finish``
+get the origin of the last input. A stage therefore needs no code for it. ``run_chain`` leaves
+headers as the stages return them: in-process runs measure no host latency.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A message has exactly three frames:
 
 1. topic: the stream name, UTF-8 (PUB/SUB prefix filtering works on it);
 2. header: a UTF-8 JSON object with ``"v": 1`` and the fields of ``pipeline.core.packet.Header``,
-   plus ``itemsize`` (bytes per record) so any reader can check the payload length;
+   plus ``itemsize`` (bytes per record) so any reader can check the payload length. Unknown
+   fields are ignored, and ``origin_ns``, added within version 1, reads as 0 when absent;
 3. payload: the raw little-endian records (``count * itemsize`` bytes), or for ``dtype == "json"``
    a UTF-8 JSON array of objects.
 
@@ -67,7 +68,7 @@ def header_to_dict(header: Header, itemsize: int, sent_ns: int | None = None) ->
         "itemsize": itemsize, "count": header.count, "width": header.width,
         "height": header.height, "t_first": header.t_first, "t_last": header.t_last,
         "clock": header.clock, "sent_ns": header.sent_ns if sent_ns is None else sent_ns,
-        "kind": header.kind,
+        "kind": header.kind, "origin_ns": header.origin_ns,
         "segment": None if seg is None else {
             "id": seg.id, "start": seg.start, "end": seg.end, "label": seg.label, "name": seg.name,
         },
@@ -122,13 +123,16 @@ def parse_header(raw: bytes) -> tuple[Header, int]:
             raise Malformed("header", f"field {key!r} must be {kind.__name__}, got {obj.get(key)!r}")
     if obj["kind"] not in KINDS:
         raise Malformed("header", f"kind {obj['kind']!r} is not one of {KINDS}")
-    if obj["count"] < 0 or obj["itemsize"] < 0 or obj["seq"] < 0:
-        raise Malformed("header", "count, itemsize and seq must be non-negative")
+    origin_ns = obj.get("origin_ns", 0)  # absent in headers of senders that predate it
+    if type(origin_ns) is not int:
+        raise Malformed("header", f"field 'origin_ns' must be int, got {origin_ns!r}")
+    if obj["count"] < 0 or obj["itemsize"] < 0 or obj["seq"] < 0 or origin_ns < 0:
+        raise Malformed("header", "count, itemsize, seq and origin_ns must be non-negative")
     header = Header(
         stream=obj["stream"], seq=obj["seq"], dtype=obj["dtype"], width=obj["width"],
         height=obj["height"], t_first=obj["t_first"], t_last=obj["t_last"], count=obj["count"],
         clock=obj["clock"], sent_ns=obj["sent_ns"], kind=obj["kind"],
-        segment=_segment(obj.get("segment")),
+        segment=_segment(obj.get("segment")), origin_ns=origin_ns,
     )
     return header, obj["itemsize"]
 

@@ -1,10 +1,17 @@
-"""Basic node types: file replay, pass-through, and the console, JSON-lines and .npy sinks."""
+"""Basic node types: file replay, pass-through, and the console, JSON-lines and .npy sinks.
+
+The console and JSON-lines sinks add ``origin_ns`` and ``e2e_latency_ns`` to every record they
+write (``pipeline.core.packet.origin_fields``): the origin of the packet the record came with (for
+a decision, the packet of the deciding events, docs/decisions.md) and the host time from it to
+the moment of writing, ns.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
 import numpy as np
@@ -28,7 +35,7 @@ from pipeline.core.nodetype import (
     param,
     path_field,
 )
-from pipeline.core.packet import Packet
+from pipeline.core.packet import Packet, origin_fields
 from pipeline.core.stage import Sink, Source, Stage
 from sensors.readers import formats
 from sensors.replay import Replay
@@ -117,17 +124,20 @@ class PassThrough(Stage):
 
 @dataclass
 class SegmentTally:
-    """Events, packets and time span of the segment in progress, per input stream."""
+    """Events, packets, time span and latest origin (host ns) of the segment in progress, per
+    input stream."""
 
     events: int = 0
     packets: int = 0
     t_first: int | None = None
     t_last: int = 0
+    origin_ns: int = 0
 
     def add(self, packet: Packet) -> None:
         header = packet.header
         self.events += header.count
         self.packets += 1
+        self.origin_ns = header.origin_ns
         if header.count:
             self.t_first = header.t_first if self.t_first is None else self.t_first
             self.t_last = header.t_last
@@ -161,7 +171,8 @@ def summary_record(stream: str, tally: SegmentTally, segment) -> dict:
     return {"stream": stream, "segment": None if segment is None else segment.id,
             "name": None if segment is None else segment.name,
             "label": None if segment is None else segment.label, "events": tally.events,
-            "packets": tally.packets, "t_first_us": tally.t_first, "duration_us": duration}
+            "packets": tally.packets, "t_first_us": tally.t_first, "duration_us": duration,
+            "origin_ns": tally.origin_ns}
 
 
 class RecordSink(Sink):
@@ -172,18 +183,26 @@ class RecordSink(Sink):
         self.segments = SegmentSummaries()
 
     def consume(self, packet: Packet) -> None:
-        if packet.header.dtype == JSON:
+        header = packet.header
+        if header.dtype == JSON:
             for record in packet.records:
-                self.write(record)
+                self.deliver(record, header.origin_ns)
             return
         summary = self.segments.add(packet)
         if summary is not None:
-            self.write(summary)
+            self.deliver(summary, summary["origin_ns"])
 
     def finish(self) -> list[Packet]:
         for summary in self.segments.leftovers():
-            self.write(summary)
+            self.deliver(summary, summary["origin_ns"])
         return []
+
+    def deliver(self, record, origin_ns: int) -> None:
+        """Write ``record`` with ``origin_ns`` and its end-to-end latency now (ns); a JSON value
+        that is not an object has no room for them and is written as it is."""
+        if isinstance(record, dict):
+            record = {**record, **origin_fields(origin_ns, time.time_ns())}
+        self.write(record)
 
     def write(self, record: dict) -> None:
         raise NotImplementedError
@@ -203,31 +222,96 @@ class ConsoleParams(Params):
     stream: Literal["stdout", "stderr"] = param("stdout", "where the lines go")
 
 
+def ms(ns: int | None) -> str:
+    """A host duration in ns as milliseconds with one decimal, "unknown" when None."""
+    return "unknown" if ns is None else f"{ns / 1e6:.1f} ms"
+
+
+def decision_line(record: dict) -> str:
+    """One readable line for a decision or an abstention (docs/decisions.md), e.g. ``[snn]
+    object 3: class 7 by count (score 412, margin 96) 31.2 ms after onset, 312 events; e2e
+    4.1 ms, decoder 38 us  true 7: right``: the sensor time from the object's onset to the
+    decision, the input events seen by then, the end-to-end latency at writing and the time
+    spent in the decoder."""
+    decided = record.get("class_name")
+    if decided is None:
+        what = f"no decision ({record.get('reason') or 'no reason given'})"
+    else:
+        what = (f"class {decided} by {record.get('rule')} (score {record.get('score', 0):.4g}, "
+                f"margin {record.get('margin', 0):.4g})")
+    truth = record.get("label")
+    verdict = "" if truth is None else f"  true {truth}" + (
+        "" if decided is None else ": right" if str(truth) == str(decided) else ": WRONG")
+    onset_ms = (record.get("t", 0) - record.get("t_start", 0)) / 1e3
+    return (f"[{record.get('stream')}] object {record.get('segment')}: {what} {onset_ms:.1f} ms "
+            f"after onset, {record.get('events', 0):,} events; e2e {ms(record.get('e2e_latency_ns'))}, "
+            f"decoder {(record.get('decoder_ns') or 0) / 1e3:.0f} us{verdict}")
+
+
 def console_line(record: dict) -> str:
-    """One readable line for a decision or a segment summary."""
-    if "class_name" in record:  # a decision (see docs/decisions.md)
-        truth = record.get("label")
-        verdict = "" if truth is None else (
-            f"  true {truth}: " + ("right" if str(truth) == str(record["class_name"]) else "WRONG"))
-        return (f"[{record.get('stream')}] segment {record.get('segment')}: class {record['class_name']} "
-                f"by {record.get('rule')} (margin {record.get('margin', 0):.3g}) after "
-                f"{record.get('events')} events, decoder {record.get('decoder_ns', 0) / 1e3:.0f} us{verdict}")
+    """One readable line for a decision (``decision_line``) or a segment summary."""
+    if "class_name" in record:  # a decision or an abstention (see docs/decisions.md)
+        return decision_line(record)
     label = "" if record.get("label") is None else f" label {record['label']}"
     name = "" if record.get("name") is None else f" ({record['name']})"
     return (f"[{record['stream']}] segment {record['segment']}{name}{label}: {record['events']:,} events "
             f"in {record['packets']} packets over {record['duration_us'] / 1e3:.1f} ms")
 
 
+@dataclass
+class DecisionTally:
+    """The decisions of one stream so far: counts, verdicts, end-to-end latencies (ns)."""
+
+    decisions: int = 0
+    abstentions: int = 0
+    labelled: int = 0  # decisions whose record names the true class
+    right: int = 0
+    e2e_ns: list[int] = field(default_factory=list)
+
+    def add(self, record: dict) -> None:
+        if record.get("class_name") is None:
+            self.abstentions += 1
+        else:
+            self.decisions += 1
+            if record.get("label") is not None:
+                self.labelled += 1
+                self.right += str(record["label"]) == str(record["class_name"])
+        if record.get("e2e_latency_ns") is not None:
+            self.e2e_ns.append(record["e2e_latency_ns"])
+
+    def line(self, stream: str) -> str:
+        """E.g. ``[snn] end of stream: 20 decisions, 0 abstentions, 19/20 right; e2e p50 4.1 ms,
+        p99 9.3 ms`` (right/total only when labels are known)."""
+        verdicts = f", {self.right}/{self.labelled} right" if self.labelled else ""
+        if self.e2e_ns:
+            p50, p99 = np.percentile(self.e2e_ns, [50, 99])
+            latency = f"e2e p50 {ms(p50)}, p99 {ms(p99)}"
+        else:
+            latency = "e2e unknown"
+        return (f"[{stream}] end of stream: {self.decisions} decisions, {self.abstentions} "
+                f"abstentions{verdicts}; {latency}")
+
+
 @node_type("console", SINK, ConsoleParams)
 class ConsoleSink(RecordSink):
-    """Prints one readable line per decision, or per segment for event streams."""
+    """Prints one readable line per decision, or per segment for event streams, and a closing
+    line per stream of decisions at the end."""
 
     def __init__(self, name: str, params: ConsoleParams):
         super().__init__(name)
         self.out = sys.stdout if params.stream == "stdout" else sys.stderr
+        self.tallies: dict[str, DecisionTally] = {}
 
     def write(self, record: dict) -> None:
         print(console_line(record), file=self.out, flush=True)
+        if "class_name" in record:
+            self.tallies.setdefault(str(record.get("stream")), DecisionTally()).add(record)
+
+    def finish(self) -> list[Packet]:
+        super().finish()
+        for stream, tally in self.tallies.items():
+            print(tally.line(stream), file=self.out, flush=True)
+        return []
 
 
 @dataclass(frozen=True)

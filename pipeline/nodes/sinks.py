@@ -32,7 +32,7 @@ from pipeline.core.nodetype import (
     param,
     path_field,
 )
-from pipeline.core.packet import Packet
+from pipeline.core.packet import Packet, origin_fields
 from pipeline.core.stage import Sink
 from pipeline.nodes.snn import SPIKES
 from sensors.dv_server import DvServer
@@ -80,7 +80,9 @@ class DecisionsSink(Sink):
 
     The socket is an XPUB with ``XPUB_NODROP``: a decision that finds a subscriber's queue full
     is not sent and is counted in ``dropped``, the pipeline never blocks. Each message adds
-    ``seq`` (+1 per decision, so a consumer sees losses), ``published_ns`` and
+    ``origin_ns`` (when the source obtained the deciding events: the origin of the packet the
+    record came with), ``e2e_latency_ns`` (``published_ns - origin_ns``), ``seq`` (+1 per
+    decision, so a consumer sees losses), ``published_ns`` (taken right before the send) and
     ``publish_latency_ns`` to the decoder's record.
     """
 
@@ -136,7 +138,8 @@ class DecisionsSink(Sink):
                 self._ignore(f"a JSON record that is not a decision: {str(record)[:80]}")
                 continue
             now = time.time_ns()
-            message = dict(record, seq=self.seq, published_ns=now,
+            message = dict(record, **origin_fields(header.origin_ns, now), seq=self.seq,
+                           published_ns=now,
                            publish_latency_ns=(record.get("decoder_ns", 0) + now - header.sent_ns)
                            if header.sent_ns else None)
             self.seq += 1

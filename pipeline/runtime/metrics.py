@@ -18,9 +18,13 @@ upstream, from sequence numbers), malformed ({reason: count}), records_in_per_s,
 records_out_per_s, packets_in_per_s, packets_out_per_s (over the last interval), busy_s (time
 inside process), max_drained (the longest run of input messages read back to back without
 waiting, over the last interval: each was already queued when read, so an input that keeps up
-shows 1 and a growing run means the node is behind; ZeroMQ exposes no queue length), latency_p50_us / latency_p99_us (host arrival of a packet to
-emission of its results) and transit_p50_us / transit_p99_us (sender's send time to host
-arrival, across the link).
+shows 1 and a growing run means the node is behind; ZeroMQ exposes no queue length),
+latency_p50_us / latency_p99_us (host arrival of a packet to emission of its results),
+transit_p50_us / transit_p99_us (sender's send time to host arrival, across the link) and
+e2e_p50_us / e2e_p99_us (end to end: from the moment the source obtained a packet's events, its
+``origin_ns``, to the moment this node was done with it, its results sent; for a sink, the
+packet delivered: a decision published or written). Percentiles are over the last ``SAMPLES``
+packets, None before the first (e2e: the first with a known origin; sources have none).
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class NodeMetrics:
         self.error: str | None = None
         self.latency_ns: deque = deque(maxlen=SAMPLES)
         self.transit_ns: deque = deque(maxlen=SAMPLES)
+        self.e2e_ns: deque = deque(maxlen=SAMPLES)  # origin of a packet's events to done with it
         self._last = (self.started, 0, 0, 0, 0)
 
     def snapshot(self, receivers, senders, final: bool = False) -> dict:
@@ -95,6 +100,7 @@ class NodeMetrics:
         self._last = (now, records_in, self.records_out, packets_in, self.packets_out)
         latency = _percentiles(self.latency_ns)
         transit = _percentiles(self.transit_ns)
+        e2e = _percentiles(self.e2e_ns)
         max_drained, self.max_drained = self.max_drained, 0
         return {
             "node": self.node, "kind": self.kind, "final": final, "error": self.error,
@@ -112,6 +118,7 @@ class NodeMetrics:
             "busy_s": round(self.busy_ns / 1e9, 6), "max_drained": max_drained,
             "latency_p50_us": latency[0], "latency_p99_us": latency[1],
             "transit_p50_us": transit[0], "transit_p99_us": transit[1],
+            "e2e_p50_us": e2e[0], "e2e_p99_us": e2e[1],
         }
 
 
@@ -165,11 +172,18 @@ class MetricsReporter:
             self.sock.close()
 
 
+def ms_text(value_us: float | None) -> str:
+    """A latency percentile of a snapshot (us) in ms with one decimal; "-" when there is none."""
+    return "-" if value_us is None else f"{value_us / 1e3:,.1f}"
+
+
 def summary_table(snapshots: list[dict]) -> str:
-    """The end-of-run table: one row per node with record totals and the average rate of what
-    it counts (``counted``) over its run, with that unit."""
+    """The end-of-run table: one row per node with record totals, the average rate of what it
+    counts (``counted``) over its run, with that unit, its p99 latency (us) and the p50 and p99
+    of the end-to-end latency of the packets it was done with (ms; for a sink, delivered)."""
     header = f"{'node':<16} {'kind':<6} {'records in':>11} {'records out':>11} {'packets':>9} " \
-             f"{'drops':>7} {'malformed':>9} {'rate':>24} {'p99 us':>9}"
+             f"{'drops':>7} {'malformed':>9} {'rate':>24} {'p99 us':>9} {'e2e p50 ms':>10} " \
+             f"{'e2e p99 ms':>10}"
     rows = [header, "-" * len(header)]
     for snap in snapshots:
         side = counted(snap)[0]
@@ -179,6 +193,7 @@ def summary_table(snapshots: list[dict]) -> str:
         rows.append(
             f"{snap['node']:<16} {snap['kind']:<6} {snap['records_in']:>11,} {snap['records_out']:>11,} "
             f"{packets:>9,} {snap['dropped'] + snap['gaps']:>7,} {sum(snap['malformed'].values()):>9,} "
-            f"{rate_text(snap, rate):>24} {'-' if p99 is None else f'{p99:.0f}':>9}"
+            f"{rate_text(snap, rate):>24} {'-' if p99 is None else f'{p99:.0f}':>9} "
+            f"{ms_text(snap.get('e2e_p50_us')):>10} {ms_text(snap.get('e2e_p99_us')):>10}"
             + (f"  ERROR: {snap['error']}" if snap.get("error") else ""))
     return "\n".join(rows)

@@ -4,6 +4,9 @@ A ``NodeRunner`` owns the node's sockets (created in the thread that uses them) 
 
 - stamps every emitted packet with the node's stream name and the next sequence number, and
   sends it on every output link (each link stamps the host send time, ns);
+- keeps the origin of the events (``Header.origin_ns``, host ns): a packet that ``process``
+  returns without one of its own gets the origin of the input packet it was returned for, and
+  one that ``finish`` returns gets the origin of the last input;
 - calls ``process`` for each received data packet and ``finish`` once every input has delivered
   end of stream, then sends end of stream downstream;
 - on ``stop()`` (SIGINT/SIGTERM): a source stops reading and ends its stream, so in-flight packets
@@ -115,9 +118,14 @@ class NodeRunner:
         for link in self.config.inputs(self.name):
             self.receivers.append(Receiver(self.ctx, self._address(link), link.mode, link.hwm))
 
-    def _emit(self, packets: list[Packet], arrival_ns: int | None = None) -> None:
+    def _emit(self, packets: list[Packet], arrival_ns: int | None = None, origin_ns: int = 0) -> None:
+        """Send ``packets``, those without an origin of their own stamped with ``origin_ns``.
+        ``arrival_ns`` (host ns) is when the input they were returned for arrived: the node's
+        latency and the input's end-to-end latency so far (from ``origin_ns``) are sampled now."""
         for packet in packets:
-            packet.header = packet.header.with_(stream=self.name, seq=self.seq)
+            header = packet.header
+            packet.header = header.with_(stream=self.name, seq=self.seq,
+                                         origin_ns=header.origin_ns or origin_ns)
             self.seq += 1
             for sender in self.senders:
                 sender.send(packet)
@@ -125,7 +133,10 @@ class NodeRunner:
             self.metrics.records_out += packet.header.count
             self.metrics.dtypes_out.add(packet.header.dtype)
         if arrival_ns is not None:
-            self.metrics.latency_ns.append(time.time_ns() - arrival_ns)
+            now = time.time_ns()
+            self.metrics.latency_ns.append(now - arrival_ns)
+            if origin_ns:
+                self.metrics.e2e_ns.append(now - origin_ns)
 
     def _report(self, reporter: MetricsReporter) -> None:
         if reporter.due():
@@ -151,13 +162,15 @@ class NodeRunner:
             if self._abort.is_set():
                 break
 
-    def _run_stage(self, reporter: MetricsReporter) -> None:
+    def _run_stage(self, reporter: MetricsReporter) -> int:
+        """Process every input until each has ended; returns the origin of the last data packet."""
         poller = zmq.Poller()
         by_socket = {}
         for receiver in self.receivers:
             poller.register(receiver.sock, zmq.POLLIN)
             by_socket[receiver.sock] = receiver
         open_inputs = len(self.receivers)
+        last_origin = 0  # of the last data packet: what finish() returns derives from it
         while open_inputs and not self._abort.is_set():
             ready = dict(poller.poll(0 if self._stop.is_set() and self.standalone else POLL_MS))
             if not ready and self._stop.is_set() and self.standalone:
@@ -177,6 +190,7 @@ class NodeRunner:
                         open_inputs -= 1
                         break
                     self.metrics.dtypes_in.add(packet.header.dtype)
+                    last_origin = packet.header.origin_ns
                     if self.failed:
                         continue  # draining after an error: discard, keep upstream moving
                     start = time.perf_counter_ns()
@@ -186,9 +200,10 @@ class NodeRunner:
                         self._fail(f"process(packet seq {packet.header.seq} from {packet.header.stream})", exc)
                         continue
                     self.metrics.busy_ns += time.perf_counter_ns() - start
-                    self._emit(out, arrival)
+                    self._emit(out, arrival, last_origin)
                 self.metrics.max_drained = max(self.metrics.max_drained, drained)
             self._report(reporter)
+        return last_origin
 
     def run(self) -> dict:
         reporter = MetricsReporter(self.ctx, self.collector, self.config.graph.metrics_interval_s)
@@ -199,9 +214,9 @@ class NodeRunner:
                 if self.settings.kind == SOURCE:
                     self._run_source(reporter)
                 else:
-                    self._run_stage(reporter)
-                if not self.failed and self.settings.kind != SOURCE:
-                    self._emit(self.node.finish())
+                    last_origin = self._run_stage(reporter)
+                    if not self.failed:
+                        self._emit(self.node.finish(), origin_ns=last_origin)
             except Aborted:
                 log.warning("node %r: sends abandoned during shutdown", self.name)
             except Exception as exc:  # reported; end of stream still goes downstream

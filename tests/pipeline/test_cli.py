@@ -60,8 +60,9 @@ def wait_until_recorded(config: str, events: int) -> None:
     assert received >= events, f"the sink received {received} events in a minute"
 
 
-CONSOLE_LINE = re.compile(r"\[snn\] segment (\d+): class (\S+) by (\S+) \(margin [\d.]+\) after (\d+) "
-                          r"events, decoder \d+ us  true (\S+): (right|wrong)$")
+CONSOLE_LINE = re.compile(r"\[snn\] object (\d+): class (\S+) by (\S+) \(score [\d.]+, margin [\d.]+\) "
+                          r"[\d.]+ ms after onset, ([\d,]+) events; e2e [\d.]+ ms, decoder \d+ us  "
+                          r"true (\S+): (right|WRONG)$")
 
 
 def test_demo_prints_the_pinned_decisions_and_a_summary(tmp_path):
@@ -70,14 +71,17 @@ def test_demo_prints_the_pinned_decisions_and_a_summary(tmp_path):
     verdict, then the summary table with every node."""
     done = evpipe("run", demo_config(tmp_path, name=f"demo-{tmp_path.name}"))
     assert done.returncode == 0, done.stderr
-    lines = [CONSOLE_LINE.match(line) for line in done.stdout.splitlines() if line.startswith("[snn] segment")]
+    lines = [CONSOLE_LINE.match(line) for line in done.stdout.splitlines() if line.startswith("[snn] object")]
     assert all(lines), done.stdout
     golden = json.loads((ROOT / "tests" / "golden" / "default_decisions.json").read_text())
-    assert [(int(m[1]), m[2], m[3], int(m[4]), m[5]) for m in lines] == [
+    assert [(int(m[1]), m[2], m[3], int(m[4].replace(",", "")), m[5]) for m in lines] == [
         (d["segment"], d["class_name"], d["rule"], d["events"], d["label"]) for d in golden]
-    assert [m[6] for m in lines] == ["right" if d["class_name"] == d["label"] else "wrong" for d in golden]
-    summary = done.stdout.split("\n".join(m[0] for m in lines), 1)[1]
-    assert {line.split()[0] for line in summary.strip().splitlines()[2:]} == {
+    assert [m[6] for m in lines] == ["right" if d["class_name"] == d["label"] else "WRONG" for d in golden]
+    closing, *summary = done.stdout.split("\n".join(m[0] for m in lines), 1)[1].strip().splitlines()
+    right = sum(d["class_name"] == d["label"] for d in golden)
+    assert re.fullmatch(rf"\[snn\] end of stream: 20 decisions, 0 abstentions, {right}/20 right; "
+                        r"e2e p50 [\d.]+ ms, p99 [\d.]+ ms", closing), closing
+    assert {line.split()[0] for line in summary[2:]} == {
         "replay", "denoise", "hots", "snn", "decoder", "console", "jsonl"}
 
 
@@ -200,7 +204,7 @@ def test_a_closed_stdout_ends_the_command_quietly(tmp_path, command, head_lines)
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
     assert len(shown.decode().splitlines()) == head_lines
     if command[0] == "run":
-        assert shown.decode().startswith("[snn] segment 0: class 0 by count")
+        assert shown.decode().startswith("[snn] object 0: class 0 by count")
         assert "node 'console' stopped in process(" in stderr and "standard output was closed" in stderr
 
 

@@ -25,9 +25,9 @@ CONSUMER = ROOT / "examples" / "decision_consumer.py"
 # docs/decisions.md: field -> JSON type(s)
 FIELDS = {"stream": str, "segment": int, "segment_name": str, "class": int, "class_name": str,
           "score": float, "margin": float, "rule": str, "t": int, "t_start": int, "events": int,
-          "decoder_ns": int, "latency_ns": int, "label": str, "seq": int, "published_ns": int,
-          "publish_latency_ns": int}
-ADDED = ("seq", "published_ns", "publish_latency_ns")
+          "decoder_ns": int, "latency_ns": int, "label": str, "origin_ns": int, "e2e_latency_ns": int,
+          "seq": int, "published_ns": int, "publish_latency_ns": int}
+ADDED = ("seq", "published_ns", "publish_latency_ns", "e2e_latency_ns")  # e2e: at each sink's delivery
 
 
 def test_every_decision_reaches_a_separate_consumer(tmp_path, capsys):
@@ -103,7 +103,8 @@ to = "console"
     assert len(written) == n_samples
     assert [d["seq"] for d in received] == list(range(n_samples))
     for got, record in zip(received, written):
-        assert {k: v for k, v in got.items() if k not in ADDED} == record
+        assert {k: v for k, v in got.items() if k not in ADDED} == {
+            k: v for k, v in record.items() if k != "e2e_latency_ns"}
         assert set(got) == set(FIELDS)
         for key, kind in FIELDS.items():
             assert isinstance(got[key], kind) and not isinstance(got[key], bool), (key, got[key])
@@ -123,7 +124,7 @@ to = "console"
     # the console shows one readable line per decision
     lines = [line for line in capsys.readouterr().out.splitlines() if ", decoder " in line]
     assert len(lines) == n_samples
-    assert lines[0].startswith(f"[snn] segment 0: class {received[0]['class_name']} by {received[0]['rule']}")
+    assert lines[0].startswith(f"[snn] object 0: class {received[0]['class_name']} by {received[0]['rule']}")
 
 
 def decision(i: int) -> dict:

@@ -18,10 +18,17 @@ import time
 import zmq
 
 from pipeline.runtime.config import ConfigError, load
-from pipeline.runtime.metrics import END_TOPIC, SNAPSHOT_TOPIC, counted, metrics_address, rate_text
+from pipeline.runtime.metrics import (
+    END_TOPIC,
+    SNAPSHOT_TOPIC,
+    counted,
+    metrics_address,
+    ms_text,
+    rate_text,
+)
 
 NAME = "top"
-HELP = "live table of per-node metrics (records/s by kind, packets/s, drops, latency)"
+HELP = "live table of per-node metrics (records/s by kind, packets/s, drops, latency, end-to-end latency)"
 
 log = logging.getLogger("evpipe")
 NUMBER = (int, float)
@@ -40,6 +47,8 @@ COLUMNS = (
     ("drained", 7, lambda s: f"{s['max_drained']:,}"),
     ("p50 us", 9, lambda s: _number(s.get("latency_p50_us"))),
     ("p99 us", 9, lambda s: _number(s.get("latency_p99_us"))),
+    ("e2e p50 ms", 10, lambda s: ms_text(s.get("e2e_p50_us"))),
+    ("e2e p99 ms", 10, lambda s: ms_text(s.get("e2e_p99_us"))),
     ("state", -8, lambda s: "ERROR" if s.get("error") else ("ended" if s.get("final") else "running")),
 )
 
