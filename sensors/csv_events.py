@@ -4,7 +4,7 @@ One event per line. ``columns`` names the t, x, y, p columns by header name or 0
 (default ``t,x,y,p``, with the aliases of ``from_structured``: ts/timestamp, polarity/on).
 Header names may carry the sensor size as ``name@size`` (``t,x@320,y@240,on``, the tonic/faery
 convention), which sets width and height unless given. ``t_scale`` converts the t column to us
-(1 for us, 1e6 for seconds); p > 0 means ON. The text is parsed by ``kernels.text`` in blocks of
+(1 for us, 1e6 for seconds); p > 0 means ON. The text is parsed by ``sensors.csv_numbers`` in blocks of
 BLOCK_BYTES, with the same values and the same accepted lines as ``numpy.loadtxt``.
 """
 
@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from kernels import text
+from sensors import csv_numbers
 from sensors.common import check_bounds, new_events, sensor_size
 from sensors.readers import Format, FormatError, Reader, register_format
 
@@ -24,10 +24,10 @@ BLOCK_BYTES = 1 << 22  # bytes read at a time, and the longest line accepted
 CHUNK_EVENTS = 1 << 16  # events per chunk at most
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 PROBLEMS = {
-    text.BAD_NUMBER: "column {} (counted from 0) is not a number",
-    text.FEW_COLUMNS: "{} columns, fewer than the {needed} needed",
-    text.OUT_OF_RANGE: "value out of range (|t| >= 2**62 us, |x| or |y| >= 32768, or infinite)",
-    text.STRAY_CR: "carriage return inside the line",
+    csv_numbers.BAD_NUMBER: "column {} (counted from 0) is not a number",
+    csv_numbers.FEW_COLUMNS: "{} columns, fewer than the {needed} needed",
+    csv_numbers.OUT_OF_RANGE: "value out of range (|t| >= 2**62 us, |x| or |y| >= 32768, or infinite)",
+    csv_numbers.STRAY_CR: "carriage return inside the line",
 }
 
 
@@ -96,7 +96,8 @@ def open_csv(path: str, columns: str = "t,x,y,p", delimiter: str = ",", header: 
     if not (width and height):
         raise FormatError(path, 0, "the CSV states no sensor size; pass --sensor or width/height")
     roles = np.zeros(max(usecols) + 1, np.int64)
-    for role, column in zip((text.T_ROLE, text.X_ROLE, text.Y_ROLE, text.P_ROLE), usecols):
+    for role, column in zip((csv_numbers.T_ROLE, csv_numbers.X_ROLE, csv_numbers.Y_ROLE,
+                             csv_numbers.P_ROLE), usecols):
         roles[column] |= role
     start = len(first.encode("latin-1")) if has_header else 0
     scale = float(t_scale)
@@ -109,14 +110,14 @@ def open_csv(path: str, columns: str = "t,x,y,p", delimiter: str = ",", header: 
         with open(path, "rb") as handle:
             handle.seek(start)
             while True:
-                status, position, parsed, detail = text.parse_events(
+                status, position, parsed, detail = csv_numbers.parse_events(
                     data, position, filled, final, ord(delimiter), roles, scale, width, height,
                     words[2 * count:])
                 count += parsed
-                if status != text.OK:
+                if status != csv_numbers.OK:
                     if count:
                         yield events[:count]
-                    if status == text.OUTSIDE_SENSOR:
+                    if status == csv_numbers.OUTSIDE_SENSOR:
                         check_bounds(path, events[count:count + 1], width, height,
                                      lambda _: base + position)
                     raise line_error(path, data[position:filled], base + position, status, detail,

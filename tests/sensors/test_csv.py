@@ -1,4 +1,4 @@
-"""The CSV reader (kernels.text) against numpy.loadtxt, pyarrow.csv and faery.
+"""The CSV reader (sensors/csv_numbers.py) against numpy.loadtxt, pyarrow.csv and faery.
 
 ``reference`` is that old parse, slow and plain: numpy.loadtxt over the data lines, float64
 arithmetic for t and truncation for x, y, and the offset of the first line that fails. The kernel
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from kernels import text
+from sensors import csv_numbers
 from pipeline.core.events import EVENT_DTYPE
 from sensors import csv_events
 from sensors.readers import FormatError, open_reader, read_all
@@ -205,7 +205,7 @@ def test_events_before_a_bad_line_are_delivered(tmp_path):
 
 def parse_number(cell: str) -> float:
     data = np.frombuffer(cell.encode("latin-1") + b"\n", np.uint8)
-    ok, value, end = text.read_number(data, 0, len(data), ord(","))
+    ok, value, end = csv_numbers.read_number(data, 0, len(data), ord(","))
     assert ok and end == len(data) - 1, cell
     return value
 
@@ -265,7 +265,7 @@ def test_any_float_repr_round_trips(value):
 @example("0.0e0")
 def test_decimal_strings_like_float_and_loadtxt(cell):
     data = np.frombuffer(cell.encode() + b"\n", np.uint8)
-    ok, value, end = text.read_number(data, 0, len(data), ord(","))
+    ok, value, end = csv_numbers.read_number(data, 0, len(data), ord(","))
     try:
         want = float(cell)
     except ValueError:
@@ -357,7 +357,7 @@ def test_every_byte_in_a_cell_like_loadtxt(where):
         cell = b"12"[:where] + bytes([byte]) + b"12"[where:]
         line = b"1," + cell + b",3,1\n"
         data = np.frombuffer(line, np.uint8)
-        status, position, count, _ = text.parse_events(data, 0, len(data), True, ord(","),
+        status, position, count, _ = csv_numbers.parse_events(data, 0, len(data), True, ord(","),
                                                        np.array([1, 2, 4, 8]), 1.0, 100, 8, words)
-        got = words.view(EVENT_DTYPE)[:count], None if status == text.OK else position
+        got = words.view(EVENT_DTYPE)[:count], None if status == csv_numbers.OK else position
         assert_same(got, reference(line, [0, 1, 2, 3], width=100, height=8))
