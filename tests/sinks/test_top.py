@@ -130,6 +130,15 @@ def test_top_follows_the_default_graph_to_its_end_and_labels_each_rate(tmp_path)
                      "snn": "features/s", "decoder": "spikes/s", "console": "JSON records/s",
                      "jsonl": "JSON records/s"}
     assert {row["state"] for row in last.values()} == {"ended"}
+    # end-to-end latency from the replay's origins: none at the source, measured at every sink,
+    # the same final figures as the run's end summary prints
+    assert last["replay"]["e2e p50 ms"] == last["replay"]["e2e p99 ms"] == "-"
+    summary = {cells[0]: cells for cells in map(str.split, ran.stdout.splitlines())
+               if cells[:1] in (["console"], ["jsonl"])}
+    for sink in ("console", "jsonl"):
+        p50, p99 = (float(last[sink][f"e2e {p} ms"].replace(",", "")) for p in ("p50", "p99"))
+        assert 0 < p50 <= p99
+        assert summary[sink][-2:] == [last[sink]["e2e p50 ms"], last[sink]["e2e p99 ms"]]
 
 
 def test_top_exits_nonzero_when_the_graph_fails(tmp_path):
