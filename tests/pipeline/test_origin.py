@@ -31,9 +31,14 @@ def samples(folder, count: int):
     """A dataset folder of symlinks to the first bundled N-MNIST sample of ``count`` classes."""
     for class_folder in sorted(BUNDLED.iterdir())[:count]:
         (folder / class_folder.name).mkdir(parents=True)
-        first = sorted(class_folder.glob("*.bin"))[0]
+        first = min(class_folder.glob("*.bin"))
         os.symlink(first, folder / class_folder.name / first.name)
     return folder
+
+
+def linked(*pairs: str) -> str:
+    """``[[link]]`` tables, one per ``"source -> target"``."""
+    return "".join(f'\n[[link]]\nfrom = "{a}"\nto = "{b}"\n' for a, b in (p.split(" -> ") for p in pairs))
 
 
 def test_origin_round_trips_and_old_headers_decode_with_none():
@@ -83,19 +88,7 @@ k = 40
 [sink.out]
 type = "jsonl"
 path = "{tmp_path / 'out.jsonl'}"
-
-[[link]]
-from = "replay"
-to = "snn"
-
-[[link]]
-from = "snn"
-to = "decoder"
-
-[[link]]
-from = "decoder"
-to = "out"
-"""))
+""" + linked("replay -> snn", "snn -> decoder", "decoder -> out")))
     snn = SnnStage("snn", SnnParams(model=model))
     spikes = [out for packet in Replay("replay", data).packets() for out in snn.process(packet)]
     spikes = spikes[:-1]  # the last segment's end marker never comes: finish() must decide
@@ -165,27 +158,8 @@ per_segment = true
 [sink.{name}]
 type = "jsonl"
 path = "{tmp_path / name}.jsonl"
-""" for name in sinks) + """
-[[link]]
-from = "replay"
-to = "direct"
-
-[[link]]
-from = "replay"
-to = "pass"
-
-[[link]]
-from = "pass"
-to = "passed"
-
-[[link]]
-from = "replay"
-to = "denoise"
-
-[[link]]
-from = "denoise"
-to = "filtered"
-""")
+""" for name in sinks) + linked("replay -> direct", "replay -> pass", "pass -> passed",
+                                  "replay -> denoise", "denoise -> filtered"))
     started = time.time_ns()
     result = run(load(config))
     ended = time.time_ns()

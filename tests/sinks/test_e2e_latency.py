@@ -5,6 +5,7 @@ origin is unknown."""
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import threading
 import time
@@ -13,7 +14,12 @@ import numpy as np
 import zmq
 
 from pipeline.core.packet import json_packet
-from pipeline.nodes.basic import ConsoleParams, ConsoleSink, JsonLinesParams, JsonLinesSink
+from pipeline.nodes.basic import (
+    ConsoleParams,
+    ConsoleSink,
+    JsonLinesParams,
+    JsonLinesSink,
+)
 from pipeline.nodes.sinks import DecisionsParams, DecisionsSink
 from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
@@ -30,13 +36,12 @@ def realtime_graph(folder, address: str) -> str:
     """config.toml (denoise -> hots -> snn -> decoder -> console, jsonl) replaying three bundled
     samples at speed 1, plus a decisions sink on ``address``; returns the config's path."""
     data = samples(folder / "data", 3)
-    path = demo_config(folder, name=f"e2e-{folder.name}")
-    text = open(path).read()
+    path = pathlib.Path(demo_config(folder, name=f"e2e-{folder.name}"))
+    text = path.read_text()
     text, paced = re.subn(r"(?m)^speed = 0\.0", "speed = 1.0", text)
     text, pointed = re.subn(r'(?m)^path = ".*/recordings/nmnist"', f'path = "{data}"', text)
     assert paced == 1 and pointed == 1, "config.toml's replay changed"
-    with open(path, "w") as handle:
-        handle.write(text + f"""
+    path.write_text(text + f"""
 [sink.robot]
 type = "decisions"
 address = "{address}"
@@ -46,7 +51,7 @@ wait_s = 30.0
 from = "decoder"
 to = "robot"
 """)
-    return path
+    return str(path)
 
 
 def test_every_decision_says_how_old_it_is_on_the_clock_of_its_consumer(tmp_path, capfd):
