@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -46,10 +47,12 @@ def test_every_event_arrives_across_a_server_restart(transport, tmp_path):
     first = start_server(address, 0, half)
     source = NetworkSource("dv", backoff_s=0.02, backoff_max_s=0.2, **where)
     assert source.describe() == (f"unix:{address}" if transport == "unix" else f"tcp://127.0.0.1:{port}")
-    received, headers = [], []
+    received, headers, taken = [], [], []
+    started = time.time_ns()
 
     def consume():
         for packet in source.packets():
+            taken.append(time.time_ns())
             received.append(packet.records)
             headers.append(packet.header)
             if sum(map(len, received)) >= len(events):
@@ -70,3 +73,7 @@ def test_every_event_arrives_across_a_server_restart(transport, tmp_path):
     assert len(got) == len(events) and (got == events).all()
     assert all((h.width, h.height) == (320, 240) for h in headers)
     assert all(h.t_last - h.t_first < 1000 and h.count <= 10_000 for h in headers)
+    # each packet carries the arrival time of its batch: after the start, before it was handed on
+    origins = [h.origin_ns for h in headers]
+    assert started < origins[0] and origins == sorted(origins)
+    assert all(origin <= at for origin, at in zip(origins, taken))
