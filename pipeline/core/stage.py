@@ -12,9 +12,10 @@ modify the records it receives (they may view a ZeroMQ buffer) nor the records i
 Origins: every packet keeps the host time at which its source obtained the events it derives
 from (``Header.origin_ns``, what end-to-end latency is measured from). The runtime copies the
 input packet's ``origin_ns`` to every packet ``process(packet)`` returns, unless the stage set
-one itself (a stage that merges inputs may pick which origin counts); packets from ``finish``
-get the origin of the last input. A stage therefore needs no code for it. ``run_chain`` leaves
-headers as the stages return them: in-process runs measure no host latency.
+one itself; packets from ``finish`` get the origin of the last input. A stage that emits what it
+received needs no code for it; one that holds events back and releases them with a later packet
+should set the origin of the events it releases, or its output looks younger than it is.
+``run_chain`` leaves headers as the stages return them: in-process runs measure no host latency.
 """
 
 from __future__ import annotations
