@@ -41,7 +41,7 @@ CALIBRATION_GAPS_US = (0, 100_000, 300_000)
 CALIBRATION_NOISE = (0.0, 2000.0)
 # Candidate settings of the live read-out, searched by calibrate_live.
 CANDIDATES = {"leak_tau_us": (30_000.0, 50_000.0), "evidence_tau_us": (20_000.0, 50_000.0),
-              "k": (32.0, 64.0), "k_change": (64.0, 128.0), "quiet_us": (80_000.0, 95_000.0)}
+              "k": (32.0, 64.0), "k_change": (64.0, 96.0, 128.0), "quiet_us": (80_000.0, 95_000.0)}
 
 
 @dataclass
@@ -169,3 +169,53 @@ def calibrate_live(model_path, files: list[SegmentFile], seed: int = 0) -> dict:
     best = max(table, key=lambda row: (round(row["right_once"], 6),
                                        -(row["median_delay_ms"] or float("inf"))))
     return {**{key: best[key] for key in LIVE_DEFAULTS}, "table": table}
+
+
+def live_graph_config(recording, model_path, out, name: str = "live") -> str:
+    """config.toml text of the live graph on a recording: replay at real time -> denoise -> hots
+    -> snn (``segments = "activity"``) -> decoder -> JSON lines at ``out``, one process per node,
+    every event link live (a camera's links: a lagging node loses packets, the source never
+    waits). Feature parameters from the model file; what tests and benchmarks of the running
+    live read-out replay."""
+    spec = FeatureSpec(**read_training(str(model_path))["features"])
+    links = [("camera", "denoise"), ("denoise", "hots"), ("hots", "snn"), ("snn", "decoder"),
+             ("decoder", "jsonl")]
+    return f"""[graph]
+name = "{name}"
+runner = "processes"
+summary = false
+
+[source.camera]
+type = "replay"
+path = "{recording}"
+speed = 1.0
+packet_us = {spec.packet_us}
+
+[stage.denoise]
+type = "denoise"
+duration_us = {spec.denoise_us}
+
+[stage.hots]
+type = "hots"
+radius = {spec.radius}
+tau_us = {spec.tau_us}
+n_prototypes = {spec.n_prototypes}
+mode = "{spec.mode}"
+in_channels = 2
+learn = false
+prototypes = "{model_path}"
+
+[stage.snn]
+type = "snn"
+model = "{model_path}"
+segments = "activity"
+
+[stage.decoder]
+type = "decoder"
+model = "{model_path}"
+
+[sink.jsonl]
+type = "jsonl"
+path = "{out}"
+""" + "".join(f'\n[[link]]\nfrom = "{a}"\nto = "{b}"\nmode = "live"\n' for a, b in links)
+

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline.learn.continuous import Stream, score
+from pipeline.learn.continuous import Stream, live_graph_config, score
 from pipeline.learn.evaluate import evaluate
 from sensors.continuous import add_noise, concatenate, interleave
 from sensors.replay import dataset_files
@@ -19,48 +19,6 @@ from tests.conftest import ROOT
 
 MODEL = ROOT / "recordings" / "model.npz"
 BUNDLED = ROOT / "recordings" / "nmnist"
-
-GRAPH = """
-[graph]
-name = "live-{name}"
-runner = "processes"
-summary = false
-
-[source.camera]
-type = "replay"
-path = "{recording}"
-speed = 1.0
-
-[stage.denoise]
-type = "denoise"
-duration_us = 20000
-
-[stage.hots]
-type = "hots"
-radius = 2
-tau_us = 50000.0
-n_prototypes = 64
-mode = "all"
-in_channels = 2
-learn = false
-prototypes = "{model}"
-
-[stage.snn]
-type = "snn"
-model = "{model}"
-segments = "activity"
-
-[stage.decoder]
-type = "decoder"
-model = "{model}"
-
-[sink.jsonl]
-type = "jsonl"
-path = "{out}"
-""" + "".join(f'\n[[link]]\nfrom = "{a}"\nto = "{b}"\nmode = "live"\n' for a, b in [
-    ("camera", "denoise"), ("denoise", "hots"), ("hots", "snn"), ("snn", "decoder"),
-    ("decoder", "jsonl")])
-
 
 @pytest.fixture(scope="module")
 def marker_accuracy():
@@ -75,7 +33,7 @@ def test_each_object_decided_once_in_the_running_graph(tmp_path, gap_ms, noise, 
     write_npz(str(recording), [add_noise(events, noise, width, height)], width, height)
     out = tmp_path / "decisions.jsonl"
     config = tmp_path / "live.toml"
-    config.write_text(GRAPH.format(name=f"{gap_ms}-{int(noise)}", recording=recording, model=MODEL, out=out))
+    config.write_text(live_graph_config(recording, MODEL, out, f"live-{gap_ms}-{int(noise)}"))
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config)],
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
