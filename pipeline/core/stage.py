@@ -23,7 +23,11 @@ from __future__ import annotations
 import threading
 from typing import Iterable, Iterator
 
-from pipeline.core.packet import Packet
+import numpy as np
+
+from pipeline.core import wire
+from pipeline.core.events import dtype_by_name
+from pipeline.core.packet import Packet, Segment, events_packet
 
 
 class Stage:
@@ -38,6 +42,11 @@ class Stage:
     def finish(self) -> list[Packet]:
         """Packets still held back when every input has ended (default: none)."""
         return []
+
+    def warm_up(self) -> None:
+        """Load or compile now what the first packet would (numba kernels load from their cache
+        on first call: tens to hundreds of ms). The runtime calls it before the node joins its
+        links, so a live graph's first decision pays no start-up cost (default: nothing)."""
 
     def close(self) -> None:
         """Release files and other resources; called once, also after an error."""
@@ -96,3 +105,19 @@ def run_chain(packets: Iterable[Packet], stages: list[Stage]) -> list[Packet]:
     for index, stage in enumerate(stages):
         feed(index + 1, stage.finish())
     return out
+
+
+def warm_up_packets(kind: str, width: int, height: int,
+                    segment: Segment | None = None) -> list[Packet]:
+    """Packets for ``Stage.warm_up``: one and two records of ``kind`` at pixel (0, 0), t = 0 and
+    1 us, as a receiver gets them off a link (decoded from the wire: read-only field views).
+    numba compiles one kernel per memory layout, and one record is contiguous where two are
+    strided, so both are needed to load what real packets will call."""
+    out = []
+    for n in (1, 2):
+        records = np.zeros(n, dtype_by_name(kind))
+        records["t"] = np.arange(n)
+        out.append(wire.decode(wire.encode(events_packet("warm-up", 0, records, width, height,
+                                                         segment, kind))))
+    return out
+

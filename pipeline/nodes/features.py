@@ -49,7 +49,7 @@ from pipeline.core.nodetype import (
     path_field,
 )
 from pipeline.core.packet import Packet, Segment, events_packet
-from pipeline.core.stage import Stage
+from pipeline.core.stage import Stage, warm_up_packets
 
 SURFACE, HATS = "surface", "hats"  # record kinds (dtype names) of the time_surface and hats stages
 SURFACE_DTYPE = register_dtype(SURFACE, np.dtype(
@@ -83,6 +83,14 @@ class _FeatureStage(Stage):
 
     def start(self, width: int, height: int) -> None:
         """Allocate state for a sensor of this size (called on the first packet)."""
+
+    def warm_up(self) -> None:
+        """Process ``warm_up_packets`` of each kind taken (a 1 x 1 sensor); the first real packet
+        then allocates the state afresh."""
+        for kind in self.params.accepts:
+            for packet in warm_up_packets(kind, 1, 1):
+                self.process(packet)
+        self.size, self.seq = None, 0
 
     def handle(self, packet: Packet) -> list[Packet]:
         raise NotImplementedError

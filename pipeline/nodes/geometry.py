@@ -19,7 +19,7 @@ import numpy as np
 from kernels.geometry import area_threshold, counters, scale
 from pipeline.core.nodetype import EVENTS, STAGE, ParamError, Params, node_type, param
 from pipeline.core.packet import Packet, events_packet
-from pipeline.core.stage import Stage
+from pipeline.core.stage import Stage, warm_up_packets
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,14 @@ class Scale(Stage):
         self.threshold = p.threshold or area_threshold(*self.region[2:], p.out_width, p.out_height)
         self.counts = counters(p.out_width, p.out_height)
         self.size = (width, height)
+
+    def warm_up(self) -> None:
+        """Run the kernel on ``warm_up_packets`` so numba loads what real packets call."""
+        for packet in warm_up_packets(EVENTS, 1, 1):
+            events, n = packet.records, len(packet.records)
+            scale(events["x"], events["y"], events["p"], 0, 0, 1, 1, 1,
+                  counters(self.params.out_width, self.params.out_height), np.empty(n, np.int16),
+                  np.empty(n, np.int16), np.empty(n, bool))
 
     def process(self, packet: Packet) -> list[Packet]:
         header, events = packet.header, packet.records

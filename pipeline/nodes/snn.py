@@ -42,7 +42,7 @@ from pipeline.core.nodetype import (
     path_field,
 )
 from pipeline.core.packet import Header, Packet, Segment, json_packet
-from pipeline.core.stage import Stage
+from pipeline.core.stage import Stage, warm_up_packets
 
 # t: us (sensor clock); seen: input events of the segment received when it happened; v: membrane
 # potential (spikes: at the crossing, before reset); kind: SPIKE or SAMPLE (potential sample).
@@ -112,6 +112,14 @@ class SnnStage(Stage):
         self.seen = 0  # input events since the last reset (activity: since the stream began)
         self.t_now = 0  # latest time (us) the network has been run to
         self.warned_unmarked = False
+
+    def warm_up(self) -> None:
+        """Run ``warm_up_packets`` through the network, then start again from rest."""
+        for packet in warm_up_packets(self.dtype, self.model.width, self.model.height,
+                                      Segment(0, start=True)):
+            self.process(packet)
+        self.state = lif.init_state(self.net)
+        self.seen = self.t_now = 0
 
     def process(self, packet: Packet) -> list[Packet]:
         header = packet.header
@@ -226,6 +234,18 @@ class DecoderStage(Stage):
         self.evidence = np.zeros(len(self.classes))
         self.track = readout.new_track_state()
         self.objects = 0
+
+    def warm_up(self) -> None:
+        """Call the read-out kernels on no spikes (contiguous arrays, as the decoder passes
+        them) and scratch state, so numba loads them now."""
+        none = np.empty(0, np.int64)
+        readout.track_objects(none, none, none, 0, np.zeros(len(self.classes)),
+                              readout.new_track_state(), 1.0, 1.0, 1.0, 1.0,
+                              readout.track_outputs(0))
+        counts = np.zeros(len(self.classes))
+        readout.count_lead(none, np.empty(0, np.int32), 0, 0, 0, 1, counts)
+        readout.forced_leader(np.zeros(len(self.classes), np.int64), counts)
+        readout.leader(counts)
 
     def _open(self, header: Header, segment: Segment | None) -> None:
         n = len(self.classes)

@@ -112,9 +112,17 @@ class NodeRunner:
         return default_address(link, self.runner, self.run_dir)
 
     def _open(self) -> None:
+        """Bind the outputs, wait (bounded) until every live output has its subscriber, then join
+        the inputs. A node thus subscribes upstream only once everything downstream of it is
+        listening, and a live source starts only when the whole graph is: nothing is published
+        into a link nobody reads yet."""
         for link in self.config.outputs(self.name):
             self.senders.append(Sender(self.ctx, self._address(link), link.mode, link.hwm,
                                        aborting=self._abort.is_set))
+        for sender in self.senders:
+            if not sender.wait_for_subscriber(SUBSCRIBER_WAIT_S) and not self._abort.is_set():
+                log.warning("node %r: nobody subscribed to %s within %.0f s; publishing anyway",
+                            self.name, sender.address, SUBSCRIBER_WAIT_S)
         for link in self.config.inputs(self.name):
             self.receivers.append(Receiver(self.ctx, self._address(link), link.mode, link.hwm))
 
@@ -154,8 +162,6 @@ class NodeRunner:
         log.error("node %r failed in %s:\n%s", self.name, where, trace)
 
     def _run_source(self, reporter: MetricsReporter) -> None:
-        for sender in self.senders:
-            sender.wait_for_subscriber(SUBSCRIBER_WAIT_S)
         for packet in self.node.packets():
             self._emit([packet])
             self._report(reporter)
@@ -208,6 +214,8 @@ class NodeRunner:
     def run(self) -> dict:
         reporter = MetricsReporter(self.ctx, self.collector, self.config.graph.metrics_interval_s)
         try:
+            if self.settings.kind != SOURCE:
+                self.node.warm_up()  # before joining the links: upstream waits for this node
             self._open()
             freeze_heap()
             try:
