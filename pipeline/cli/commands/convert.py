@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.cli.commands.info import add_reader_arguments, reader_options
+from pipeline.cli.commands.info import add_reader_arguments, reader_options, reader_problem
 from sensors.readers import FormatError
 
 NAME = "convert"
@@ -22,12 +22,8 @@ def main(args) -> int:
 
     try:
         done = convert(args.input, args.output, args.format, **reader_options(args))
-    except FormatError as exc:
-        print(f"evpipe convert: {exc}", file=sys.stderr)
-        return 2
-    except TypeError as exc:  # an option the chosen reader does not take
-        print(f"evpipe convert: {args.input}: bad reader option: {exc}", file=sys.stderr)
-        return 2
+    except (FormatError, TypeError) as exc:
+        return reader_problem(NAME, args.input, exc)
     except OSError as exc:  # the output (or its folder) cannot be created or written
         print(f"evpipe convert: cannot write {args.output}: {exc}", file=sys.stderr)
         return 2

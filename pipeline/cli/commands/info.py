@@ -30,6 +30,14 @@ def reader_options(args) -> dict:
     return options
 
 
+def reader_problem(command: str, path: str, exc: FormatError | TypeError) -> int:
+    """Report in one line on stderr why ``evpipe COMMAND`` could not read ``path``: a bad file
+    (FormatError) or a reader option the chosen reader does not take (TypeError); returns 2."""
+    problem = f"{path}: bad reader option: {exc}" if isinstance(exc, TypeError) else str(exc)
+    print(f"evpipe {command}: {problem}", file=sys.stderr)
+    return 2
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("file", help="recording to describe")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -41,12 +49,8 @@ def main(args) -> int:
 
     try:
         summary = info(args.file, args.format, **reader_options(args))
-    except FormatError as exc:
-        print(f"evpipe info: {exc}", file=sys.stderr)
-        return 2
-    except TypeError as exc:  # an option the chosen reader does not take
-        print(f"evpipe info: {args.file}: bad reader option: {exc}", file=sys.stderr)
-        return 2
+    except (FormatError, TypeError) as exc:
+        return reader_problem(NAME, args.file, exc)
     if args.json:
         print(json.dumps(summary))
         return 0
