@@ -34,7 +34,8 @@ from kernels.timesurface import NEVER
 MERGE, SAME, ALL = 0, 1, 2
 MODES = {"merge": MERGE, "same": SAME, "all": ALL}
 REBASE = 500.0  # time constants between rescalings; exp(500) ~ 1e217 stays finite in float64
-BLOCK = 128  # events whose distances are computed together when not learning
+BLOCK = 64  # events whose distances are computed together when not learning
+TILE_PROTOS, TILE_ROWS = 4, 4  # prototypes and surface rows per pass of ``_screen``
 
 
 def surface_dim(channels: int, radius: int, mode: int) -> int:
@@ -59,21 +60,18 @@ def hots_layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, 
     prototype j; ``hits`` (N,) int64 counts wins, 0 marking a prototype not yet initialised. With
     ``learn`` the prototypes are initialised from the first N surfaces and then updated online
     (``_learn``, one event at a time); otherwise they stay fixed and the winners of ``BLOCK``
-    events at a time are found together (``_nearest``). The winner minimises
-    |C_j|^2 - 2 C_j . S, i.e. the Euclidean distance |C_j - S|, the first of equal ones.
+    events at a time are found together (``_screen``, float32, then ``_exact``, float64, for the
+    events float32 cannot decide). The winner minimises |C_j|^2 - 2 C_j . S, i.e. the Euclidean
+    distance |C_j - S|, in float64, the first of equal ones.
     """
     dim, n_proto = protos.shape
     side = 2 * radius + 1
     _, rows, cols = surf.shape
     flat = surf.reshape(-1)
     block = 1 if learn else BLOCK
-    padded = -(-dim // 4) * 4  # ``_nearest`` adds 4 rows at a time; padding rows stay 0
-    weights = np.zeros((padded, n_proto))
-    weights[:dim] = protos
-    raw = np.zeros((padded, block))  # column e: map values around event e of the block
+    raw = np.zeros((dim, block))  # column e: map values around event e of the block
     raw_flat, stride = raw.reshape(-1), np.uint64(block)
     decay = np.empty(block)  # 1 / exp((t - t0) / tau) of each event: S = raw * decay
-    dots = np.empty((n_proto, block))
     offsets = np.empty(dim, np.uint64)  # of the surface pixels from the top-left one in ``flat``
     for k in range(dim):
         offsets[k] = ((k // (side * side)) * rows + k // side % side) * cols + k % side
@@ -82,6 +80,28 @@ def hots_layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, 
         for k in range(dim):
             norms[j] += protos[k, j] * protos[k, j]
     score, surface = np.empty(n_proto), np.empty(dim)
+    # float32 screening (unused when learning): prototypes zero-padded to TILE_ROWS x TILE_PROTOS
+    # multiples, -|C_j|^2 / 2 as the start of each sum, -inf for the padding prototypes
+    padded = -(-dim // TILE_ROWS) * TILE_ROWS
+    tiles = -(-n_proto // TILE_PROTOS) * TILE_PROTOS
+    weights = np.zeros((padded, tiles), np.float32)
+    start = np.full(tiles, -np.inf, np.float32)
+    bound = 0.0
+    for j in range(n_proto):
+        size = 0.5 * norms[j]
+        for k in range(dim):
+            weights[k, j] = protos[k, j]
+            size += abs(protos[k, j])
+        start[j] = -0.5 * norms[j]
+        bound = max(bound, size)
+    # |float32 - exact| of one value v_j = C_j . S - |C_j|^2 / 2 is at most (dim + 6) u
+    # (|C_j|^2 / 2 + sum |C_j|) for 0 <= S <= 1, u = 2^-24; a float32 lead larger than twice that
+    # (``margin``, with room to spare) is the exact winner, and by far the float64 one too
+    margin = 2.0 * 1.01 * (dim + 8) * 2.0**-24 * bound + 1e-30
+    values = np.empty((padded, block), np.float32)
+    sums = np.empty((TILE_PROTOS, block), np.float32)
+    top, second = np.empty(block, np.float32), np.empty(block, np.float32)
+    best, dots = np.empty(block, np.int64), np.empty(n_proto)
     for first in range(0, t.shape[0], block):
         m = min(block, t.shape[0] - first)
         for e in range(m):
@@ -102,45 +122,96 @@ def hots_layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, 
                 to += stride
         if learn:
             out_f[first] = _learn(raw, decay[0], protos, hits, norms, score, surface)
-        else:
-            _nearest(raw, decay, m, weights, norms, dots, out_f[first:first + m])
+            continue
+        _screen(raw, decay, m, weights, start, values, sums, top, second, best)
+        for e in range(m):
+            if top[e] - second[e] > margin:
+                out_f[first + e] = best[e]
+            else:
+                out_f[first + e] = _exact(raw, e, decay[e], protos, norms, dots)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _screen(raw, decay, m, weights, start, values, sums, top, second, best):
+    """Float32 pass over the first ``m`` events of a block (columns of ``raw``), fixed prototypes.
+
+    Writes, per event e, the largest v_j = C_j . S - |C_j|^2 / 2 (the nearest prototype has the
+    largest), ``top[e]``, its index ``best[e]`` (the first of equal ones) and the second largest
+    v, ``second[e]``. S = raw * decay is rounded to float32 in ``values`` (rows beyond the
+    surface stay 0), so 0 <= S <= 1 whatever the map's scale. The winners are independent, so the
+    innermost loops run across the events of the block (vector multiply-adds, no dependent
+    chains): ``TILE_PROTOS`` running sums (``sums``) take ``TILE_ROWS`` rows of ``values`` per
+    pass, then update the running maxima. Unsigned flat indices: numba skips negative-index
+    wraparound.
+    """
+    dim = raw.shape[0]
+    padded, tiles = weights.shape
+    stride = np.uint64(BLOCK)  # a constant: LLVM sees that the rows of one array never overlap
+    raw_flat, values_flat, sums_flat = raw.reshape(-1), values.reshape(-1), sums.reshape(-1)
+    for k in range(dim):
+        row = np.uint64(k) * stride
+        for e in range(np.uint64(m)):
+            values_flat[row + e] = np.float32(raw_flat[row + e] * decay[e])
+    for k in range(dim, padded):
+        values[k, :m] = 0.0
+    top[:m] = -np.inf
+    second[:m] = -np.inf
+    best[:m] = 0
+    s1 = stride
+    s2 = s1 + stride
+    s3 = s2 + stride
+    for j in range(0, tiles, 4):  # TILE_PROTOS = 4
+        b0, b1, b2, b3 = start[j], start[j + 1], start[j + 2], start[j + 3]
+        for e in range(np.uint64(m)):
+            sums_flat[e] = b0
+            sums_flat[s1 + e] = b1
+            sums_flat[s2 + e] = b2
+            sums_flat[s3 + e] = b3
+        for k in range(0, padded, 4):  # TILE_ROWS = 4
+            w00, w01, w02, w03 = weights[k, j], weights[k, j + 1], weights[k, j + 2], weights[k, j + 3]
+            w10, w11, w12, w13 = (weights[k + 1, j], weights[k + 1, j + 1], weights[k + 1, j + 2],
+                                  weights[k + 1, j + 3])
+            w20, w21, w22, w23 = (weights[k + 2, j], weights[k + 2, j + 1], weights[k + 2, j + 2],
+                                  weights[k + 2, j + 3])
+            w30, w31, w32, w33 = (weights[k + 3, j], weights[k + 3, j + 1], weights[k + 3, j + 2],
+                                  weights[k + 3, j + 3])
+            r0 = np.uint64(k) * stride
+            for e in range(np.uint64(m)):
+                v0 = values_flat[r0 + e]
+                v1 = values_flat[r0 + s1 + e]
+                v2 = values_flat[r0 + s2 + e]
+                v3 = values_flat[r0 + s3 + e]
+                sums_flat[e] = sums_flat[e] + v0 * w00 + v1 * w10 + v2 * w20 + v3 * w30
+                sums_flat[s1 + e] = sums_flat[s1 + e] + v0 * w01 + v1 * w11 + v2 * w21 + v3 * w31
+                sums_flat[s2 + e] = sums_flat[s2 + e] + v0 * w02 + v1 * w12 + v2 * w22 + v3 * w32
+                sums_flat[s3 + e] = sums_flat[s3 + e] + v0 * w03 + v1 * w13 + v2 * w23 + v3 * w33
+        for e in range(np.uint64(m)):  # branch-free: the first of equal values stays
+            hi, lo, arg = top[e], second[e], best[e]
+            for q in range(4):
+                v = sums_flat[np.uint64(q) * stride + e]
+                lo = max(lo, min(v, hi))
+                arg = j + q if v > hi else arg
+                hi = max(hi, v)
+            top[e], second[e], best[e] = hi, lo, arg
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _nearest(raw, decay, m, weights, norms, dots, out_f):
-    """Winners of the first ``m`` events of a block (columns of ``raw``) for fixed prototypes.
-
-    The winners are independent, so all dot products are taken with the innermost loop across
-    the block: a vector multiply-add streaming over events, where a loop across the prototypes of
-    one event would be a chain of dependent sums. Each pass adds 4 rows of ``weights`` (the
-    prototypes zero-padded to a multiple of 4 rows), in row order, to cut the loads and stores of
-    the running sums. Unsigned flat indices: numba skips negative-index wraparound.
-    """
-    padded, n_proto = weights.shape
-    stride = np.uint64(raw.shape[1])
-    raw_flat, dots_flat = raw.reshape(-1), dots.reshape(-1)
-    dots[:, :m] = 0.0
-    for j in range(n_proto):
-        to = np.uint64(j) * stride
-        for k in range(0, padded, 4):
-            w0, w1 = weights[k, j], weights[k + 1, j]
-            w2, w3 = weights[k + 2, j], weights[k + 3, j]
-            r0 = np.uint64(k) * stride
-            r1 = r0 + stride
-            r2 = r1 + stride
-            r3 = r2 + stride
-            for e in range(np.uint64(m)):
-                total = dots_flat[to + e] + raw_flat[r0 + e] * w0
-                total += raw_flat[r1 + e] * w1
-                total += raw_flat[r2 + e] * w2
-                dots_flat[to + e] = total + raw_flat[r3 + e] * w3
-    for e in range(m):
-        best, low = 0, norms[0] - 2.0 * decay[e] * dots[0, e]
-        for j in range(1, n_proto):  # branch-free: the first of equal distances wins
-            score = norms[j] - 2.0 * decay[e] * dots[j, e]
-            best = j if score < low else best
-            low = min(score, low)
-        out_f[e] = best
+def _exact(raw, e, decay, protos, norms, dots):
+    """The float64 winner of event ``e`` (column of ``raw``): the smallest
+    |C_j|^2 - 2 decay (C_j . raw), dot products summed in surface order, the first of equal ones.
+    ``dots`` (N,) is scratch."""
+    dim, n_proto = protos.shape
+    dots[:] = 0.0
+    for k in range(dim):
+        r = raw[k, e]
+        for j in range(n_proto):
+            dots[j] += r * protos[k, j]
+    best, low = 0, norms[0] - 2.0 * decay * dots[0]
+    for j in range(1, n_proto):
+        score = norms[j] - 2.0 * decay * dots[j]
+        if score < low:
+            best, low = j, score
+    return best
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

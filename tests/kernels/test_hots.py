@@ -10,6 +10,7 @@ import tonic
 
 from kernels.hots import ALL, MERGE, SAME, hots_layer, hots_map, surface_dim
 from pipeline.core.events import from_structured
+from tests.conftest import ROOT
 
 
 def reference_surface(last, t, x, y, c, radius, tau, mode):
@@ -123,3 +124,55 @@ def test_first_surface_is_only_the_event_itself():
     expected = np.zeros((5, 5))
     expected[2, 2] = 1.0
     np.testing.assert_array_equal(protos[:, 0].reshape(5, 5), expected)
+
+
+def model_prototypes():
+    """The default graph's 64 prototypes (config.toml: radius 2, mode "all", 2 channels)."""
+    path = ROOT / "recordings" / "model.npz"
+    with np.load(path) as archive:
+        return np.ascontiguousarray(archive["hots_prototypes"], dtype=np.float64)
+
+
+def nmnist_stream(recordings, indices):
+    """N-MNIST samples back to back, 1 ms apart, on one clock."""
+    parts, offset = [], 0
+    for index in indices:
+        events = nmnist_sample(recordings, index).copy()
+        events["t"] += offset
+        offset = int(events["t"][-1]) + 1000
+        parts.append(events)
+    return np.concatenate(parts)
+
+
+def test_default_configuration_equals_float64_reference_on_nmnist(recordings):
+    # the default graph's layer (radius 2, mode "all", tau 50 ms, the model's 64 prototypes, no
+    # learning); the kernel screens distances in float32, so every winner is checked against the
+    # float64 reference, over calls cut inside the kernel's blocks of events
+    events = nmnist_stream(recordings, [3, 250, 611])
+    protos = model_prototypes()
+    radius, tau = 2, 50_000.0
+    ours = run_kernel(events, 34, 34, 2, radius, tau, ALL, protos, np.ones(64, np.int64), False,
+                      chunks=7)
+    expected, _, distances = reference_hots(
+        events[["t", "x", "y", "p"]], 34, 34, 2, radius, tau, ALL, list(protos.T), False)
+    assert_same_winners(ours, expected, distances)
+    assert len(np.unique(ours)) > 32
+
+
+def test_prototypes_closer_than_float32_resolves_are_told_apart_as_in_float64(recordings):
+    # 7 extra prototypes equal to model prototypes up to a relative 1e-6: float32 cannot rank a
+    # surface between the two of a pair (its rounding is larger), float64 can. The events whose
+    # float32 lead is within the rounding bound are decided in float64, so the winners are still
+    # the reference's; 71 prototypes also exercise the padding of the prototype tiles
+    events = nmnist_stream(recordings, [42, 517])
+    model = model_prototypes()
+    counts = np.bincount(run_kernel(events, 34, 34, 2, 2, 50_000.0, ALL, model,
+                                    np.ones(64, np.int64), False), minlength=64)
+    twins = np.argsort(counts)[::-1][:7]  # the most used ones: many events near a pair
+    protos = np.concatenate([model, model[:, twins] * (1.0 + 1e-6)], axis=1)
+    ours = run_kernel(events, 34, 34, 2, 2, 50_000.0, ALL, protos, np.ones(71, np.int64), False,
+                      chunks=3)
+    expected, _, distances = reference_hots(
+        events[["t", "x", "y", "p"]], 34, 34, 2, 2, 50_000.0, ALL, list(protos.T), False)
+    assert_same_winners(ours, expected, distances)
+    assert (ours >= 64).any() and np.isin(ours, twins).any()  # both sides of the pairs win
