@@ -168,7 +168,8 @@ def _screen(raw, decay, m, weights, start, values, sums, top, second, best):
             sums_flat[s2 + e] = b2
             sums_flat[s3 + e] = b3
         for k in range(0, padded, 4):  # TILE_ROWS = 4
-            w00, w01, w02, w03 = weights[k, j], weights[k, j + 1], weights[k, j + 2], weights[k, j + 3]
+            w00, w01, w02, w03 = (weights[k, j], weights[k, j + 1], weights[k, j + 2],
+                                  weights[k, j + 3])
             w10, w11, w12, w13 = (weights[k + 1, j], weights[k + 1, j + 1], weights[k + 1, j + 2],
                                   weights[k + 1, j + 3])
             w20, w21, w22, w23 = (weights[k + 2, j], weights[k + 2, j + 1], weights[k + 2, j + 2],
