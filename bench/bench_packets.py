@@ -1,0 +1,158 @@
+"""The fixed cost per packet: what a stage and a link cost when a packet holds next to nothing.
+
+Small packets (1 ms of a sparse camera: a few events) must not starve a live graph, so what a
+packet costs regardless of its events is measured on its own:
+
+- per stage: each stage of the default graph (``config.toml``: denoise, hots, snn, decoder), built
+  and warmed up as the runtime does, is fed in-process one segment of packets of 0 and of 3 events
+  (1 ms apart, random pixels), each stage the packets its upstream returned (as ``run_chain``
+  does); ours is the median time of one ``process`` call, in us. No program does this work to
+  compare with, so the row states the target (10 us per packet) as its ``peer``, with ratio =
+  target / ours (higher is better, at least 1 meets it);
+- per link: one small packet (3 events) sent by ``links.Sender`` and received by
+  ``links.Receiver`` (encode with its JSON header, send, receive, validate, decode, sequence
+  tracking) over ipc, one after the other in one thread, against raw pyzmq sending the same three
+  frames on the same transport in the same run; median of alternating rounds. The ratio is
+  ours / raw (lower is better, no target); the extra cost ours - raw is the link's fixed cost
+  per packet, stated against its target (25 us) as the stage rows do.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+import zmq
+
+from bench.common import record
+from pipeline.core.events import EVENT_DTYPE
+from pipeline.core.packet import Segment, events_packet
+from pipeline.core.stage import warm_up_packets
+from pipeline.runtime.config import load
+from pipeline.runtime.links import LOSSLESS, Receiver, Sender
+from pipeline.runtime.node import build_node, freeze_heap
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+STAGES = ("denoise", "hots", "snn", "decoder")
+PACKETS = 2000  # per size and stage
+SIZES = (0, 3)  # events per packet
+STAGE_TARGET_US = 10.0
+LINK_TARGET_US = 25.0
+LINK_PACKETS = 5000
+ROUNDS = 5
+
+
+def tiny_packets(n_events: int, count: int, width: int, height: int) -> list:
+    """One segment of ``count`` packets of ``n_events`` events, 1 ms apart, random pixels."""
+    rng = np.random.default_rng(0)
+    packets = []
+    for i in range(count):
+        events = np.zeros(n_events, EVENT_DTYPE)
+        events["t"] = i * 1000 + np.arange(n_events)
+        events["x"] = rng.integers(0, width, n_events)
+        events["y"] = rng.integers(0, height, n_events)
+        events["p"] = rng.integers(0, 2, n_events)
+        segment = Segment(0, start=i == 0, end=i == count - 1, label="0")
+        packets.append(events_packet("replay", i, events, width, height, segment))
+    return packets
+
+
+def stage_costs(n_events: int) -> dict[str, float]:
+    """Median us of one ``process`` call per default stage, on packets of ``n_events`` events."""
+    config = load(ROOT / "config.toml")
+    stages = [build_node(config.nodes[name]) for name in STAGES]
+    for stage in stages:
+        stage.warm_up()
+    width, height = warm_size(stages)
+    packets = tiny_packets(n_events, PACKETS, width, height)
+    freeze_heap()
+    costs = {}
+    for name, stage in zip(STAGES, stages):
+        times, out = [], []
+        for packet in packets:
+            start = time.perf_counter_ns()
+            result = stage.process(packet)
+            times.append(time.perf_counter_ns() - start)
+            out.extend(result)
+        costs[name] = float(np.median(times)) / 1e3
+        packets = out
+    for stage in stages:
+        stage.close()
+    return costs
+
+
+def warm_size(stages) -> tuple[int, int]:
+    """The sensor size the snn stage's model takes (N-MNIST: 34 x 34)."""
+    model = next(stage.model for stage in stages if hasattr(stage, "net"))
+    return model.width, model.height
+
+
+def link_round(kind: str, ctx: zmq.Context, address: str, packet) -> float:
+    """Median us of one small packet sent and received over ``address`` (ours or raw)."""
+    times = []
+    if kind == "ours":
+        sender = Sender(ctx, address, LOSSLESS, 64)
+        receiver = Receiver(ctx, address, LOSSLESS, 64)
+        send, receive = sender.send, receiver.receive
+        sockets = (sender, receiver)
+        item = packet
+    else:
+        push, pull = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
+        push.bind(address)
+        pull.connect(address)
+        frames = [b"bench", b'{"v":1}', memoryview(packet.records).cast("B")]
+
+        def send(item):
+            push.send_multipart(item, copy=True)
+
+        def receive():
+            return pull.recv_multipart(copy=False)
+        sockets = (push, pull)
+        item = frames
+    for _ in range(200):  # connect and warm up
+        send(item)
+        receive()
+    for _ in range(LINK_PACKETS):
+        start = time.perf_counter_ns()
+        send(item)
+        receive()
+        times.append(time.perf_counter_ns() - start)
+    for sock in sockets:
+        sock.close()
+    return float(np.median(times)) / 1e3
+
+
+def link_costs() -> tuple[float, float]:
+    """Best (over alternating rounds) median us per small packet over ipc: ours, raw pyzmq."""
+    packet = tiny_packets(3, 1, 34, 34)[0]
+    ctx = zmq.Context()
+    freeze_heap()
+    ours, raw = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for r in range(ROUNDS):
+            ours.append(link_round("ours", ctx, f"ipc://{folder}/ours{r}.sock", packet))
+            raw.append(link_round("raw", ctx, f"ipc://{folder}/raw{r}.sock", packet))
+    ctx.term()
+    return min(ours), min(raw)
+
+
+def run() -> list[dict]:
+    out = []
+    for n in SIZES:
+        for name, us in stage_costs(n).items():
+            out.append(record(f"packets: {name} per {n}-event packet, target 10 us as peer",
+                              us, STAGE_TARGET_US, "us", 1.0, ratio=STAGE_TARGET_US / us))
+    ours, raw = link_costs()
+    out.append(record("packets: link send+receive, 3 events, ipc, vs raw pyzmq", ours, raw, "us",
+                      None))
+    extra = ours - raw
+    out.append(record("packets: link fixed cost (ours - raw), target 25 us as peer", extra,
+                      LINK_TARGET_US, "us", 1.0, ratio=LINK_TARGET_US / max(extra, 1e-3)))
+    return out
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(row)
