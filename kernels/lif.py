@@ -267,17 +267,20 @@ def run(net: LIFNetwork, state: LIFState, t: np.ndarray, idx: np.ndarray,
     if len(idx) and (idx.max() >= net.sizes[0]):
         raise ValueError(f"input index {int(idx.max())} out of range for {net.sizes[0]} inputs")
     bound = max_spikes_per_event(net)
-    capacity = max(capacity, 2 * bound)
+    # sized for the call: a small packet allocates little, a large one resumes in pieces
+    capacity = min(max(capacity, 2 * bound), max(len(t), 1) * bound)
     buffers = [np.empty(capacity, np.int64), np.empty(capacity, np.int32),
                np.empty(capacity, np.int16), np.empty(capacity, np.float32),
                np.empty(capacity, np.int64)]
     pieces, done = [], 0
     while True:
         consumed, written = _run(*net, *state, t[done:], idx[done:], bound, *buffers)
-        pieces.append([b[:written].copy() for b in buffers])
-        for piece in pieces[-1][4:]:
-            piece += done
+        piece = [b[:written] for b in buffers]
+        piece[4] += done
         done += consumed
+        if done == len(t) and not pieces:  # one pass: the buffers are this call's own
+            return dict(zip(SPIKE_FIELDS, piece))
+        pieces.append([p.copy() for p in piece])
         if done == len(t):
             break
     return {name: np.concatenate([p[k] for p in pieces]) for k, name in enumerate(SPIKE_FIELDS)}

@@ -108,6 +108,9 @@ class SnnStage(Stage):
             self.net = self.model.net
         self.state = lif.init_state(self.net)
         self.output_layer = self.model.n_layers - 1
+        self.samples = np.zeros(self.net.sizes[-1], SPIKE_DTYPE)  # the potential samples' constants
+        self.samples["neuron"] = np.arange(len(self.samples))
+        self.samples["layer"], self.samples["kind"] = self.output_layer, SAMPLE
         self.dtype = EVENTS if self.model.input == EVENTS else FEATURES
         self.seen = 0  # input events since the last reset (activity: since the stream began)
         self.t_now = 0  # latest time (us) the network has been run to
@@ -151,21 +154,24 @@ class SnnStage(Stage):
 
     def _run(self, header: Header, t: np.ndarray, idx: np.ndarray, segment: Segment | None) -> Packet:
         spikes = lif.run(self.net, self.state, t, idx)
-        keep = slice(None) if self.params.layers == "all" else spikes["layer"] == self.output_layer
+        if self.params.layers != "all" and len(spikes["t"]):
+            keep = spikes["layer"] == self.output_layer
+            spikes = {name: column[keep] for name, column in spikes.items()}
         # potentials are read at the packet's end, never before an input already run (an empty
         # packet may say t_last = 0)
         t_end = self.t_now = max(int(t[-1]) if len(t) else self.t_now, header.t_last, self.t_now)
         v = lif.potentials(self.net, self.state, self.output_layer, t_end)
-        n_spikes = len(spikes["t"][keep])
+        n_spikes = len(spikes["t"])
         out = np.empty(n_spikes + len(v), SPIKE_DTYPE)
-        for name in ("t", "neuron", "v", "layer"):
-            out[name][:n_spikes] = spikes[name][keep]
-        out["seen"][:n_spikes] = self.seen + spikes["src"][keep] + 1
-        out["kind"][:n_spikes] = SPIKE
+        if n_spikes:
+            for name in ("t", "neuron", "v", "layer"):
+                out[name][:n_spikes] = spikes[name]
+            out["seen"][:n_spikes] = self.seen + spikes["src"] + 1
+            out["kind"][:n_spikes] = SPIKE
         self.seen += len(t)
         samples = out[n_spikes:]
-        samples["t"], samples["seen"], samples["neuron"] = t_end, self.seen, np.arange(len(v))
-        samples["v"], samples["layer"], samples["kind"] = v, self.output_layer, SAMPLE
+        samples[...] = self.samples  # neuron, layer and kind; t, seen and v of this packet:
+        samples["t"], samples["seen"], samples["v"] = t_end, self.seen, v
         new = Header(stream=header.stream, seq=header.seq, dtype=SPIKES, width=header.width,
                      height=header.height, t_first=int(t[0]) if len(t) else t_end, t_last=t_end,
                      count=len(out), clock=header.clock, sent_ns=header.sent_ns,
