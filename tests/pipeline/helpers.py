@@ -11,6 +11,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def linked(*pairs: str) -> str:
+    """``[[link]]`` tables, one per ``"source -> target"``."""
+    return "".join(f'\n[[link]]\nfrom = "{a}"\nto = "{b}"\n' for a, b in (p.split(" -> ") for p in pairs))
+
+
 def write_config(path, text: str):
     path.write_text(text)
     return path

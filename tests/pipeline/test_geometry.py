@@ -17,6 +17,7 @@ from pipeline.runtime.config import ConfigError, parse
 from sensors.readers import read_all
 from sensors.replay import Replay, dataset_files
 from tests.conftest import AEDAT4_SAMPLE, ROOT
+from tests.pipeline.helpers import linked
 from tests.pipeline.test_node_params import DEMO, EVPIPE
 
 MODEL_STAGES = DEMO[DEMO.index("[stage.hots]"):DEMO.index("[sink.jsonl]")]  # hots, snn, decoder
@@ -93,31 +94,8 @@ path = "DECISIONS"
 [sink.scaled]
 type = "npy"
 path = "SCALED"
-
-[[link]]
-from = "camera"
-to = "scale"
-
-[[link]]
-from = "scale"
-to = "hots"
-
-[[link]]
-from = "hots"
-to = "snn"
-
-[[link]]
-from = "snn"
-to = "decoder"
-
-[[link]]
-from = "decoder"
-to = "decisions"
-
-[[link]]
-from = "scale"
-to = "scaled"
-"""
+""" + linked("camera -> scale", "scale -> hots", "hots -> snn", "snn -> decoder",
+             "decoder -> decisions", "scale -> scaled")
 
 
 def test_a_640_by_480_stream_scaled_into_the_34_by_34_model_runs_to_a_decision(tmp_path):

@@ -22,6 +22,7 @@ from pipeline.runtime.config import ConfigError, GraphSettings, LinkSettings, pa
 from pipeline.runtime.links import MODES as LINK_MODES
 from pipeline.runtime.registry import all_types
 from tests.conftest import AEDAT4_SAMPLE, ROOT
+from tests.pipeline.helpers import linked
 
 MODEL = ROOT / "recordings" / "model.npz"  # input: HOTS features, prototypes (50, 64)
 EVPIPE = [sys.executable, "-m", "pipeline.cli"]
@@ -63,27 +64,8 @@ k = 64
 [sink.jsonl]
 type = "jsonl"
 path = "OUT"
-
-[[link]]
-from = "replay"
-to = "denoise"
-
-[[link]]
-from = "denoise"
-to = "hots"
-
-[[link]]
-from = "hots"
-to = "snn"
-
-[[link]]
-from = "snn"
-to = "decoder"
-
-[[link]]
-from = "decoder"
-to = "jsonl"
-"""
+""" + linked("replay -> denoise", "denoise -> hots", "hots -> snn", "snn -> decoder",
+             "decoder -> jsonl")
 
 SURFACE = f"""\
 [graph]

@@ -21,7 +21,7 @@ from pipeline.runtime.links import Receiver, Sender
 from pipeline.runtime.node import NodeRunner, default_address
 from sensors.replay import Replay
 from tests.conftest import ROOT
-from tests.pipeline.helpers import write_config
+from tests.pipeline.helpers import linked, write_config
 from tests.sinks.helpers import random_model
 
 BUNDLED = ROOT / "recordings" / "nmnist"
@@ -34,11 +34,6 @@ def samples(folder, count: int):
         first = min(class_folder.glob("*.bin"))
         os.symlink(first, folder / class_folder.name / first.name)
     return folder
-
-
-def linked(*pairs: str) -> str:
-    """``[[link]]`` tables, one per ``"source -> target"``."""
-    return "".join(f'\n[[link]]\nfrom = "{a}"\nto = "{b}"\n' for a, b in (p.split(" -> ") for p in pairs))
 
 
 def test_origin_round_trips_and_old_headers_decode_with_none():

@@ -18,7 +18,7 @@ from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
 from sensors.replay import Replay, dataset_files
 from tests.conftest import ROOT
-from tests.pipeline.helpers import free_port, write_config
+from tests.pipeline.helpers import free_port, linked, write_config
 from tests.sinks.helpers import nmnist_subset, random_model
 
 CONSUMER = ROOT / "examples" / "decision_consumer.py"
@@ -68,27 +68,8 @@ path = "{jsonl}"
 
 [sink.console]
 type = "console"
-
-[[link]]
-from = "replay"
-to = "snn"
-
-[[link]]
-from = "snn"
-to = "decoder"
-
-[[link]]
-from = "decoder"
-to = "robot"
-
-[[link]]
-from = "decoder"
-to = "file"
-
-[[link]]
-from = "decoder"
-to = "console"
-""")
+""" + linked("replay -> snn", "snn -> decoder", "decoder -> robot", "decoder -> file",
+             "decoder -> console"))
     try:
         result = run(load(config))
         out, err = consumer.communicate(timeout=90)
