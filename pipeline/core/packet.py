@@ -66,6 +66,12 @@ class Header:
     def with_(self, **changes) -> "Header":
         return replace(self, **changes)
 
+    def stamped(self, stream: str, seq: int, origin_ns: int) -> "Header":
+        """This header with ``stream``, ``seq`` and ``origin_ns`` set: what every packet gets on
+        its way out of a node, built by one positional call (``with_`` costs several times more)."""
+        return Header(stream, seq, self.dtype, self.width, self.height, self.t_first, self.t_last,
+                      self.count, self.clock, self.sent_ns, self.kind, self.segment, origin_ns)
+
 
 @dataclass(slots=True)
 class Packet:
@@ -98,7 +104,8 @@ def events_packet(stream: str, seq: int, events: np.ndarray, width: int, height:
 def released(packet: Packet) -> Packet:
     """``packet`` with its origin set to now (``time.time_ns()``): a source that holds packets
     back (pacing) stamps each as it lets it go."""
-    packet.header = packet.header.with_(origin_ns=time.time_ns())
+    header = packet.header
+    packet.header = header.stamped(header.stream, header.seq, time.time_ns())
     return packet
 
 

@@ -61,18 +61,40 @@ class Malformed(ValueError):
         self.detail = detail
 
 
-def header_to_dict(header: Header, itemsize: int, sent_ns: int | None = None) -> dict:
-    seg = header.segment
-    return {
-        "v": VERSION, "stream": header.stream, "seq": header.seq, "dtype": header.dtype,
-        "itemsize": itemsize, "count": header.count, "width": header.width,
-        "height": header.height, "t_first": header.t_first, "t_last": header.t_last,
-        "clock": header.clock, "sent_ns": header.sent_ns if sent_ns is None else sent_ns,
-        "kind": header.kind, "origin_ns": header.origin_ns,
-        "segment": None if seg is None else {
-            "id": seg.id, "start": seg.start, "end": seg.end, "label": seg.label, "name": seg.name,
-        },
-    }
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_format(stream: str, dtype: str, itemsize: int, width: int, height: int, clock: str,
+                   kind: str) -> str:
+    """The header JSON of one stream's packets as a %-format of its per-packet fields (seq,
+    count, t_first, t_last, sent_ns, origin_ns, segment): what does not change per stream is
+    serialised once."""
+    fixed = {"stream": stream, "dtype": dtype, "itemsize": itemsize, "width": width,
+             "height": height, "clock": clock, "kind": kind}
+    fixed = {key: _json(value).replace("%", "%%") for key, value in fixed.items()}
+    return (f'{{"v":{VERSION},"stream":{fixed["stream"]},"seq":%d,"dtype":{fixed["dtype"]},'
+            f'"itemsize":{fixed["itemsize"]},"count":%d,"width":{fixed["width"]},'
+            f'"height":{fixed["height"]},"t_first":%d,"t_last":%d,"clock":{fixed["clock"]},'
+            f'"sent_ns":%d,"kind":{fixed["kind"]},"origin_ns":%d,"segment":%s}}')
+
+
+@functools.lru_cache(maxsize=1024)
+def _segment_json(seg: Segment | None) -> str:
+    if seg is None:
+        return "null"
+    return _json({"id": seg.id, "start": seg.start, "end": seg.end, "label": seg.label,
+                  "name": seg.name})
+
+
+def encode_header(header: Header, itemsize: int, sent_ns: int | None = None) -> bytes:
+    """The header frame: ``header`` as JSON, with ``itemsize`` and, when given, ``sent_ns``."""
+    form = _header_format(header.stream, header.dtype, itemsize, header.width, header.height,
+                          header.clock, header.kind)
+    return (form % (header.seq, header.count, header.t_first, header.t_last,
+                    header.sent_ns if sent_ns is None else sent_ns, header.origin_ns,
+                    _segment_json(header.segment))).encode()
 
 
 def encode(packet: Packet, sent_ns: int | None = None) -> list:
@@ -92,8 +114,7 @@ def encode(packet: Packet, sent_ns: int | None = None) -> list:
                             f"not the registered {header.dtype!r} layout")
         payload = memoryview(records).cast("B") if records.size else b""
         itemsize = records.dtype.itemsize
-    head = json.dumps(header_to_dict(header, itemsize, sent_ns), separators=(",", ":")).encode()
-    return [header.stream.encode(), head, payload]
+    return [header.stream.encode(), encode_header(header, itemsize, sent_ns), payload]
 
 
 def _segment(raw) -> Segment | None:

@@ -132,8 +132,7 @@ class NodeRunner:
         latency and the input's end-to-end latency so far (from ``origin_ns``) are sampled now."""
         for packet in packets:
             header = packet.header
-            packet.header = header.with_(stream=self.name, seq=self.seq,
-                                         origin_ns=header.origin_ns or origin_ns)
+            packet.header = header.stamped(self.name, self.seq, header.origin_ns or origin_ns)
             self.seq += 1
             for sender in self.senders:
                 sender.send(packet)

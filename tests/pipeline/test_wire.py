@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -73,6 +74,11 @@ def test_json_packet_round_trip(stream, seq, records, segment):
     back = roundtrip(packet)
     assert back.header == packet.header
     assert back.records == records
+
+
+def test_stamped_changes_stream_seq_and_origin_and_keeps_every_other_field():
+    header = Header(*(f"value {i}" for i in range(len(dataclasses.fields(Header)))))
+    assert header.stamped("out", 7, 9) == dataclasses.replace(header, stream="out", seq=7, origin_ns=9)
 
 
 def test_eos_round_trip():
