@@ -50,6 +50,7 @@ _REQUIRED = {
     "width": int, "height": int, "t_first": int, "t_last": int, "clock": str,
     "sent_ns": int, "kind": str,
 }
+_REQUIRED_KEYS, _REQUIRED_TYPES = tuple(_REQUIRED), tuple(_REQUIRED.values())
 
 
 class Malformed(ValueError):
@@ -139,9 +140,11 @@ def parse_header(raw: bytes) -> tuple[Header, int]:
         raise Malformed("header", f"expected a JSON object, got {type(obj).__name__}")
     if obj.get("v") != VERSION:
         raise Malformed("version", f"version {obj.get('v')!r}, this reader speaks {VERSION}")
-    for key, kind in _REQUIRED.items():
-        if type(obj.get(key)) is not kind:  # exact: JSON true/false parse to bool, not int
-            raise Malformed("header", f"field {key!r} must be {kind.__name__}, got {obj.get(key)!r}")
+    # exact types (JSON true/false parse to bool, not int): one comparison, the reason on failure
+    if tuple(map(type, map(obj.get, _REQUIRED_KEYS))) != _REQUIRED_TYPES:
+        for key, kind in _REQUIRED.items():
+            if type(obj.get(key)) is not kind:
+                raise Malformed("header", f"field {key!r} must be {kind.__name__}, got {obj.get(key)!r}")
     if obj["kind"] not in KINDS:
         raise Malformed("header", f"kind {obj['kind']!r} is not one of {KINDS}")
     origin_ns = obj.get("origin_ns", 0)  # absent in headers of senders that predate it
@@ -149,12 +152,9 @@ def parse_header(raw: bytes) -> tuple[Header, int]:
         raise Malformed("header", f"field 'origin_ns' must be int, got {origin_ns!r}")
     if obj["count"] < 0 or obj["itemsize"] < 0 or obj["seq"] < 0 or origin_ns < 0:
         raise Malformed("header", "count, itemsize, seq and origin_ns must be non-negative")
-    header = Header(
-        stream=obj["stream"], seq=obj["seq"], dtype=obj["dtype"], width=obj["width"],
-        height=obj["height"], t_first=obj["t_first"], t_last=obj["t_last"], count=obj["count"],
-        clock=obj["clock"], sent_ns=obj["sent_ns"], kind=obj["kind"],
-        segment=_segment(obj.get("segment")), origin_ns=origin_ns,
-    )
+    header = Header(obj["stream"], obj["seq"], obj["dtype"], obj["width"], obj["height"],
+                    obj["t_first"], obj["t_last"], obj["count"], obj["clock"], obj["sent_ns"],
+                    obj["kind"], _segment(obj.get("segment")), origin_ns)
     return header, obj["itemsize"]
 
 
