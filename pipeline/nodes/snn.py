@@ -279,9 +279,11 @@ class DecoderStage(Stage):
         if not self.open or (segment is not None and (
                 segment.start or self.segment is None or segment.id != self.segment.id)):
             self._open(header, segment)
-        spikes = records[(records["kind"] == SPIKE) & (records["layer"] == self.output_layer)]
-        samples = records[records["kind"] == SAMPLE]
-        self.counts += np.bincount(spikes["neuron"], minlength=len(self.classes))
+        kind = records["kind"]
+        spikes = records[(kind == SPIKE) & (records["layer"] == self.output_layer)]
+        samples = records[kind == SAMPLE]
+        if len(spikes):
+            self.counts += np.bincount(spikes["neuron"], minlength=len(self.classes))
         if len(samples):
             self.potentials = samples["v"].astype(np.float64)
             self.seen = int(samples["seen"][-1])
@@ -307,6 +309,8 @@ class DecoderStage(Stage):
                 return None
             return self._record(best, self.potentials[best], margin, "margin",
                                 int(samples["t"][-1]), self.seen, arrival)
+        if not len(spikes):
+            return None  # no new spike: no new lead
         start = len(self.hist_t)
         self.hist_t = np.concatenate([self.hist_t, spikes["t"]])
         self.hist_neuron = np.concatenate([self.hist_neuron, spikes["neuron"]])
