@@ -32,7 +32,6 @@ import zmq
 from bench.common import record
 from pipeline.core.events import EVENT_DTYPE
 from pipeline.core.packet import Segment, events_packet
-from pipeline.core.stage import warm_up_packets
 from pipeline.runtime.config import load
 from pipeline.runtime.links import LOSSLESS, Receiver, Sender
 from pipeline.runtime.node import build_node, freeze_heap
@@ -69,7 +68,8 @@ def stage_costs(n_events: int) -> dict[str, float]:
     stages = [build_node(config.nodes[name]) for name in STAGES]
     for stage in stages:
         stage.warm_up()
-    width, height = warm_size(stages)
+    snn = stages[STAGES.index("snn")]
+    width, height = snn.model.width, snn.model.height  # the model's input: N-MNIST, 34 x 34
     packets = tiny_packets(n_events, PACKETS, width, height)
     freeze_heap()
     costs = {}
@@ -85,12 +85,6 @@ def stage_costs(n_events: int) -> dict[str, float]:
     for stage in stages:
         stage.close()
     return costs
-
-
-def warm_size(stages) -> tuple[int, int]:
-    """The sensor size the snn stage's model takes (N-MNIST: 34 x 34)."""
-    model = next(stage.model for stage in stages if hasattr(stage, "net"))
-    return model.width, model.height
 
 
 def link_round(kind: str, ctx: zmq.Context, address: str, packet) -> float:

@@ -66,7 +66,7 @@ class Header:
     def with_(self, **changes) -> "Header":
         return replace(self, **changes)
 
-    def stamped(self, stream: str, seq: int, origin_ns: int) -> "Header":
+    def stamped(self, stream: str, seq: int, origin_ns: int) -> Header:
         """This header with ``stream``, ``seq`` and ``origin_ns`` set: what every packet gets on
         its way out of a node, built by one positional call (``with_`` costs several times more)."""
         return Header(stream, seq, self.dtype, self.width, self.height, self.t_first, self.t_last,
