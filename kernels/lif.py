@@ -149,8 +149,8 @@ def max_spikes_per_event(net: LIFNetwork) -> int:
     """Upper bound on the spikes one input event can cause (layer l fires at most once per
     neuron per delivered input)."""
     total, previous = 0, 1
-    for n in net.sizes[1:]:
-        previous *= int(n)
+    for n in net.sizes[1:].tolist():  # Python ints: a numpy scalar per step costs several times more
+        previous *= n
         total += previous
     return total
 
