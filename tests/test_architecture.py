@@ -15,8 +15,8 @@ from tests.conftest import ROOT
 LINT_IMPORTS = pathlib.Path(sys.executable).parent / "lint-imports"
 
 # Words that tell the story of how the code came to be, or point outside the repository.
-HISTORY = re.compile(r"\bissues? ?#?\d|\bsession \d|\bthis session\b|before this (round|change)|"
-                     r"\bprevious session\b|DESIGN\.md|\.\./shared/", re.IGNORECASE)
+HISTORY = re.compile(r"\bissues?\s?#?\d|\bsession\s\d|\bthis\s+session\b|before\s+this\s+(round|change)|"
+                     r"\bprevious\s+session\b|DESIGN\.md|\.\./shared/", re.IGNORECASE)
 
 
 def test_import_contracts_hold():
