@@ -248,10 +248,14 @@ def resolve_size(path: str, stated, sensor: str, width: int, height: int, defaul
 
 
 def decode_words(path: str, name: str, words: np.ndarray, offset: int, width: int, height: int,
-                 evt3_time: str, triggers: list | None = None) -> Iterator[np.ndarray]:
-    """Chunks of canonical events from EVT words starting at byte ``offset`` of ``path``."""
+                 evt3_time: str, triggers: list | None = None,
+                 state: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Chunks of canonical events from EVT words starting at byte ``offset`` of ``path``.
+
+    ``state`` (int64[8], see the kernels) carries the decoder over from the words before, for a
+    stream that comes in pieces; None starts afresh."""
     word_dtype, kernel, per_word = EVT[name]
-    state = np.zeros(8, np.int64)
+    state = np.zeros(8, np.int64) if state is None else state
     trig = np.empty((4096, 3), np.int64)
     pos = 0
     while pos < len(words):

@@ -19,7 +19,8 @@ from pipeline.core.events import concat_records
 
 # Modules that register formats on import (one per family).
 FORMAT_MODULES = ("sensors.aedat4", "sensors.nmnist", "sensors.jaer", "sensors.aedat3", "sensors.prophesee",
-                  "sensors.eventstream", "sensors.csv_events", "sensors.numpy_events", "sensors.hdf5")
+                  "sensors.eventstream", "sensors.csv_events", "sensors.numpy_events", "sensors.hdf5",
+                  "sensors.rosbag")
 
 HEAD_BYTES = 4096
 
@@ -73,8 +74,11 @@ def detect_format(path) -> str:
     """The format name of ``path`` from its content; FormatError when nothing matches."""
     known = formats()
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(HEAD_BYTES)
+        if os.path.isdir(path):  # a format stored as a folder (rosbag2) is detected by its files
+            head = b""
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(HEAD_BYTES)
     except OSError as exc:
         raise FormatError(path, None, f"cannot open ({exc.strerror})") from None
     for fmt in known.values():
