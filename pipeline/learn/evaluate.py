@@ -33,13 +33,14 @@ import numpy as np
 from pipeline.core.model import load_model, read_training
 from pipeline.core.packet import Packet
 from pipeline.core.stage import Stage, run_chain
+from pipeline.learn.cluster import Runner, Shipped, reused
 from pipeline.learn.convert import ann_logits
 from pipeline.learn.features import (
     DatasetError,
     FeatureSpec,
     InputTap,
+    PerFile,
     prefix_features,
-    replay_packets,
 )
 from pipeline.nodes.snn import (
     SAMPLE,
@@ -91,6 +92,11 @@ class Branches(Stage):
         self.decoders = decoders
         self.records: list[list[dict]] = [[] for _ in decoders]
 
+    def take(self) -> list[list[dict]]:
+        """The records collected so far, per decoder; collecting starts afresh."""
+        taken, self.records = self.records, [[] for _ in self.decoders]
+        return taken
+
     def _keep(self, i: int, packets: list[Packet]) -> None:
         for packet in packets:
             self.records[i].extend(packet.records)
@@ -119,38 +125,84 @@ class Streamed:
     classes: tuple
 
 
+@dataclass(frozen=True)
+class StreamJob:
+    """What a worker needs to stream files: the model file (shipped by content) and the decoders
+    (their ``model`` is replaced by the worker's copy of it)."""
+
+    model: Shipped
+    decoders: tuple[DecoderParams, ...]
+
+
+@dataclass
+class Sample:
+    """One file streamed: its label, SNN input event count, ANN and SNN predictions (class
+    indices) at each of FRACTIONS, and the records of each decoder (segment id 0)."""
+
+    label: str
+    events: int = 0
+    ann: np.ndarray | None = None
+    snn: np.ndarray | None = None
+    records: list[list[dict]] | None = None
+
+
+class _Streamer(PerFile):
+    """denoise -> hots -> input tap -> snn -> spike tap -> every decoder, for one file at a time."""
+
+    def __init__(self, job: StreamJob):
+        path = job.model.path()
+        spec = FeatureSpec(**read_training(path)["features"])
+        model = load_model(path)
+        self.packet_us, self.n_inputs, self.n_classes = spec.packet_us, spec.n_inputs, len(model.classes)
+        self.weights = [np.asarray(w, np.float64) for w in model.weights]
+        self.branches = Branches([DecoderStage("decoder", replace(p, model=path))
+                                  for p in job.decoders])
+        self.stages = spec.stages(path) + [
+            InputTap(spec, self._inputs), SnnStage("snn", SnnParams(model=path)),
+            SpikeTap(model.n_layers - 1, self._spikes), self.branches]
+
+    def _inputs(self, idx: np.ndarray, label: str) -> None:
+        x = np.array([prefix_features(idx, self.n_inputs, f) for f in FRACTIONS])
+        self.result = Sample(label, ann=np.argmax(ann_logits(self.weights, x), axis=1))
+
+    def _spikes(self, seen: np.ndarray, neuron: np.ndarray, total: int) -> None:
+        counts = [np.bincount(neuron[seen <= math.ceil(f * total)], minlength=self.n_classes)
+                  for f in FRACTIONS]
+        self.result.events, self.result.snn = total, np.argmax(counts, axis=1)
+
+    def run(self, file: SegmentFile) -> Sample | None:
+        sample = super().run(file)
+        records = self.branches.take()
+        if sample is not None:
+            sample.records = records
+        return sample
+
+
+def stream_file(job: StreamJob, file: SegmentFile) -> Sample | None:
+    """One file through the chain of ``_Streamer`` (built once per worker thread); None when it
+    produced no packets (unreadable: the replay logged why)."""
+    return reused(("stream", job), lambda: _Streamer(job)).run(file)
+
+
 def stream(model_path, files: list[SegmentFile], decoders: list[DecoderParams],
-           desc: str = "") -> Streamed:
-    """Stream ``files`` through denoise -> hots -> snn -> each of ``decoders``; DatasetError
-    first, naming them, when some recordings' labels are not classes of the model."""
+           desc: str = "", runner: Runner | None = None) -> Streamed:
+    """Stream ``files`` through denoise -> hots -> snn -> each of ``decoders``, mapped over
+    ``runner``'s workers (default: this process) and gathered in file order; segment ids number
+    the files that produced packets, as one replay of all of them would. DatasetError first,
+    naming them, when some recordings' labels are not classes of the model."""
     model_path = str(model_path)
-    spec = FeatureSpec(**read_training(model_path)["features"])
     model = load_model(model_path)
     unknown = sorted({f.label for f in files} - set(model.classes), key=str)
     if unknown:
         raise DatasetError(f"the recordings' class folders {unknown} are not classes of the model "
                            f"{model_path} {list(model.classes)}")
-    weights = [np.asarray(w, np.float64) for w in model.weights]
-    out = Streamed([], [], [], [], [], model.classes)
-
-    def on_inputs(idx, label):
-        x = np.array([prefix_features(idx, spec.n_inputs, f) for f in FRACTIONS])
-        out.labels.append(label)
-        out.ann.append(np.argmax(ann_logits(weights, x), axis=1))
-
-    def on_spikes(seen, neuron, total):
-        counts = [np.bincount(neuron[seen <= math.ceil(f * total)], minlength=len(model.classes))
-                  for f in FRACTIONS]
-        out.events.append(total)
-        out.snn.append(np.argmax(counts, axis=1))
-
-    branches = Branches([DecoderStage("decoder", p) for p in decoders])
-    stages = spec.stages(model_path) + [
-        InputTap(spec, on_inputs), SnnStage("snn", SnnParams(model=model_path)),
-        SpikeTap(model.n_layers - 1, on_spikes), branches]
-    run_chain(replay_packets(files, spec.packet_us, desc), stages)
-    out.records = branches.records
-    return out
+    job = StreamJob(Shipped.read(model_path), tuple(decoders))
+    samples = [s for s in (runner or Runner()).map(stream_file, files, desc, shared=job).results
+               if s is not None]
+    records = [[{**r, "segment": i} for i, s in enumerate(samples) for r in s.records[d]]
+               for d in range(len(decoders))]
+    return Streamed([s.label for s in samples], [s.events for s in samples],
+                    [s.ann for s in samples], [s.snn for s in samples], records, model.classes)
 
 
 def _by_segment(records: list[dict], n: int, early: bool) -> list[dict | None]:
@@ -211,12 +263,14 @@ class Evaluation:
     streamed: Streamed
 
 
-def evaluate(model_path, files: list[SegmentFile], ks=None, desc: str = "evaluate"):
+def evaluate(model_path, files: list[SegmentFile], ks=None, desc: str = "evaluate",
+             runner: Runner | None = None):
     """Evaluate the model on ``files`` with the decoder its metadata names (an ``Evaluation``);
-    with ``ks``, one count-rule decoder per spike lead k instead ({k: metrics})."""
+    with ``ks``, one count-rule decoder per spike lead k instead ({k: metrics}). The files are
+    mapped over ``runner``'s workers (default: this process); the result does not depend on it."""
     configured = DecoderParams(model=str(model_path), **read_training(model_path)["decoder"])
     candidates = [replace(configured, k=k) for k in ks] if ks else [configured]
-    s = stream(model_path, files, candidates + [replace(configured, final="always")], desc)
+    s = stream(model_path, files, candidates + [replace(configured, final="always")], desc, runner)
     finals = s.records[-1]
     if ks:
         return {k: metrics(s, records, finals) for k, records in zip(ks, s.records)}

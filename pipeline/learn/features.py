@@ -14,8 +14,8 @@ stratified, seeded folds.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from kernels.snn_input import map_inputs, n_inputs
 from pipeline.core.packet import Packet
 from pipeline.core.stage import Stage, run_chain
+from pipeline.learn.cluster import Runner, Shipped, reused
 from pipeline.nodes.features import Denoise, DenoiseParams, Hots, HotsParams
 from sensors.readers import FormatError
 from sensors.replay import Replay, SegmentFile, dataset_files
@@ -157,16 +158,59 @@ def learn_prototypes(files: list[SegmentFile], spec: FeatureSpec, n_samples: int
     return stages[-1].protos.copy()
 
 
+class PerFile:
+    """A chain of stages built once and run on one file at a time: a worker keeps it
+    (``pipeline.learn.cluster.reused``) and streams file after file through it, as the replay
+    would stream them back to back; every stage starts afresh at a segment start. Subclasses set
+    ``stages`` and ``packet_us`` and fill ``result`` from their taps at the segment end."""
+
+    stages: list[Stage]
+    packet_us: int
+    result = None
+
+    def run(self, file: SegmentFile):
+        """What the taps made of ``file``; None when it produced no packets (unreadable)."""
+        self.result = None
+        run_chain(replay_packets([file], self.packet_us), self.stages)
+        return self.result
+
+
+@dataclass(frozen=True)
+class FeatureJob:
+    """Feature parameters and the frozen HOTS prototypes (a shipped .npy), for the workers."""
+
+    spec: FeatureSpec
+    prototypes: Shipped
+
+    @classmethod
+    def of(cls, spec: FeatureSpec, prototypes: np.ndarray) -> FeatureJob:
+        buffer = io.BytesIO()
+        np.save(buffer, prototypes)
+        return cls(spec, Shipped(buffer.getvalue(), ".npy"))
+
+
+class _Features(PerFile):
+    def __init__(self, job: FeatureJob):
+        self.packet_us = job.spec.packet_us
+        self.stages = job.spec.stages(job.prototypes.path()) + [InputTap(job.spec, self._keep)]
+
+    def _keep(self, idx: np.ndarray, label: str) -> None:
+        self.result = (idx, label)
+
+
+def file_inputs(job: FeatureJob, file: SegmentFile) -> tuple[np.ndarray, str] | None:
+    """One file's SNN input indices in time order (int64) and its label; None when unreadable."""
+    return reused(("features", job), lambda: _Features(job)).run(file)
+
+
 def extract(files: list[SegmentFile], spec: FeatureSpec, prototypes: np.ndarray,
-            desc: str = "features") -> tuple[list[np.ndarray], list[str]]:
-    """Per file, its SNN input indices in time order (int64) and its label."""
-    inputs, labels = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "prototypes.npy")
-        np.save(path, prototypes)
-        tap = InputTap(spec, lambda idx, label: (inputs.append(idx), labels.append(label)))
-        run_chain(replay_packets(files, spec.packet_us, desc), spec.stages(path) + [tap])
-    return inputs, labels
+            desc: str = "features", runner: Runner | None = None
+            ) -> tuple[list[np.ndarray], list[str]]:
+    """Per readable file, its SNN input indices in time order (int64) and its label; the files
+    are mapped over ``runner``'s workers (default: this process)."""
+    done = (runner or Runner()).map(file_inputs, files, desc, shared=FeatureJob.of(spec, prototypes))
+    kept = [result for result in done.results if result is not None]
+    return [idx for idx, _ in kept], [label for _, label in kept]
 
 
 def prefix_features(idx: np.ndarray, n: int, fraction: float = 1.0) -> np.ndarray:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from pipeline.core.files import make_parent
 from pipeline.core.model import LIVE_DEFAULTS
+from pipeline.learn.cluster import Runner
 from pipeline.learn.convert import ann_logits, normalise, to_snn
 from pipeline.learn.continuous import calibrate_live
 from pipeline.learn.evaluate import evaluate
@@ -129,11 +130,13 @@ def save_model(path, weights, classes, spec: FeatureSpec, prototypes: np.ndarray
                             "training": np.array(json.dumps(training))})
 
 
-def calibrate(files, inputs, labels, classes, spec, prototypes, params) -> dict:
+def calibrate(files, inputs, labels, classes, spec, prototypes, params, runner=None) -> dict:
     """Train on four fifths of ``files`` and calibrate the read-outs on the held-out fifth: the
     decoder's ``k`` (each sample streamed through the snn stage and one decoder per candidate,
     the k with the best early accuracy) and the live read-out (``calibrate_live``: the held-out
-    samples as marker-free streams). Returns k, its table and the live setting with its table."""
+    samples as marker-free streams). Returns k, its table and the live setting with its table.
+    The held-out files are mapped over ``runner``'s workers for the decoder's k; the marker-free
+    stream is one stream, run in this process."""
     part = folds(files, 5, params.seed) == 0
     keep = np.flatnonzero(~part)
     weights, _, _ = _convert([inputs[i] for i in keep], [labels[i] for i in keep], classes, spec,
@@ -143,7 +146,7 @@ def calibrate(files, inputs, labels, classes, spec, prototypes, params) -> dict:
         path = os.path.join(tmp, "calibration.npz")
         save_model(path, weights, classes, spec, prototypes,
                    {"features": asdict(spec), "decoder": {"rule": "count", "k": 1}})
-        table = evaluate(path, held, ks=K_CANDIDATES, desc="calibration")
+        table = evaluate(path, held, ks=K_CANDIDATES, desc="calibration", runner=runner)
         live = calibrate_live(path, held, params.seed)
     best = max(K_CANDIDATES, key=lambda k: (table[k]["accuracy_early"], -k))
     return {"k": best, "table": {str(k): {key: table[k][key] for key in (
@@ -152,15 +155,18 @@ def calibrate(files, inputs, labels, classes, spec, prototypes, params) -> dict:
 
 
 def train(files: list[SegmentFile], out, spec: FeatureSpec = FeatureSpec(),
-          params: TrainParams = TrainParams()) -> dict:
-    """Train on ``files`` and write the model to ``out``; returns the training metadata."""
+          params: TrainParams = TrainParams(), runner: Runner | None = None) -> dict:
+    """Train on ``files`` and write the model to ``out``; returns the training metadata. The
+    per-file work (features, calibration) is mapped over ``runner``'s workers (default: this
+    process); the HOTS prototypes are learnt online, sample after sample, in this process. The
+    model does not depend on the runner (its ``seconds`` aside)."""
     started = time.perf_counter()
     classes = sorted({f.label for f in files})
     if len(classes) < 2:
         raise DatasetError(f"training needs recordings of at least two classes, got {classes}")
     prototypes = learn_prototypes(files, spec, params.prototype_samples, params.seed)
-    inputs, labels = extract(files, spec, prototypes)
-    calibration = (calibrate(files, inputs, labels, classes, spec, prototypes, params)
+    inputs, labels = extract(files, spec, prototypes, runner=runner)
+    calibration = (calibrate(files, inputs, labels, classes, spec, prototypes, params, runner)
                    if params.k <= 0 else {"k": params.k, "table": None, "live": dict(LIVE_DEFAULTS)})
     weights, lambdas, accuracy = _convert(inputs, labels, classes, spec, params, "fit")
     training = {"features": asdict(spec), "decoder": {"rule": "count", "k": calibration["k"]},

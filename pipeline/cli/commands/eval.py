@@ -16,6 +16,7 @@ from pipeline.cli.commands.train import (
 )
 from pipeline.core.files import open_for_writing
 from pipeline.core.model import load_model, read_training
+from pipeline.learn import cluster
 from pipeline.learn.continuous import evaluate_continuous
 from pipeline.learn.evaluate import evaluate, pooled
 from pipeline.learn.features import DatasetError, select
@@ -42,6 +43,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", help="write the metrics here")
     parser.add_argument("--plot", help="write the evaluation figure here (accuracy versus events seen, confusion matrix; PNG)")
     add_split_arguments(parser)
+    cluster.add_arguments(parser)
     parser.add_argument("--continuous", action="store_true",
                         help="score the live read-out instead: the samples as one marker-free "
                              "stream, objects found and decided once (docs/snn.md)")
@@ -55,15 +57,16 @@ def add_arguments(parser) -> None:
     add_parameter_arguments(parser)
 
 
-def cross_validate(args) -> dict:
+def cross_validate(args, runner) -> dict:
     spec, params = parameters(args)
     k, runs = args.cross_validate, []
     with tempfile.TemporaryDirectory() as tmp:
         for fold in range(k):
             path = os.path.join(tmp, f"fold{fold}.npz")
-            train(select(args.data, k, fold, test=False, seed=args.split_seed), path, spec, params)
+            train(select(args.data, k, fold, test=False, seed=args.split_seed), path, spec, params,
+                  runner)
             runs.append(evaluate(path, select(args.data, k, fold, test=True, seed=args.split_seed),
-                                 desc=f"fold {fold}"))
+                                 desc=f"fold {fold}", runner=runner))
             print(f"fold {fold}: " + _line(runs[-1].metrics), file=sys.stderr)
     return {**pooled(runs), "folds": [run.metrics for run in runs]}
 
@@ -72,13 +75,14 @@ def _line(result: dict, keys=SHOWN) -> str:
     return ", ".join(f"{key} {result[key]:.4g}" for key in keys if result.get(key) is not None)
 
 
-def continuous(args, files) -> dict:
-    """The live read-out on ``files`` as one stream, beside the marker mode on the same files."""
+def continuous(args, files, runner) -> dict:
+    """The live read-out on ``files`` as one stream (in this process), beside the marker mode on
+    the same files (mapped over ``runner``)."""
     if args.gap_ms < 0 or args.noise < 0:
         raise DatasetError(f"--gap-ms and --noise must be >= 0, got {args.gap_ms:g} and {args.noise:g}")
     result = evaluate_continuous(args.model, files, round(args.gap_ms * 1000), args.noise,
                                  args.split_seed)
-    marker = evaluate(args.model, files, desc="marker mode").metrics
+    marker = evaluate(args.model, files, desc="marker mode", runner=runner).metrics
     result["marker_mode"] = {key: marker[key] for key in (
         "accuracy_early", "accuracy_final", "median_event_fraction", "median_decision_us")}
     result["accuracy_first_vs_marker"] = (result["accuracy_first"] / marker["accuracy_early"]
@@ -98,16 +102,20 @@ def _model_problem(path) -> str:
 
 def main(args) -> int:
     try:
+        cluster.parse_scheduler(args.scheduler)
         if args.cross_validate:
-            result = cross_validate(args)
+            with cluster.connect(args.scheduler, args.scheduler_timeout) as runner:
+                result = cross_validate(args, runner)
         else:
             problem = _model_problem(args.model)
             if problem:
                 log.error("%s", problem)
                 return 2
             files = select(args.data, args.folds, args.fold, test=True, seed=args.split_seed)
-            result = continuous(args, files) if args.continuous else evaluate(args.model, files).metrics
-    except DatasetError as exc:
+            with cluster.connect(args.scheduler, args.scheduler_timeout) as runner:
+                result = (continuous(args, files, runner) if args.continuous else
+                          evaluate(args.model, files, runner=runner).metrics)
+    except (DatasetError, cluster.SchedulerError) as exc:
         log.error("%s", exc)
         return 2
     print(_line(result, CONTINUOUS_SHOWN if args.continuous else SHOWN))

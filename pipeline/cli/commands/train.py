@@ -7,6 +7,7 @@ import logging
 import sys
 
 from kernels.hots import MODES
+from pipeline.learn import cluster
 from pipeline.learn.features import DatasetError, FeatureSpec, select
 from pipeline.learn.train import CLASSIFIERS, TrainParams, train
 
@@ -44,15 +45,18 @@ def add_arguments(parser) -> None:
                         "class, named after the class, holding its recordings")
     parser.add_argument("--out", required=True, help="model file to write (.npz)")
     add_split_arguments(parser)
+    cluster.add_arguments(parser)
     add_parameter_arguments(parser)
 
 
 def main(args) -> int:
     spec, params = parameters(args)
     try:
+        cluster.parse_scheduler(args.scheduler)
         files = select(args.data, args.folds, args.fold, test=False, seed=args.split_seed)
-        training = train(files, args.out, spec, params)
-    except DatasetError as exc:
+        with cluster.connect(args.scheduler, args.scheduler_timeout) as runner:
+            training = train(files, args.out, spec, params, runner)
+    except (DatasetError, cluster.SchedulerError) as exc:
         log.error("%s", exc)
         return 2
     print(f"trained on {training['n_samples']} samples in {training['seconds']} s: training "

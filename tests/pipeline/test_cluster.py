@@ -1,0 +1,169 @@
+"""Training and evaluation mapped over a real Dask LocalCluster (worker processes): the same JSON
+and the same model as in one process, also when a worker is killed mid-run; damaged files are
+reported once; bad ``--scheduler`` values are refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from functools import partial
+
+import numpy as np
+import pytest
+
+from pipeline.learn.cluster import Runner, connect, map_files
+from pipeline.learn.evaluate import evaluate
+from pipeline.learn.features import select
+from pipeline.learn.train import TrainParams, train
+from sensors.info import info
+from sensors.readers import FormatError
+from sensors.replay import dataset_files
+from tests.conftest import NMNIST_TRAIN
+from tests.pipeline.helpers import free_port
+from tests.pipeline.test_train_eval import BUNDLED, SHIPPED, evpipe
+
+SKIPPED = "skipping unreadable recording"
+
+
+@pytest.fixture(scope="module")
+def local2():
+    """A runner on a LocalCluster of two worker processes, shared by the tests of this module."""
+    with connect("local:2") as runner:
+        yield runner
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """The bundled classes 0, 1 and 2, with a garbage file among the good ones of class 1 and a
+    truncated copy of a sample among those of class 2. Returns (root, bad paths)."""
+    root = tmp_path_factory.mktemp("damaged")
+    for digit in "012":
+        shutil.copytree(BUNDLED / digit, root / digit)
+    garbage, cut = root / "1" / "00005.bin", root / "2" / "00009.bin"
+    garbage.write_bytes(b"\x00garbage")
+    cut.write_bytes((BUNDLED / "2" / "00006.bin").read_bytes()[:1003])
+    names = [f.path for f in dataset_files(root)]
+    assert 0 < names.index(str(garbage)) < names.index(str(cut)) < len(names) - 1
+    return root, [garbage, cut]
+
+
+def test_eval_on_a_local_cluster_writes_the_single_process_json_and_reports_damage_once(
+        damaged, tmp_path):
+    root, bad = damaged
+    outputs = {}
+    for scheduler in ("none", "local:2"):
+        for name, data in (("bundled", BUNDLED), ("damaged", root)):
+            out = tmp_path / f"{name}-{scheduler.replace(':', '')}.json"
+            done = evpipe("eval", "--data", data, "--json", out, "--scheduler", scheduler)
+            assert done.returncode == 0, done.stderr
+            assert "Traceback" not in done.stderr
+            outputs[name, scheduler] = out.read_bytes(), done.stderr
+    for name in ("bundled", "damaged"):
+        assert outputs[name, "local:2"][0] == outputs[name, "none"][0]  # byte for byte
+    assert json.loads(outputs["bundled", "none"][0])["n_samples"] == 20
+    assert json.loads(outputs["damaged", "none"][0])["n_samples"] == 6
+    for scheduler in ("none", "local:2"):
+        stderr = outputs["damaged", scheduler][1]
+        assert stderr.count(SKIPPED) == 2
+        for path in bad:
+            assert stderr.count(str(path)) == 1, (scheduler, stderr)
+        assert SKIPPED not in outputs["bundled", scheduler][1]
+
+
+def _executed(dask_worker) -> int:
+    return dask_worker.state.executed_count
+
+
+def test_a_worker_killed_mid_run_changes_nothing(local2, recordings):
+    """One of the two worker processes gets SIGKILL once 15 of 100 files are done: its files run
+    again elsewhere and the metrics are those of one process."""
+    files = select(NMNIST_TRAIN, 10, 3, test=True)
+    expected = evaluate(SHIPPED, files, desc="").metrics
+    client = local2.client
+    before = client.run(os.getpid)
+    result, failure = {}, []
+
+    def run():
+        try:
+            result["metrics"] = evaluate(SHIPPED, files, desc="", runner=local2).metrics
+        except Exception as exc:  # reported by the assertion below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    start = sum(client.run(_executed).values())
+    thread.start()
+    deadline = time.monotonic() + 60
+    done = start
+    while done < start + 15 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        done = sum(client.run(_executed).values())
+    victim = next(iter(before.values()))
+    os.kill(victim, signal.SIGKILL)
+    thread.join(120)
+    assert not thread.is_alive() and not failure, failure
+    assert start + 15 <= done < start + len(files) - 10  # the kill came mid-run
+    assert json.loads(json.dumps(result["metrics"])) == json.loads(json.dumps(expected))
+    client.wait_for_workers(2, timeout=30)
+    after = client.run(os.getpid)
+    assert victim not in after.values() and len(after) == 2  # the nanny started a new worker
+
+
+def test_training_on_a_local_cluster_writes_the_same_model(local2, tmp_path):
+    params = TrainParams(epochs=5, prototype_samples=10)
+    files = dataset_files(BUNDLED)
+    paths = tmp_path / "one.npz", tmp_path / "two.npz"
+    trainings = [train(files, path, params=params, runner=runner)
+                 for path, runner in zip(paths, (None, local2))]
+    for training in trainings:
+        del training["seconds"]
+    assert trainings[0] == trainings[1]
+    with np.load(paths[0]) as one, np.load(paths[1]) as two:
+        assert sorted(one.files) == sorted(two.files)
+        for key in set(one.files) - {"training"}:  # the training metadata: compared above
+            assert np.array_equal(one[key], two[key]), key
+
+
+def test_map_files_keeps_the_order_and_reports_each_bad_file_once(local2, damaged, caplog):
+    root, bad = damaged
+    paths = [f.path for f in dataset_files(root)]
+    describe = partial(info, format="auto")
+    mapped = [runner.map(describe, paths, errors=(FormatError,)) for runner in (Runner(), local2)]
+    assert mapped[0] == mapped[1]
+    assert [r is None for r in mapped[1].results] == [p in map(str, bad) for p in paths]
+    assert mapped[1].results[0] == info(paths[0])
+    assert len(mapped[1].failed) == len(bad)
+    assert all(m.startswith(f"{p} at byte 0: ") for m, p in zip(mapped[1].failed, bad))
+    reported = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert reported == mapped[0].failed + mapped[1].failed
+    with pytest.raises(FormatError):  # an error not listed in ``errors`` stops the job
+        map_files(describe, paths)
+
+
+@pytest.mark.parametrize("scheduler, message", [
+    ("local:0", "--scheduler local:0: the number of local workers must be a whole number >= 1"),
+    ("bogus", "--scheduler bogus: expected none, local:N"),
+    ("tcp://127.0.0.1:{port}", "--scheduler tcp://127.0.0.1:{port}: no Dask scheduler answered "
+                               "within 1 s"),
+])
+@pytest.mark.parametrize("command", ["eval", "train"])
+def test_a_bad_scheduler_is_refused_in_one_line(command, scheduler, message, tmp_path):
+    port = free_port()
+    scheduler, message = scheduler.format(port=port), message.format(port=port)
+    out = tmp_path / "model.npz"
+    done = evpipe(command, "--data", BUNDLED, "--scheduler", scheduler, "--scheduler-timeout", "1",
+                  *(["--out", out] if command == "train" else []))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert message in done.stderr
+    assert not out.exists()
+
+
+def test_the_single_process_runner_needs_no_dask():
+    """``none`` maps in this process: no cluster, no client."""
+    with connect("none") as runner:
+        assert runner.client is None
+        assert runner.map(len, ["ab", "c"]).results == [2, 1]
