@@ -25,6 +25,7 @@ errors) is logged again here, in file order, and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.metadata
 import logging
@@ -176,6 +177,16 @@ def _on_worker(function, errors, item, *shared):
         root.removeHandler(kept)
 
 
+def _absolute(item):
+    """A path, or a dataclass with a ``path`` field, with the path made absolute against this
+    process's working folder; other items as they are."""
+    if isinstance(item, (str, os.PathLike)):
+        return os.path.abspath(item)
+    if dataclasses.is_dataclass(item) and isinstance(getattr(item, "path", None), (str, os.PathLike)):
+        return dataclasses.replace(item, path=os.path.abspath(item.path))
+    return item
+
+
 def _same(value):
     """The shared value, as one task's result: it travels once per worker, and a worker that
     dies holding it makes the scheduler compute it again (scattered data would be lost)."""
@@ -185,9 +196,9 @@ def _same(value):
 class Runner:
     """Runs per-file work in this process (``client`` None) or on a Dask cluster."""
 
-    def __init__(self, client=None, name: str = NONE):
+    def __init__(self, client=None, remote: bool = False):
         self.client = client
-        self.name = name
+        self.remote = remote  # workers with working folders of their own (a scheduler address)
 
     def map(self, function: Callable, items: Sequence, label: str = "", shared=None,
             errors: tuple[type[BaseException], ...] = ()) -> Mapped:
@@ -220,8 +231,9 @@ class Runner:
         from distributed import KilledWorker, as_completed
 
         shared = tuple(self.client.submit(_same, value, pure=False) for value in front)
+        sent = [_absolute(item) for item in items] if self.remote else items
         futures = [self.client.submit(_on_worker, function, errors, item, *shared, pure=False,
-                                      priority=-i) for i, item in enumerate(items)]
+                                      priority=-i) for i, item in enumerate(sent)]
         index = {future.key: i for i, future in enumerate(futures)}
         pending = as_completed(futures)
         del futures  # a result once gathered is released, so a worker that dies later owes none
@@ -270,7 +282,7 @@ def connect(scheduler: str = NONE, timeout_s: float = CONNECT_TIMEOUT_S) -> Iter
         else:
             client = stack.enter_context(_reach(value, timeout_s))
         _check_workers(client, value, timeout_s)
-        yield Runner(client, scheduler)
+        yield Runner(client, remote=kind == "address")
 
 
 @contextlib.contextmanager

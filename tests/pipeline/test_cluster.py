@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from functools import partial
@@ -22,7 +23,7 @@ from pipeline.learn.train import TrainParams, train
 from sensors.info import info
 from sensors.readers import FormatError
 from sensors.replay import dataset_files
-from tests.conftest import NMNIST_TRAIN
+from tests.conftest import NMNIST_TRAIN, ROOT
 from tests.pipeline.helpers import free_port
 from tests.pipeline.test_train_eval import BUNDLED, SHIPPED, evpipe
 
@@ -72,6 +73,47 @@ def test_eval_on_a_local_cluster_writes_the_single_process_json_and_reports_dama
         for path in bad:
             assert stderr.count(str(path)) == 1, (scheduler, stderr)
         assert SKIPPED not in outputs["bundled", scheduler][1]
+
+
+@pytest.fixture
+def scheduler_address(tmp_path):
+    """A `dask scheduler` on a free loopback port with no worker yet, stopped after the test;
+    ``start_worker()`` adds a `dask worker` process whose working folder is not this one."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", ".venv", "bin", "dask")
+    started = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                 "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)]
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+
+    def start_worker():
+        started.append(subprocess.Popen(
+            [dask, "worker", address, "--nthreads", "1", "--no-dashboard"], cwd=elsewhere,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    yield address, start_worker
+    for process in reversed(started):
+        process.terminate()
+        process.wait(30)
+
+
+def test_a_running_scheduler_is_used_once_it_has_a_worker(scheduler_address, tmp_path):
+    """An address: refused in one line while no worker has joined; with one `dask worker` (in
+    another working folder: the relative --data is made absolute), the single-process JSON."""
+    address, start_worker = scheduler_address
+    data = os.path.relpath(BUNDLED, ROOT)
+    lonely = evpipe("eval", "--data", data, "--scheduler", address, "--scheduler-timeout", "3")
+    assert lonely.returncode == 2 and "Traceback" not in lonely.stderr
+    assert f"--scheduler {address}: no worker joined within 3 s" in lonely.stderr
+    start_worker()
+    outs = tmp_path / "none.json", tmp_path / "address.json"
+    for scheduler, out in zip(("none", address), outs):
+        done = evpipe("eval", "--data", data, "--json", out, "--scheduler", scheduler,
+                      "--scheduler-timeout", "30")
+        assert done.returncode == 0, done.stderr
+    assert outs[0].read_bytes() == outs[1].read_bytes()
 
 
 def _executed(dask_worker) -> int:
