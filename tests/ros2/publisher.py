@@ -1,7 +1,8 @@
 """A camera driver's side, written with rclpy and the message package only (no evpipe code):
 publishes the EVT 3.0 words of a Prophesee RAW file as event_camera_msgs/EventPacket messages
 (encoding "evt3", raw words as a driver forwards them), --bytes bytes a message, once a
-subscriber has matched; then waits until --linger seconds have passed for reliable delivery.
+subscriber has matched; then waits --linger seconds for reliable delivery. --drop K leaves out
+every K-th message (its seq number included), as a lossy link would.
 
     python publisher.py FILE.raw --topic /events [--bytes 16384] [--width 1280 --height 720]
 """
@@ -35,6 +36,7 @@ def main():
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--wait", type=float, default=30.0)
     parser.add_argument("--linger", type=float, default=3.0)
+    parser.add_argument("--drop", type=int, default=0)
     args = parser.parse_args()
 
     words = raw_words(args.file)
@@ -48,6 +50,8 @@ def main():
             raise SystemExit("no subscriber")
         rclpy.spin_once(node, timeout_sec=0.05)
     for seq, start in enumerate(range(0, len(words), args.bytes)):
+        if args.drop and seq % args.drop == args.drop - 1:
+            continue
         message = EventPacket(height=args.height, width=args.width, seq=seq, encoding="evt3",
                               is_bigendian=False, events=words[start:start + args.bytes])
         message.header.stamp = node.get_clock().now().to_msg()
