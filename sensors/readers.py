@@ -8,9 +8,10 @@ the file name alone; ``format=`` overrides detection.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -54,6 +55,32 @@ class Format:
     detect: Callable[[str, bytes], bool]  # (path, first HEAD_BYTES bytes) -> is this format
     open: Callable[..., Reader]  # (path, **options) -> Reader
     suffixes: tuple[str, ...] = ()
+    # for a format whose files hold several event streams: the reader option that picks one,
+    # which a format name NAME:VALUE sets (rosbag2:/events opens with topic="/events")
+    selector: str = ""
+
+
+class Formats(dict):
+    """Registered formats by name; ``NAME:VALUE`` is format NAME with its ``selector`` option
+    set to VALUE (a name a config file or a command line can carry to every process)."""
+
+    def _selected(self, name: str) -> Format | None:
+        base, sep, value = name.partition(":")
+        fmt = dict.get(self, base) if sep and value else None
+        if fmt is None or not fmt.selector:
+            return None
+        return replace(fmt, name=name, open=functools.partial(fmt.open, **{fmt.selector: value}))
+
+    def __contains__(self, name) -> bool:
+        return dict.__contains__(self, name) or self._selected(name) is not None
+
+    def __getitem__(self, name) -> Format:
+        if dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        selected = self._selected(name)
+        if selected is None:
+            raise KeyError(name)
+        return selected
 
 
 _FORMATS: dict[str, Format] = {}
@@ -64,10 +91,10 @@ def register_format(fmt: Format) -> Format:
     return fmt
 
 
-def formats() -> dict[str, Format]:
+def formats() -> Formats:
     for module in FORMAT_MODULES:
         importlib.import_module(module)
-    return dict(_FORMATS)
+    return Formats(_FORMATS)
 
 
 def detect_format(path) -> str:

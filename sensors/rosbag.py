@@ -187,26 +187,12 @@ def write_rosbag(path, chunks: Iterable[np.ndarray], width: int, height: int,
 
 
 def convert(source, target, format: str = "auto", topic: str = DEFAULT_TOPIC, **options) -> dict:
-    """Read ``source`` (any readable format; a bag's topic ``topic`` when it has it) and write
-    the MCAP bag ``target``; returns a summary as ``sensors.writers.convert``."""
-    if topic and (format == "rosbag2" or (format == "auto" and _is_bag(source))):
-        if topic in event_topics(source):
-            options["topic"] = topic
+    """Read ``source`` (any readable format; ``rosbag2:TOPIC`` picks a bag's topic) and write
+    the MCAP bag ``target`` on ``topic``; returns a summary as ``sensors.writers.convert``."""
     reader = open_reader(source, format, **options)
-    count = write_rosbag(target, reader.chunks(), reader.width, reader.height, topic or DEFAULT_TOPIC)
+    count = write_rosbag(target, reader.chunks(), reader.width, reader.height, topic)
     return {"from": reader.path, "format": reader.format, "to": os.fspath(target), "events": count,
             "width": reader.width, "height": reader.height}
-
-
-def _is_bag(path) -> bool:
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        return _detect(path, b"")
-    try:
-        with open(path, "rb") as handle:
-            return _detect(path, handle.read(4096))
-    except OSError:
-        return False
 
 
 def _detect(path: str, head: bytes) -> bool:
@@ -219,4 +205,4 @@ def _detect(path: str, head: bytes) -> bool:
     return head.startswith(MCAP_MAGIC) or (head.startswith(SQLITE_MAGIC) and b"topics" in head)
 
 
-register_format(Format("rosbag2", _detect, open_rosbag, (".mcap", ".db3")))
+register_format(Format("rosbag2", _detect, open_rosbag, (".mcap", ".db3"), selector="topic"))

@@ -1,14 +1,21 @@
-"""``evpipe convert IN OUT``: any readable recording to AEDAT4, .npz, CSV or AEDAT 3.1."""
+"""``evpipe convert IN OUT``: any readable recording to AEDAT4, .npz, CSV, AEDAT 3.1 or an MCAP
+rosbag2 file of event_camera_msgs/EventPacket messages (docs/ros2.md)."""
 
 from __future__ import annotations
 
 import sys
 
-from pipeline.cli.commands.info import add_reader_arguments, reader_options, reader_problem
+from pipeline.cli.commands.info import (
+    add_reader_arguments,
+    reader_format,
+    reader_options,
+    reader_problem,
+)
 from sensors.readers import FormatError
 
 NAME = "convert"
-HELP = "convert a recording; the output format follows OUT's suffix (.aedat4, .npz, .csv, .aedat)"
+HELP = ("convert a recording; the output format follows OUT's suffix (.aedat4, .npz, .csv, .aedat, "
+        ".mcap)")
 
 
 def add_arguments(parser) -> None:
@@ -18,10 +25,18 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from sensors.writers import convert
-
+    """With OUT ending in .mcap, ``--topic`` (default /events) is also the topic written."""
     try:
-        done = convert(args.input, args.output, args.format, **reader_options(args))
+        fmt = reader_format(args, args.input, required=False)
+        if args.output.lower().endswith(".mcap"):
+            from sensors.rosbag import DEFAULT_TOPIC, convert
+
+            done = convert(args.input, args.output, fmt, args.topic or DEFAULT_TOPIC,
+                           **reader_options(args))
+        else:
+            from sensors.writers import convert
+
+            done = convert(args.input, args.output, fmt, **reader_options(args))
     except (FormatError, TypeError) as exc:
         return reader_problem(NAME, args.input, exc)
     except OSError as exc:  # the output (or its folder) cannot be created or written

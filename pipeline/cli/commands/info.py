@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from sensors.readers import FormatError
+from sensors.readers import FormatError, detect_format, formats
 
 NAME = "info"
 HELP = "describe a recording: format, resolution, events, first/last time, ON fraction"
@@ -17,6 +17,26 @@ def add_reader_arguments(parser) -> None:
     parser.add_argument("--sensor", default="", help="sensor name or WxH when the file does not say")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                         help="reader option, e.g. evt3_time=expelliarmus or columns=t,x,y,p")
+    add_topic_argument(parser)
+
+
+def add_topic_argument(parser) -> None:
+    parser.add_argument("--topic", default="", help="rosbag2 files: the EventPacket topic to read "
+                                                    "(default: the only one, else /events)")
+
+
+def reader_format(args, path, required: bool = True) -> str:
+    """The reader format of ``path``: ``--format``, or with ``--topic`` the format's name with the
+    topic as its selector (``rosbag2:/events``). A ``--topic`` for a file whose format has no
+    topics is a FormatError when ``required``, else left to the caller."""
+    if not args.topic:
+        return args.format
+    name = detect_format(path) if args.format == "auto" else args.format
+    if name in formats() and formats()[name].selector:
+        return f"{name}:{args.topic}"
+    if required:
+        raise FormatError(path, None, f"--topic picks a topic of a rosbag2 file; this is {name}")
+    return args.format
 
 
 def reader_options(args) -> dict:
@@ -48,7 +68,7 @@ def main(args) -> int:
     from sensors.info import info
 
     try:
-        summary = info(args.file, args.format, **reader_options(args))
+        summary = info(args.file, reader_format(args, args.file), **reader_options(args))
     except (FormatError, TypeError) as exc:
         return reader_problem(NAME, args.file, exc)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.cli.commands.info import add_topic_argument, reader_format
 from pipeline.nodes.basic import ConsoleParams, ReplayParams
 from pipeline.runtime.config import (
     Config,
@@ -25,6 +26,7 @@ log = logging.getLogger("evpipe")
 def add_arguments(parser) -> None:
     parser.add_argument("path", help="recording file, or folder (class subfolders become labels)")
     parser.add_argument("--format", default="auto", help="file format (default: detect)")
+    add_topic_argument(parser)
     parser.add_argument("--speed", type=float, default=0.0,
                         help="1 = real time, 10 = ten times faster, 0 = as fast as possible (default)")
     parser.add_argument("--loop", action="store_true", help="start again at the end")
@@ -37,8 +39,9 @@ def add_arguments(parser) -> None:
 
 def build(args) -> Config:
     try:
-        replay = ReplayParams(path=args.path, format=args.format, speed=args.speed, loop=args.loop,
-                              packet_us=args.packet_us, packet_events=args.packet_events)
+        replay = ReplayParams(path=args.path, format=reader_format(args, args.path),
+                              speed=args.speed, loop=args.loop, packet_us=args.packet_us,
+                              packet_events=args.packet_events)
     except ValueError as exc:
         raise ConfigError(f"replay: {exc}") from None
     nodes = {"replay": NodeSettings("replay", "source", "replay", replay),
