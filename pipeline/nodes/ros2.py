@@ -39,9 +39,16 @@ Reliability = Literal["reliable", "best_effort"]
 Durability = Literal["volatile", "transient_local"]
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def check_extra(key: str, modules: tuple[str, ...]) -> None:
     """ParamError on ``key`` naming the ``ros2`` extra when one of ``modules`` is missing."""
-    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    missing = [name for name in modules if not _installed(name)]
     if missing:
         raise ParamError(key, f"needs the 'ros2' extra ({', '.join(missing)} not installed): {EXTRA}")
 
