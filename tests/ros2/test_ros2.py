@@ -26,6 +26,7 @@ from pipeline.nodes.ros2 import Ros2Source, Ros2SourceParams
 from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
 from sensors import ros_msgs
+from sensors.info import info
 from sensors.prophesee import decode_words
 from sensors.readers import read_all
 from tests.conftest import ROOT
@@ -132,17 +133,14 @@ path = "{jsonl}"
         assert 0 < message["publish_latency_ns"] < 10**10
 
 
-def source_for(topic: str, timeout_s: float = 60.0) -> Ros2Source:
-    """A ros2_source node on ``topic``, stopped after ``timeout_s`` at the latest."""
+def fed_by_driver(raw, topic: str, *driver_args: str) -> tuple[np.ndarray, Ros2Source, str]:
+    """A ros2_source on ``topic`` fed by tests/ros2/publisher.py with the EVT 3.0 words of
+    ``raw``: its events until as many as the file holds arrived or the driver has exited (it
+    lingers a second after its last message), the source, and the driver's output."""
+    expected = info(raw)["events"]
     source = Ros2Source("ros", Ros2SourceParams(topic=topic, node_name="evpipe_in", depth=1000))
-    timer = threading.Timer(timeout_s, source.stop)
-    timer.daemon = True
-    timer.start()
-    return source
-
-
-def collect(source: Ros2Source, expected: int) -> np.ndarray:
-    """The source's events until ``expected`` of them arrived or it was stopped."""
+    driver = rclpy_process("publisher.py", str(raw), "--topic", topic, "--linger", "1", *driver_args)
+    threading.Thread(target=lambda: (driver.wait(), time.sleep(0.5), source.stop()), daemon=True).start()
     chunks, total = [], 0
     try:
         for packet in source.packets():
@@ -151,23 +149,19 @@ def collect(source: Ros2Source, expected: int) -> np.ndarray:
             total += len(packet.records)
             if total >= expected:
                 break
+        stdout, stderr = driver.communicate(timeout=60)
     finally:
         source.stop()
         source.close()
-    return np.concatenate(chunks) if chunks else np.empty(0)
+        driver.kill()
+    assert driver.returncode == 0, stderr
+    return (np.concatenate(chunks) if chunks else np.empty(0)), source, stdout
 
 
 def test_a_camera_driver_feeds_the_source(recordings):
     raw = recordings / "prophesee" / "evt3_sample.raw"
+    events, source, _ = fed_by_driver(raw, "/driver/events", "--bytes", "16384")
     _, expected = read_all(raw)
-    source = source_for("/driver/events")
-    driver = rclpy_process("publisher.py", str(raw), "--topic", "/driver/events", "--bytes", "16384")
-    try:
-        events = collect(source, len(expected))
-        stdout, stderr = driver.communicate(timeout=60)
-    finally:
-        driver.kill()
-    assert driver.returncode == 0, stderr
     assert len(events) == len(expected)
     for field in "txyp":
         assert (events[field] == expected[field]).all(), field
@@ -176,19 +170,8 @@ def test_a_camera_driver_feeds_the_source(recordings):
 
 def test_messages_left_out_are_counted_as_drops(recordings):
     raw = recordings / "prophesee" / "evt3_test_pedestrians.raw"
-    _, expected = read_all(raw)
-    source = source_for("/lossy/events")
-    driver = rclpy_process("publisher.py", str(raw), "--topic", "/lossy/events", "--bytes", "1024",
-                           "--drop", "4", "--linger", "1")
-    # the driver exits a second after its last message: stop the source then
-    threading.Thread(target=lambda: (driver.wait(), time.sleep(0.5), source.stop()), daemon=True).start()
-    try:
-        events = collect(source, len(expected))
-        stdout, stderr = driver.communicate(timeout=30)
-    finally:
-        driver.kill()
-    assert driver.returncode == 0, stderr
-    assert 0 < len(events) < len(expected)
+    events, source, stdout = fed_by_driver(raw, "/lossy/events", "--bytes", "1024", "--drop", "4")
+    assert 0 < len(events) < info(raw)["events"]
     total = int(stdout.split()[1])  # "published N messages": seq numbers 0 .. N-1
     last = max(k for k in range(total) if k % 4 != 3)  # a gap shows once a later message arrives
     assert source.dropped == sum(1 for k in range(last) if k % 4 == 3) >= 5
