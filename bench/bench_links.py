@@ -26,7 +26,7 @@ from bench.common import record
 from pipeline.core.events import EVENT_DTYPE
 from pipeline.core.packet import eos_packet, events_packet
 from pipeline.runtime.links import LOSSLESS, Receiver, Sender
-from pipeline.runtime.node import freeze_heap
+from pipeline.runtime.worker import freeze_heap
 
 SIZES = (1_000, 10_000, 100_000)
 BYTES_PER_RUN = 200 * 2**20  # about this much payload per throughput run

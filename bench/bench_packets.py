@@ -34,7 +34,7 @@ from pipeline.core.events import EVENT_DTYPE
 from pipeline.core.packet import Segment, events_packet
 from pipeline.runtime.config import load
 from pipeline.runtime.links import LOSSLESS, Receiver, Sender
-from pipeline.runtime.node import build_node, freeze_heap
+from pipeline.runtime.worker import build_node, freeze_heap
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STAGES = ("denoise", "hots", "snn", "decoder")

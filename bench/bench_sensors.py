@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.common import RECORDINGS, best_of, record
 from pipeline.core.events import EVENT_DTYPE
-from pipeline.runtime.node import freeze_heap
+from pipeline.runtime.worker import freeze_heap
 from sensors.readers import open_reader, read_all
 from sensors.replay import Replay
 from sensors.writers import faery_packet, write_aedat4, write_csv

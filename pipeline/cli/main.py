@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
         return code
     except BrokenPipeError:
-        from pipeline.runtime.node import stdout_closed  # loaded by every command already
+        from pipeline.runtime.worker import stdout_closed  # loaded by every command already
 
         if not stdout_closed():
             raise  # another pipe broke: a real error, keep its traceback

@@ -195,6 +195,12 @@ class Params:
         return (model.width, model.height) if model.input in self.accepted() else None
 
 
+# Automatic placement (pipeline/runtime/placement.py) balances workers by the cost of one packet
+# through each node type: the us per 1 ms packet of the bundled N-MNIST samples through the
+# default graph (bench/bench_graph.py prints them), this value for types not measured there.
+DEFAULT_WEIGHT_US = 5.0
+
+
 @dataclass(frozen=True)
 class NodeType:
     name: str
@@ -202,6 +208,7 @@ class NodeType:
     params: type
     build: Callable  # (node name, params instance) -> Source | Stage
     doc: str  # one-line summary: the first sentence of the node class's docstring
+    weight: float = DEFAULT_WEIGHT_US  # cost of one packet, us: how automatic placement balances
 
 
 def takes(accepted: tuple[str, ...], kind: str) -> bool:
@@ -226,8 +233,9 @@ def summary(cls) -> str:
     return re.split(r"(?<=\.)\s", paragraph, maxsplit=1)[0]
 
 
-def node_type(name: str, kind: str, params: type):
-    """Class decorator: declare ``cls(name, params)`` as node type ``name`` of ``kind``."""
+def node_type(name: str, kind: str, params: type, weight: float = DEFAULT_WEIGHT_US):
+    """Class decorator: declare ``cls(name, params)`` as node type ``name`` of ``kind``;
+    ``weight``: the cost of one packet through it (us, see ``DEFAULT_WEIGHT_US``)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     if not (is_dataclass(params) and issubclass(params, Params)):
@@ -239,7 +247,7 @@ def node_type(name: str, kind: str, params: type):
     def register(cls):
         if name in DECLARED and DECLARED[name].build is not cls:
             raise ValueError(f"node type {name!r} registered twice")
-        DECLARED[name] = NodeType(name, kind, params, cls, summary(cls))
+        DECLARED[name] = NodeType(name, kind, params, cls, summary(cls), weight)
         return cls
 
     return register

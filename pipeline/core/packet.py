@@ -66,11 +66,13 @@ class Header:
     def with_(self, **changes) -> "Header":
         return replace(self, **changes)
 
-    def stamped(self, stream: str, seq: int, origin_ns: int) -> Header:
-        """This header with ``stream``, ``seq`` and ``origin_ns`` set: what every packet gets on
-        its way out of a node, built by one positional call (``with_`` costs several times more)."""
+    def stamped(self, stream: str, seq: int, origin_ns: int, sent_ns: int | None = None) -> Header:
+        """This header with ``stream``, ``seq``, ``origin_ns`` and (unless None) ``sent_ns`` set:
+        what every packet gets on its way out of a node, built by one positional call (``with_``
+        costs several times more)."""
         return Header(stream, seq, self.dtype, self.width, self.height, self.t_first, self.t_last,
-                      self.count, self.clock, self.sent_ns, self.kind, self.segment, origin_ns)
+                      self.count, self.clock, self.sent_ns if sent_ns is None else sent_ns,
+                      self.kind, self.segment, origin_ns)
 
 
 @dataclass(slots=True)

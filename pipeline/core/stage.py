@@ -1,6 +1,6 @@
 """The stage model: sources emit packets, stages turn packets into packets, sinks consume them.
 
-A node knows nothing about sockets. The runtime (``pipeline.runtime.node``) owns the loop, the links,
+A node knows nothing about sockets. The runtime (``pipeline.runtime.worker``) owns the loop, the links,
 metrics and shutdown, and stamps every emitted packet with the node's stream name, its sequence
 number and the host send time. The same objects run in-process with ``run_chain``, which is how
 evaluation runs exactly the code of the live pipeline.

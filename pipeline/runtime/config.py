@@ -2,8 +2,9 @@
 
 Layout::
 
-    [graph]                 # optional: name, runner ("threads" | "processes"), metrics
-    [source.NAME]           # type = "replay" | ..., plus that type's parameters
+    [graph]                 # optional: name, runner, placement, metrics
+    [source.NAME]           # type = "replay" | ..., plus that type's parameters, and
+                            # optionally worker = "NAME" (nodes naming one worker share it)
     [stage.NAME]
     [sink.NAME]
     [[link]]                # from, to, mode ("lossless" | "live"), hwm, address
@@ -46,6 +47,7 @@ from pipeline.core.nodetype import (
     type_hints,
 )
 from pipeline.runtime.links import LOSSLESS
+from pipeline.runtime.placement import Edge, Placement, place
 from pipeline.runtime.registry import lookup
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,12 @@ class GraphSettings(Params):
     name: str = param("evpipe", "graph name (names the default metrics address and the default "
                                 "folder of ipc:// links for `evpipe stage`)")
     runner: Literal["threads", "processes"] = param(
-        "threads", "one thread per node in this process, or one process per node")
+        "threads", "workers are threads of this process, or processes of their own")
+    placement: Literal["auto", "per_node"] = param(
+        "auto", "auto: nodes joined by lossless links share workers, spread over `cores` "
+                "(docs/architecture.md, Placement); per_node: one worker per node")
+    cores: int = param(0, "how many workers automatic placement may cut one chain of nodes "
+                          "into (processes runner); 0: the cores this process may run on", ge=0)
     metrics_interval_s: float = param(1.0, "period of the per-node metrics reports", unit="s", gt=0)
     metrics_address: str = param("", "PUB address where `evpipe top` reads per-node metrics; "
                                      "empty: ipc://<temp folder>/evpipe-<name>-metrics.sock")
@@ -96,6 +103,7 @@ class NodeSettings:
     kind: str
     type: str
     params: object
+    worker: str = ""  # the worker the config puts the node in; "": placed by [graph] placement
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,7 @@ class Config:
     graph: GraphSettings
     nodes: dict[str, NodeSettings]
     links: list[LinkSettings] = field(default_factory=list)
+    placement: Placement | None = None  # which nodes share a worker (pipeline/runtime/placement.py)
 
     def inputs(self, name: str) -> list[LinkSettings]:
         return [link for link in self.links if link.target == name]
@@ -258,8 +267,11 @@ class _Builder:
         if node_type.kind != kind:
             raise self.error(key + ("type",), f"{type_name!r} is a {node_type.kind}, not a {kind}; "
                                               f"declare it as [{node_type.kind}.{name}]")
-        params = self.dataclass_from(node_type.params, table, key, skip=("type",))
-        return NodeSettings(name, kind, type_name, params)
+        params = self.dataclass_from(node_type.params, table, key, skip=("type", "worker"))
+        worker = table.get("worker", "")
+        if not isinstance(worker, str) or ("worker" in table and not worker.strip()):
+            raise self.error(key + ("worker",), f"expected the name of a worker, got {worker!r}")
+        return NodeSettings(name, kind, type_name, params, worker)
 
     def link(self, index: int, table: dict) -> LinkSettings:
         return self.dataclass_from(LinkSettings, table, ("link", index), keys=LINK_KEYS)
@@ -362,6 +374,25 @@ def _check_sizes(builder: _Builder, nodes: dict[str, NodeSettings], links: list[
                 f"stage (docs/live.md)"))
 
 
+def _place(builder: _Builder, graph: GraphSettings, nodes: dict[str, NodeSettings],
+           links: list[LinkSettings]) -> Placement:
+    """Where each node runs: the ``worker`` keys, the rest by ``graph.placement``."""
+    edges = [Edge(link.source, link.target, link.mode != LOSSLESS or bool(link.address))
+             for link in links]
+    cores = 1 if graph.runner == "threads" else graph.cores or len(os.sched_getaffinity(0))
+    placement, found = place(
+        list(nodes), {name for name, node in nodes.items() if node.kind == SOURCE}, edges,
+        {name: lookup(node.type).weight for name, node in nodes.items()},
+        {name: node.worker for name, node in nodes.items() if node.worker},
+        graph.placement == "per_node", cores)
+    if found:
+        problem = found[0]
+        key = ("link", problem.link) if problem.link is not None else \
+            (nodes[problem.node].kind, problem.node, "worker")
+        raise builder.error(key, problem.message)
+    return placement
+
+
 def parse(text: str, path: str = "config.toml") -> Config:
     builder = _Builder(path, text)
     try:
@@ -391,7 +422,8 @@ def parse(text: str, path: str = "config.toml") -> Config:
     _check_graph(builder, nodes, links)
     _check_records(builder, nodes, links)
     _check_sizes(builder, nodes, links)
-    return Config(path=path, graph=graph, nodes=nodes, links=links)
+    return Config(path=path, graph=graph, nodes=nodes, links=links,
+                  placement=_place(builder, graph, nodes, links))
 
 
 def load(path) -> Config:

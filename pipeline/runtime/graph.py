@@ -1,10 +1,11 @@
-"""Running a whole graph: one thread per node, or one process per node.
+"""Running a whole graph: its workers (``Config.placement``) as threads of this process, or as
+processes of their own.
 
-The orchestrator binds the metrics collector, starts every node, republishes metrics for
+The orchestrator binds the metrics collector, starts every worker, republishes metrics for
 ``evpipe top`` and prints the end summary. SIGINT/SIGTERM stop the sources, so in-flight packets
 drain, sinks flush and the run exits 0. A node that fails makes the orchestrator stop the
-sources too, and the run exits 1 once the graph has drained. A node process that dies without
-ending its stream (killed, or failed while starting) cannot be drained: when the graph has not
+sources too, and the run exits 1 once the graph has drained. A worker process that dies without
+ending its streams (killed, or failed while starting) cannot be drained: when the graph has not
 drained ``DRAIN_TIMEOUT_S`` after the sources were stopped, the remaining processes are killed.
 """
 
@@ -27,7 +28,7 @@ import zmq
 from pipeline.core.nodetype import SOURCE
 from pipeline.runtime.config import Config, ConfigError, load
 from pipeline.runtime.metrics import END_TOPIC, SNAPSHOT_TOPIC, metrics_address, summary_table
-from pipeline.runtime.node import NodeRunner
+from pipeline.runtime.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -145,24 +146,25 @@ def _open_collector(cleanup: contextlib.ExitStack, address: str, config: Config)
 
 
 def run_threads(config: Config, stop_event: threading.Event | None = None) -> RunResult:
-    """Run every node of ``config`` in its own thread of this process."""
+    """Run every worker of ``config`` in its own thread of this process."""
     with contextlib.ExitStack() as cleanup:
         collector = _open_collector(cleanup, f"inproc://evpipe-metrics-{id(config)}", config)
-        runners = {name: NodeRunner(config, name, collector.ctx, collector=collector.address)
-                   for name in config.nodes}
+        workers = [Worker(config, plan.nodes, collector.ctx, collector=collector.address,
+                          direct=config.placement.direct) for plan in config.placement.workers]
 
-        def target(name: str) -> None:
-            runners[name].run()
-            if runners[name].failed:
+        def target(worker: Worker) -> None:
+            worker.run()
+            if worker.failed:
                 stop_sources()
 
         def stop_sources() -> None:
-            for runner in runners.values():
-                if runner.settings.kind == SOURCE:
-                    runner.stop()
+            for worker in workers:
+                if worker.source is not None:
+                    worker.stop()
 
-        threads = [threading.Thread(target=target, args=(name,), name=f"evpipe-{name}", daemon=True)
-                   for name in runners]
+        threads = [threading.Thread(target=target, args=(worker,), name=f"evpipe-{plan.name}",
+                                    daemon=True)
+                   for worker, plan in zip(workers, config.placement.workers)]
         with _Signals(stop_sources):
             for thread in threads:
                 thread.start()
@@ -171,23 +173,26 @@ def run_threads(config: Config, stop_event: threading.Event | None = None) -> Ru
                 if stop_event is not None and stop_event.is_set():
                     stop_sources()
             collector.poll(200)
-        ok = not any(runner.failed for runner in runners.values())
+        ok = not any(worker.failed for worker in workers)
         return _finish(collector, config, ok)
 
 
-def _child(config_path: str, name: str, run_dir: str, collector: str, ready) -> None:
-    """Entry point of a node process: SIGINT is left to the orchestrator, SIGTERM stops; sets
+def _child(config_path: str, names: tuple[str, ...], direct: list, run_dir: str, collector: str,
+           ready) -> None:
+    """Entry point of a worker process: SIGINT is left to the orchestrator, SIGTERM stops; sets
     ``ready`` once SIGTERM is handled (until then the orchestrator holds it back)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{name}] %(message)s")
+    label = "+".join(names)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{label}] %(message)s")
     config = load(config_path)
     ctx = zmq.Context()
-    runner = NodeRunner(config, name, ctx, "processes", run_dir=run_dir, collector=collector)
-    signal.signal(signal.SIGTERM, lambda *_: runner.interrupt())
+    worker = Worker(config, names, ctx, "processes", run_dir=run_dir, collector=collector,
+                    direct=frozenset(map(tuple, direct)))
+    signal.signal(signal.SIGTERM, lambda *_: worker.interrupt())
     ready.set()
-    runner.run()
+    worker.run()
     ctx.term()
-    os._exit(1 if runner.failed else 0)
+    os._exit(1 if worker.failed else 0)
 
 
 class _SourceStops:
@@ -217,18 +222,22 @@ class _SourceStops:
 
 
 def run_processes(config: Config) -> RunResult:
-    """Run every node of ``config`` in its own process (spawned), linked over ipc by default."""
+    """Run every worker of ``config`` in its own process (spawned), linked over ipc by default."""
     with contextlib.ExitStack() as cleanup:
         run_dir = tempfile.mkdtemp(prefix="evpipe-")
         cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
         collector = _open_collector(cleanup, f"ipc://{run_dir}/metrics.sock", config)
         spawn = multiprocessing.get_context("spawn")
-        ready = {name: spawn.Event() for name in config.nodes}
+        plans = {plan.name: plan for plan in config.placement.workers}
+        ready = {name: spawn.Event() for name in plans}
+        direct = sorted(config.placement.direct)
         procs = {name: spawn.Process(target=_child, name=f"evpipe-{name}",
-                                     args=(os.path.abspath(config.path), name, run_dir,
-                                           collector.address, ready[name]))
-                 for name in config.nodes}
-        stops = _SourceStops(procs, ready, [n for n in procs if config.nodes[n].kind == SOURCE])
+                                     args=(os.path.abspath(config.path), plan.nodes, direct,
+                                           run_dir, collector.address, ready[name]))
+                 for name, plan in plans.items()}
+        sources = [name for name, plan in plans.items()
+                   if any(config.nodes[node].kind == SOURCE for node in plan.nodes)]
+        stops = _SourceStops(procs, ready, sources)
 
         with _Signals(stops.request):
             for proc in procs.values():
@@ -241,7 +250,7 @@ def run_processes(config: Config) -> RunResult:
                 if stops.first_at is not None and time.monotonic() - stops.first_at > DRAIN_TIMEOUT_S:
                     dead = [n for n, p in procs.items() if p.exitcode not in (None, 0)]
                     if dead:
-                        log.error("node process(es) %s ended abnormally and the graph did not drain "
+                        log.error("worker process(es) %s ended abnormally and the graph did not drain "
                                   "within %.0f s; ending the rest", ", ".join(dead), DRAIN_TIMEOUT_S)
                         for proc in procs.values():
                             if proc.is_alive():
@@ -253,22 +262,25 @@ def run_processes(config: Config) -> RunResult:
         ok = all(proc.exitcode == 0 for proc in procs.values())
         for name, proc in procs.items():
             if proc.exitcode != 0:
-                log.error("node %r exited with code %s", name, proc.exitcode)
+                log.error("worker %r exited with code %s", name, proc.exitcode)
         return _finish(collector, config, ok)
 
 
 def run(config: Config) -> RunResult:
+    log.info("graph %r, %d worker %s: %s", config.graph.name, len(config.placement.workers),
+             config.graph.runner, config.placement.describe())
     return run_threads(config) if config.graph.runner == "threads" else run_processes(config)
 
 
 def run_one(config: Config, name: str, run_dir: str, collector: str = "") -> int:
-    """Run a single node in this process (``evpipe stage``); SIGINT/SIGTERM stop it gracefully."""
+    """Run a single node in this process, every link a socket (``evpipe stage``);
+    SIGINT/SIGTERM stop it gracefully."""
     ctx = zmq.Context()
-    runner = NodeRunner(config, name, ctx, "processes", run_dir=run_dir, collector=collector,
-                        standalone=True)
-    with _Signals(runner.interrupt):
-        final = runner.run()
+    worker = Worker(config, [name], ctx, "processes", run_dir=run_dir, collector=collector,
+                    standalone=True)
+    with _Signals(worker.interrupt):
+        finals = worker.run()
     ctx.term()
     if config.graph.summary:
-        print(summary_table([final]), flush=True)
-    return 1 if runner.failed else 0
+        print(summary_table(list(finals.values())), flush=True)
+    return 1 if worker.failed else 0

@@ -76,7 +76,7 @@ class NodeMetrics:
 
     def __init__(self, node: str, kind: str):
         self.node, self.kind = node, kind
-        self.started = time.monotonic()
+        self.start()
         self.records_out = self.packets_out = 0
         self.busy_ns = 0
         self.max_drained = 0  # most messages read back to back in one poll, this interval
@@ -86,15 +86,21 @@ class NodeMetrics:
         self.latency_ns: deque = deque(maxlen=SAMPLES)
         self.transit_ns: deque = deque(maxlen=SAMPLES)
         self.e2e_ns: deque = deque(maxlen=SAMPLES)  # origin of a packet's events to done with it
+
+    def start(self) -> None:
+        """Start the clock of the rates: when the node is ready and its links are open."""
+        self.started = time.monotonic()
         self._last = (self.started, 0, 0, 0, 0)
 
-    def snapshot(self, receivers, senders, final: bool = False) -> dict:
+    def snapshot(self, received, sent, final: bool = False) -> dict:
+        """The counters now; ``received``: the ``ReceiveStats`` of every input, ``sent``: the
+        ``SendStats`` of every socket output (``pipeline.runtime.links``)."""
         now = time.monotonic()
-        records_in = sum(r.stats.events for r in receivers)
-        packets_in = sum(r.stats.packets for r in receivers)
+        records_in = sum(stats.events for stats in received)
+        packets_in = sum(stats.packets for stats in received)
         malformed = Counter()
-        for r in receivers:
-            malformed.update(r.stats.malformed)
+        for stats in received:
+            malformed.update(stats.malformed)
         last_time, last_ri, last_ro, last_pi, last_po = self._last
         span = max(now - last_time, 1e-9)
         self._last = (now, records_in, self.records_out, packets_in, self.packets_out)
@@ -108,8 +114,8 @@ class NodeMetrics:
             "records_in": records_in, "packets_in": packets_in,
             "records_out": self.records_out, "packets_out": self.packets_out,
             "unit_in": unit(self.dtypes_in), "unit_out": unit(self.dtypes_out),
-            "dropped": sum(s.stats.dropped for s in senders),
-            "gaps": sum(r.stats.gaps for r in receivers),
+            "dropped": sum(stats.dropped for stats in sent),
+            "gaps": sum(stats.gaps for stats in received),
             "malformed": dict(malformed),
             "records_in_per_s": round((records_in - last_ri) / span, 1),
             "records_out_per_s": round((self.records_out - last_ro) / span, 1),

@@ -12,7 +12,7 @@ from pipeline.core import wire
 from pipeline.core.packet import eos_packet, events_packet, json_packet
 from pipeline.runtime.config import parse
 from pipeline.runtime.links import Receiver
-from pipeline.runtime.node import NodeRunner
+from pipeline.runtime.worker import Worker
 from sensors.readers import read_all
 from tests.conftest import AEDAT4_SAMPLE
 from tests.pipeline.helpers import free_port
@@ -55,9 +55,9 @@ def test_each_malformed_message_is_counted_and_the_stage_keeps_serving():
     upstream = ctx.socket(zmq.DEALER)  # plays the camera: raw frames, good and bad
     upstream.bind(inbound)
     downstream = Receiver(ctx, outbound)
-    runner = NodeRunner(config, "pass", ctx)
+    runner = Worker(config, ["pass"], ctx)
     final = {}
-    thread = threading.Thread(target=lambda: final.update(runner.run()))
+    thread = threading.Thread(target=lambda: final.update(runner.run()["pass"]))
     thread.start()
 
     _, events = read_all(AEDAT4_SAMPLE)

@@ -1,5 +1,5 @@
 """Origins (``Header.origin_ns``, when the source obtained the events): on the wire, through the
-runtime's copy rule in a real NodeRunner, and through real graphs of threads and processes."""
+runtime's copy rule in a real worker, and through real graphs of threads and processes."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pipeline.nodes.snn import DecoderParams, DecoderStage, SnnParams, SnnStage
 from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
 from pipeline.runtime.links import Receiver, Sender
-from pipeline.runtime.node import NodeRunner, default_address
+from pipeline.runtime.worker import Worker, default_address
 from sensors.replay import Replay
 from tests.conftest import ROOT
 from tests.pipeline.helpers import linked, write_config
@@ -59,7 +59,7 @@ def test_origin_round_trips_and_old_headers_decode_with_none():
 
 
 def test_the_runner_gives_each_output_the_origin_of_its_input_and_finish_the_last(tmp_path):
-    """A real decoder NodeRunner between real links, the test playing its upstream snn node and
+    """A real decoder worker between real links, the test playing its upstream snn node and
     its downstream sink. Each spikes packet carries its own origin; the decoder (whose records
     are made without any) must emit each decision with the origin of the packet whose processing
     produced it, and the forced decision of finish() with the origin of the last input."""
@@ -100,9 +100,9 @@ path = "{tmp_path / 'out.jsonl'}"
     upstream, downstream = config.inputs("decoder")[0], config.outputs("decoder")[0]
     sender = Sender(ctx, default_address(upstream, "threads", ""))
     receiver = Receiver(ctx, default_address(downstream, "threads", ""))
-    runner = NodeRunner(config, "decoder", ctx)
+    runner = Worker(config, ["decoder"], ctx)
     final = {}
-    thread = threading.Thread(target=lambda: final.update(runner.run()), daemon=True)
+    thread = threading.Thread(target=lambda: final.update(runner.run()["decoder"]), daemon=True)
     thread.start()
     try:
         for packet in fed:

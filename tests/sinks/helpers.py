@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import json
 import re
 
 import numpy as np
@@ -36,12 +37,15 @@ def random_model(path, classes) -> str:
 def demo_config(folder, **graph) -> str:
     """config.toml (the default graph) copied into ``folder`` as config.toml: its bundled paths
     made absolute, its JSON lines written to ``folder``/demo.jsonl and each ``[graph]`` key of
-    ``graph`` (name, runner, ...) set to the string given; returns the copy's path."""
+    ``graph`` (name, runner, cores, ...) set to the value given (a string or an int; added when
+    config.toml does not set it); returns the copy's path."""
     text = (ROOT / "config.toml").read_text()
     head, rest = text.split("[source.", 1)
     for key, value in graph.items():
-        head, found = re.subn(rf"(?m)^{key} = .*$", f'{key} = "{value}"', head)
-        assert found == 1, f"config.toml sets no [graph] {key}"
+        line = f'{key} = {json.dumps(value)}'
+        head, found = re.subn(rf"(?m)^{key} = .*$", line, head)
+        if not found:
+            head = head.replace("[graph]\n", f"[graph]\n{line}\n", 1)
     text = (head + "[source." + rest).replace('"recordings/', f'"{ROOT / "recordings"}/')
     text, found = re.subn(r'(?m)^path = "out/demo.jsonl"', f'path = "{folder / "demo.jsonl"}"', text)
     assert found == 1, "config.toml writes no out/demo.jsonl"

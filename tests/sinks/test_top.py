@@ -44,10 +44,12 @@ def rows(table: str) -> dict[str, dict[str, str]]:
 
 def looping_graph(path, name: str, prefix: str) -> str:
     """A graph named ``name``, no metrics_address: the AEDAT4 sample looping in real time through
-    a passthrough stage into a JSON-lines sink; node names start with ``prefix``."""
+    a passthrough stage into a JSON-lines sink, each in a worker of its own (so the stage reads
+    its input off a socket); node names start with ``prefix``."""
     return str(write_config(path, f"""
 [graph]
 name = "{name}"
+placement = "per_node"
 summary = false
 metrics_interval_s = 0.3
 

@@ -1,0 +1,345 @@
+"""The worker runtime: one thread running one or more nodes, their links and their metrics.
+
+Which nodes share a worker is the graph's placement (``pipeline.runtime.placement``). A link
+between two nodes of one worker is a direct call: the packets a node returns go straight into
+the next node's ``process``, depth first, in order, without encoding, copies or sockets (a stage
+never modifies the records it receives or returns, ``pipeline.core.stage``, so they can be
+shared). Every other link is a ZeroMQ socket, owned by the worker (created in the thread that
+uses it). For every node, the worker:
+
+- stamps every emitted packet with the node's stream name, the next sequence number and the host
+  send time (ns; a socket link stamps it again as it sends), and sends it on every socket output
+  before handing it to the direct ones;
+- keeps the origin of the events (``Header.origin_ns``, host ns): a packet that ``process``
+  returns without one of its own gets the origin of the input packet it was returned for, and
+  one that ``finish`` returns gets the origin of the last input;
+- calls ``process`` for each data packet and ``finish`` once every input has delivered end of
+  stream, then ends its outputs (end of stream on sockets; on a direct link, one input fewer);
+- keeps the node's own metrics, as if it ran alone: packets and records in and out, time in
+  ``process``, latency (arrival to results handed on, not counting the work of direct
+  downstream nodes), end-to-end latency; transit only across sockets;
+- on ``stop()`` (SIGINT/SIGTERM): a source stops reading and ends its stream, so in-flight packets
+  drain through the graph and sinks flush; a node running on its own (``evpipe stage``) also
+  stops, after emptying what its inputs already hold;
+- when a node raises: logs the traceback, records the error, keeps draining that node's inputs
+  (discarding) so upstream never blocks, still ends its outputs so downstream flushes, and
+  reports failure; the graph then stops its sources and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import select
+import sys
+import threading
+import time
+import traceback
+
+import zmq
+
+from pipeline.core.nodetype import SOURCE
+from pipeline.core.packet import Packet, eos_packet
+from pipeline.runtime.config import Config, LinkSettings, NodeSettings
+from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiveStats, Sender
+from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
+from pipeline.runtime.registry import lookup
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBER_WAIT_S = 10.0  # live links: how long a sender waits for its receiver to join
+
+
+def default_address(link: LinkSettings, runner: str, run_dir: str) -> str:
+    """The address of a socket link that does not name one: inproc for threads, ipc for
+    processes."""
+    if link.address:
+        return link.address
+    if runner == "threads":
+        return f"inproc://evpipe/{link.source}/{link.target}"
+    return f"ipc://{run_dir}/{link.source}--{link.target}.sock"
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (modules, node state, compiled kernels) out of the garbage
+    collector's reach. Its first full pass otherwise scans them all and stalls the node for
+    25-45 ms (measured in a paced replay, bench_sensors), far beyond a 1 ms packet."""
+    gc.collect()
+    gc.freeze()
+
+
+def stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reading end has closed (poll reports POLLERR);
+    False when it is no file descriptor at all (replaced in-process, as test capture does)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def build_node(settings: NodeSettings):
+    """The source, stage or sink object a node's settings describe."""
+    return lookup(settings.type).build(settings.name, settings.params)
+
+
+class Slot:
+    """One node inside a worker: the node object, its metrics and its ends of the links."""
+
+    def __init__(self, settings: NodeSettings):
+        self.settings, self.name = settings, settings.name
+        self.is_source = settings.kind == SOURCE
+        self.node = build_node(settings)
+        self.metrics = NodeMetrics(settings.name, settings.kind)
+        self.seq = 0
+        self.failed = False
+        self.ended = False
+        self.open_inputs = 0  # inputs, socket or direct, that have not ended yet
+        self.last_origin = 0  # of the last data packet: what finish() returns derives from it
+        self.senders: list[Sender] = []
+        self.receivers: list[Receiver] = []
+        self.direct_out: list[tuple[Slot, ReceiveStats]] = []  # downstream slot, its input's counts
+        self.direct_in: list[ReceiveStats] = []
+
+    def snapshot(self, final: bool = False) -> dict:
+        return self.metrics.snapshot([r.stats for r in self.receivers] + self.direct_in,
+                                     [s.stats for s in self.senders], final=final)
+
+
+class Worker:
+    """Runs the nodes ``names`` of ``config`` (topological order) until every one has ended;
+    ``run`` returns their final snapshots. ``direct``: the (source, target) links inside the
+    worker that are direct calls; every other link of these nodes is a socket."""
+
+    def __init__(self, config: Config, names, ctx: zmq.Context, runner: str = "threads",
+                 run_dir: str = "", collector: str = "", standalone: bool = False,
+                 direct=frozenset()):
+        self.config, self.ctx, self.runner = config, ctx, runner
+        self.run_dir, self.collector, self.standalone = run_dir, collector, standalone
+        self.slots = {name: Slot(config.nodes[name]) for name in names}
+        self.direct = frozenset(direct)
+        self.source = next((slot for slot in self.slots.values() if slot.is_source), None)
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+
+    @property
+    def failed(self) -> bool:
+        return any(slot.failed for slot in self.slots.values())
+
+    # control, from any thread --------------------------------------------------------------
+    def stop(self) -> None:
+        """Graceful stop: a source ends its stream; everything else drains (see module doc)."""
+        self._stop.set()
+        if self.source is not None:
+            self.source.node.stop()
+
+    def interrupt(self) -> None:
+        """SIGINT/SIGTERM: the first stops gracefully, the second aborts."""
+        self.abort() if self._stop.is_set() else self.stop()
+
+    def abort(self) -> None:
+        """Give up on blocked sends (the graph is being torn down after a failure)."""
+        self._abort.set()
+        self.stop()
+
+    # set-up ----------------------------------------------------------------------------------
+    def _address(self, link: LinkSettings) -> str:
+        return default_address(link, self.runner, self.run_dir)
+
+    def _open(self) -> None:
+        """Join the direct links; bind the socket outputs, wait (bounded) until every live one has
+        its subscriber, then connect the socket inputs. A worker thus subscribes upstream only
+        once everything downstream of it is listening, and a live source starts only when the
+        whole graph is: nothing is published into a link nobody reads yet."""
+        for slot in self.slots.values():
+            for link in self.config.outputs(slot.name):
+                if (link.source, link.target) in self.direct:
+                    stats = ReceiveStats()
+                    target = self.slots[link.target]
+                    slot.direct_out.append((target, stats))
+                    target.direct_in.append(stats)
+                    target.open_inputs += 1
+                else:
+                    slot.senders.append(Sender(self.ctx, self._address(link), link.mode, link.hwm,
+                                               aborting=self._abort.is_set))
+        for slot in self.slots.values():
+            for sender in slot.senders:
+                if not sender.wait_for_subscriber(SUBSCRIBER_WAIT_S) and not self._abort.is_set():
+                    log.warning("node %r: nobody subscribed to %s within %.0f s; publishing anyway",
+                                slot.name, sender.address, SUBSCRIBER_WAIT_S)
+        for slot in self.slots.values():
+            for link in self.config.inputs(slot.name):
+                if (link.source, link.target) not in self.direct:
+                    slot.receivers.append(Receiver(self.ctx, self._address(link), link.mode, link.hwm))
+                    slot.open_inputs += 1
+
+    # the packet path -------------------------------------------------------------------------
+    def _emit(self, slot: Slot, packets: list[Packet], arrival_ns: int | None = None,
+              origin_ns: int = 0) -> None:
+        """Send ``packets`` of ``slot``, those without an origin of their own stamped with
+        ``origin_ns``, then hand them to the direct links. ``arrival_ns`` (host ns) is when the
+        input they were returned for arrived: the node's latency and the input's end-to-end
+        latency so far (from ``origin_ns``) are sampled once the sockets have them."""
+        metrics = slot.metrics
+        for packet in packets:
+            header = packet.header
+            packet.header = header.stamped(slot.name, slot.seq, header.origin_ns or origin_ns,
+                                           time.time_ns())
+            slot.seq += 1
+            for sender in slot.senders:
+                sender.send(packet)
+            metrics.packets_out += 1
+            metrics.records_out += packet.header.count
+            metrics.dtypes_out.add(packet.header.dtype)
+        if arrival_ns is not None:
+            now = time.time_ns()
+            metrics.latency_ns.append(now - arrival_ns)
+            if origin_ns:
+                metrics.e2e_ns.append(now - origin_ns)
+        for target, stats in slot.direct_out:
+            for packet in packets:
+                stats.packets += 1
+                stats.events += packet.header.count
+                self._process(target, packet, time.time_ns())
+
+    def _process(self, slot: Slot, packet: Packet, arrival_ns: int) -> None:
+        """Run one data packet through ``slot``'s node and emit what it returns."""
+        slot.metrics.dtypes_in.add(packet.header.dtype)
+        slot.last_origin = origin = packet.header.origin_ns
+        if slot.failed:
+            return  # draining after an error: discard, keep upstream moving
+        start = time.perf_counter_ns()
+        try:
+            out = slot.node.process(packet)
+        except Exception as exc:  # the node's bug or bad data: report, keep draining
+            self._fail(slot, f"process(packet seq {packet.header.seq} from {packet.header.stream})", exc)
+            return
+        slot.metrics.busy_ns += time.perf_counter_ns() - start
+        self._emit(slot, out, arrival_ns, origin)
+
+    def _end(self, slot: Slot) -> None:
+        """Every input of ``slot`` has ended (a source: its loop has): flush its node and end its
+        outputs."""
+        slot.ended = True
+        try:
+            if not slot.is_source and not slot.failed:
+                try:
+                    out = slot.node.finish()
+                except Exception as exc:  # reported; its outputs still end
+                    self._fail(slot, "finish", exc)
+                else:
+                    self._emit(slot, out, origin_ns=slot.last_origin)
+            for sender in slot.senders:
+                sender.send(eos_packet(slot.name, slot.seq))
+        except Aborted:
+            log.warning("node %r: end of stream not delivered during shutdown", slot.name)
+        for target, _ in slot.direct_out:
+            self._input_ended(target)
+
+    def _input_ended(self, slot: Slot) -> None:
+        slot.open_inputs -= 1
+        if slot.open_inputs == 0 and not slot.ended:
+            self._end(slot)
+
+    def _fail(self, slot: Slot, where: str, exc: BaseException) -> None:
+        """Record and log a failure of a node's own code, with its traceback (without, when the
+        reader of standard output went away: ``evpipe run | head``)."""
+        slot.failed = True
+        slot.metrics.error = f"{where}: {type(exc).__name__}: {exc}"
+        if isinstance(exc, BrokenPipeError) and stdout_closed():
+            log.error("node %r stopped in %s: its standard output was closed", slot.name, where)
+            return
+        trace = "".join(traceback.format_exception(exc))
+        log.error("node %r failed in %s:\n%s", slot.name, where, trace)
+
+    # the loops -------------------------------------------------------------------------------
+    def _report(self, reporter: MetricsReporter) -> None:
+        if reporter.due():
+            for slot in self.slots.values():
+                reporter.send(slot.snapshot())
+
+    def _run_source(self, reporter: MetricsReporter) -> None:
+        slot = self.source
+        try:
+            for packet in slot.node.packets():
+                self._emit(slot, [packet])
+                self._report(reporter)
+                if self._abort.is_set():
+                    break
+        except Aborted:
+            log.warning("node %r: sends abandoned during shutdown", slot.name)
+        except Exception as exc:  # reported; end of stream still goes downstream
+            self._fail(slot, "run", exc)
+        self._end(slot)
+
+    def _run_inputs(self, reporter: MetricsReporter) -> None:
+        """Process what the socket inputs deliver until every one has ended."""
+        poller = zmq.Poller()
+        by_socket = {}
+        for slot in self.slots.values():
+            for receiver in slot.receivers:
+                poller.register(receiver.sock, zmq.POLLIN)
+                by_socket[receiver.sock] = (receiver, slot)
+        open_sockets = len(by_socket)
+        leaving = self.standalone  # a node run alone stops once its inputs are empty
+        while open_sockets and not self._abort.is_set():
+            stopping = leaving and self._stop.is_set()
+            ready = dict(poller.poll(0 if stopping else POLL_MS))
+            if not ready and stopping:
+                break
+            for sock in ready:
+                receiver, slot = by_socket[sock]
+                drained = 0
+                while sock.poll(0, zmq.POLLIN):
+                    packet = receiver.receive()
+                    drained += 1
+                    if packet is None:
+                        continue
+                    arrival = time.time_ns()
+                    slot.metrics.transit_ns.append(arrival - packet.header.sent_ns)
+                    if packet.is_eos:
+                        poller.unregister(sock)
+                        open_sockets -= 1
+                        self._input_ended(slot)
+                        break
+                    self._process(slot, packet, arrival)
+                slot.metrics.max_drained = max(slot.metrics.max_drained, drained)
+            self._report(reporter)
+
+    def run(self) -> dict[str, dict]:
+        """Run until every node has ended; the final snapshot of each node."""
+        reporter = MetricsReporter(self.ctx, self.collector, self.config.graph.metrics_interval_s)
+        finals = {}
+        try:
+            for slot in self.slots.values():
+                if not slot.is_source:
+                    slot.node.warm_up()  # before joining the links: upstream waits for this worker
+            self._open()
+            freeze_heap()
+            for slot in self.slots.values():
+                slot.metrics.start()
+            try:
+                if self.source is not None:
+                    self._run_source(reporter)
+                else:
+                    self._run_inputs(reporter)
+            except Aborted:
+                log.warning("worker %s: sends abandoned during shutdown", "+".join(self.slots))
+            for slot in self.slots.values():  # aborted, or a standalone stop: end the rest
+                if not slot.ended:
+                    self._end(slot)
+        finally:
+            for slot in self.slots.values():
+                try:
+                    slot.node.close()
+                except Exception as exc:  # reported in the final metrics
+                    self._fail(slot, "close", exc)
+                finals[slot.name] = slot.snapshot(final=True)
+                reporter.send(finals[slot.name], final=True)
+            reporter.close()
+            for slot in self.slots.values():
+                for link in slot.senders + slot.receivers:
+                    link.close()
+        return finals
