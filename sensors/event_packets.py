@@ -72,8 +72,12 @@ class PacketDecoder:
 
     def decode(self, width: int, height: int, seq: int, time_base: int, encoding: str,
                is_bigendian: bool, payload) -> list[np.ndarray]:
-        """Chunks of canonical events of one packet; FormatError names ``where`` and the packet."""
-        what = f"{self.where}, packet seq {seq}"
+        """Chunks of canonical events of one packet; FormatError names ``where`` and the packet
+        (its ``seq`` still counts: a packet that arrived bad is not a drop)."""
+        if self.next_seq is not None and seq > self.next_seq:
+            self.dropped += seq - self.next_seq
+        self.next_seq = seq + 1
+        self.packets += 1
         if encoding != ENCODING:
             raise FormatError(self.where, None, f"packet seq {seq}: encoding {encoding!r} is not "
                                                 f"supported (supported: {ENCODING!r})")
@@ -86,16 +90,12 @@ class PacketDecoder:
         elif (width, height) != (self.width, self.height):
             raise FormatError(self.where, None, f"packet seq {seq}: sensor {width}x{height} after "
                                                 f"{self.width}x{self.height}")
-        if self.next_seq is not None and seq > self.next_seq:
-            self.dropped += seq - self.next_seq
-        self.next_seq = seq + 1
-        self.packets += 1
         data = self._odd + bytes(payload)
         cut = len(data) & ~1
         self._odd = data[cut:]
         words = np.frombuffer(data[:cut], "<u2")
         try:
-            return list(decode_words(what, "evt3", words, 0, width, height, self.evt3_time,
+            return list(decode_words(self.where, "evt3", words, 0, width, height, self.evt3_time,
                                      state=self.state))
         except FormatError as exc:
             raise FormatError(self.where, None, f"packet seq {seq}: {exc.problem}") from None

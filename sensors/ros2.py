@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.core.packet import Packet, Packetizer, events_packet
 from pipeline.core.stage import Source
 from sensors.event_packets import PacketDecoder, PacketEncoder
+from sensors.readers import FormatError
 from sensors.ros_msgs import DECISION, EVENT_PACKET, RosUnavailable, load
 
 log = logging.getLogger(__name__)
@@ -174,8 +175,9 @@ class RosEventSource(Source):
     Messages are decoded as one EVT 3.0 stream (``sensors.event_packets``) and cut by time
     (``packet_us``) or count (``packet_events``); each packet is stamped with the host time at
     which its message arrived (``origin_ns``). ``dropped`` counts the messages missing from the
-    ``seq`` numbers. A message that cannot be decoded (another encoding, a bad word) stops the
-    source with FormatError naming the topic.
+    ``seq`` numbers; a message that cannot be decoded (another encoding, a bad word) is left
+    out, counted in ``rejected`` and logged (the first, then every 1000th), as the links do with
+    bad frames: a sender's mistake never stops the graph.
     """
 
     def __init__(self, name: str, topic: str, qos, node_name: str = "evpipe", domain_id: int = -1,
@@ -185,6 +187,7 @@ class RosEventSource(Source):
         self.packet_us, self.packet_events = packet_us, packet_events
         self.decoder = PacketDecoder(f"topic {topic}", evt3_time)
         self.ros = RosNode(node_name, domain_id)
+        self.rejected = 0
         self.inbox: collections.deque = collections.deque()
         self.ros.node.create_subscription(self.ros.classes[EVENT_PACKET.type_name], topic,
                                           lambda m: self.inbox.append((time.time_ns(), m)), qos)
@@ -200,8 +203,14 @@ class RosEventSource(Source):
                 self.ros.spin(SPIN_S)
                 continue
             received, m = self.inbox.popleft()
-            chunks = self.decoder.decode(m.width, m.height, m.seq, m.time_base, m.encoding,
-                                         m.is_bigendian, m.events)
+            try:
+                chunks = self.decoder.decode(m.width, m.height, m.seq, m.time_base, m.encoding,
+                                             m.is_bigendian, m.events)
+            except FormatError as exc:
+                self.rejected += 1
+                if self.rejected % 1000 == 1:
+                    log.warning("%s: message left out (%d so far): %s", self.name, self.rejected, exc)
+                continue
             cuts = [cut for chunk in chunks for cut in packetizer.push(chunk)] + packetizer.flush()
             for cut in cuts:
                 yield events_packet(self.name, 0, cut, m.width, m.height, origin_ns=received)

@@ -74,12 +74,12 @@ def choose_topic(path, topics: dict[str, int], topic: str) -> str:
 
 
 def open_rosbag(path: str, topic: str = "", evt3_time: str = "faery", width: int = 0,
-                height: int = 0, sensor: str = "") -> Reader:
+                height: int = 0) -> Reader:
     """The events of one EventPacket topic of a rosbag2 bag or file (``evt3`` encoding).
 
-    The sensor size is the messages' ``width`` and ``height`` (``width``/``height``/``sensor``
-    are accepted for the replay's sake and must agree when given). Times: us, the stream's own
-    time base (``sensors.event_packets``).
+    The sensor size is the messages' ``width`` and ``height`` (a replay's ``width`` and
+    ``height``, when given, must agree). Times: us, the stream's own time base
+    (``sensors.event_packets``).
     """
     rosbag2, _ = _rosbags(path)
     topics = event_topics(path)

@@ -2,7 +2,8 @@
 publishes the EVT 3.0 words of a Prophesee RAW file as event_camera_msgs/EventPacket messages
 (encoding "evt3", raw words as a driver forwards them), --bytes bytes a message, once a
 subscriber has matched; then waits --linger seconds for reliable delivery. --drop K leaves out
-every K-th message (its seq number included), as a lossy link would.
+every K-th message (its seq number included), as a lossy link would; --mono N sends message N
+with encoding "mono" (a mistake the receiver must survive).
 
     python publisher.py FILE.raw --topic /events [--bytes 16384] [--width 1280 --height 720]
 """
@@ -37,6 +38,7 @@ def main():
     parser.add_argument("--wait", type=float, default=30.0)
     parser.add_argument("--linger", type=float, default=3.0)
     parser.add_argument("--drop", type=int, default=0)
+    parser.add_argument("--mono", type=int, default=-1)
     args = parser.parse_args()
 
     words = raw_words(args.file)
@@ -52,7 +54,8 @@ def main():
     for seq, start in enumerate(range(0, len(words), args.bytes)):
         if args.drop and seq % args.drop == args.drop - 1:
             continue
-        message = EventPacket(height=args.height, width=args.width, seq=seq, encoding="evt3",
+        message = EventPacket(height=args.height, width=args.width, seq=seq,
+                              encoding="mono" if seq == args.mono else "evt3",
                               is_bigendian=False, events=words[start:start + args.bytes])
         message.header.stamp = node.get_clock().now().to_msg()
         publisher.publish(message)

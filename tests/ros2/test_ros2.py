@@ -7,7 +7,8 @@ discovery kept on this host.
   decisions of a real N-MNIST graph as Decision messages (every field equal to the JSON lines
   sink's record of the same decision).
 - a camera driver -> ros2_source: the EVT 3.0 words of a real recording as a driver publishes
-  them; the events equal the file's; messages left out are counted from the seq numbers.
+  them; the events equal the file's; messages left out are counted from the seq numbers, a
+  message of another encoding is rejected and the source goes on.
 """
 
 from __future__ import annotations
@@ -168,10 +169,12 @@ def test_a_camera_driver_feeds_the_source(recordings):
     assert source.dropped == 0
 
 
-def test_messages_left_out_are_counted_as_drops(recordings):
+def test_messages_left_out_are_drops_and_a_wrong_encoding_is_rejected(recordings):
     raw = recordings / "prophesee" / "evt3_test_pedestrians.raw"
-    events, source, stdout = fed_by_driver(raw, "/lossy/events", "--bytes", "1024", "--drop", "4")
+    events, source, stdout = fed_by_driver(raw, "/lossy/events", "--bytes", "1024", "--drop", "4",
+                                           "--mono", "5")
     assert 0 < len(events) < info(raw)["events"]
+    assert source.rejected == 1  # the "mono" message arrived, was left out, and is no drop
     total = int(stdout.split()[1])  # "published N messages": seq numbers 0 .. N-1
     last = max(k for k in range(total) if k % 4 != 3)  # a gap shows once a later message arrives
     assert source.dropped == sum(1 for k in range(last) if k % 4 == 3) >= 5
