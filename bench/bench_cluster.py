@@ -95,7 +95,7 @@ def run() -> list[dict]:
         {"name": f"no-op mapped over {n} paths on the warm cluster, wall ms per file",
          "ours": 1e3 * w["noop_s"] / n, "peer": None, "unit": "ms/file", "ratio": None,
          "target": None},
-        {"name": f"CPU beyond one process's: ({WORKERS} x wall(local:{WORKERS}) - wall(one)) / files",
+        {"name": f"CPU beyond one process's: ({WORKERS} x wall(local:{WORKERS}) - wall(one)) / n",
          "ours": 1e3 * (WORKERS * w["cluster_s"] - w["single_s"]) / n, "peer": None,
          "unit": "ms/file", "ratio": None, "target": None,
          "single_ms_per_file": 1e3 * w["single_s"] / n},

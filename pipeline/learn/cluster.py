@@ -15,9 +15,12 @@ must be visible to every worker at the same path; what travels through Dask is t
 reference: evpipe is installed on every worker), the items (paths) and ``shared``, a value sent
 once per worker (small parameters, and ``Shipped`` files: the model of an evaluation).
 
-Faults: a worker that dies has its files run again on the others (Dask's rescheduling, at most
-``distributed.scheduler.allowed-failures`` times a file, default 3; past that the file is reported
-by name as failed). An error of a type listed in ``errors`` fails one file only: it is logged
+Items go to the workers in batches, about ``BATCHES_PER_THREAD`` per worker thread, one Dask task
+each, so that Dask's cost per task is paid per batch.
+
+Faults: a worker that dies has its batches run again on the others (Dask's rescheduling, at most
+``distributed.scheduler.allowed-failures`` times a batch, default 3; past that the batch's files
+are reported by name as failed). An error of a type listed in ``errors`` fails one file only: it is logged
 once, naming the file, and the job goes on. What a file's work logs on a worker (warnings and
 errors) is logged again here, in file order, and nowhere else.
 """
@@ -29,6 +32,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import logging
+import math
 import os
 import re
 import tempfile
@@ -44,8 +48,10 @@ log = logging.getLogger(__name__)
 NONE = "none"
 CONNECT_TIMEOUT_S = 10.0
 ADDRESS = re.compile(r"^(tcp|tls|ws|wss)://[^\s/:]+(:\d+)?$")
-FORMS = "none, local:N (N worker processes on this machine) or a scheduler address like tcp://host:8786"
+FORMS = ("none, local:N (N worker processes on this machine) or a scheduler address like "
+         "tcp://host:8786")
 REUSED = 4  # objects kept per thread by ``reused`` (built chains), most recent first
+BATCHES_PER_THREAD = 8  # items go to the workers in batches, about this many per worker thread
 
 
 class SchedulerError(ValueError):
@@ -164,17 +170,22 @@ class _Kept(logging.Handler):
             self.records.append((record.name, record.levelno, record.getMessage()))
 
 
-def _on_worker(function, errors, item, *shared):
-    """Runs on a worker: ``function(*shared, item)`` with its log records kept, not printed, so
-    the client reports them once. Returns (result, failure message or None, records)."""
-    kept, root = _Kept(), logging.getLogger()
-    root.addHandler(kept)
-    try:
-        return function(*shared, item), None, kept.records
-    except errors as exc:
-        return None, _failure(item, exc), kept.records
-    finally:
-        root.removeHandler(kept)
+def _on_worker(function, errors, batch, *shared) -> list[tuple]:
+    """Runs on a worker: ``function(*shared, item)`` for each item of ``batch``, with its log
+    records kept, not printed, so the client reports them once. Returns, per item, (result,
+    failure message or None, records)."""
+    out = []
+    root = logging.getLogger()
+    for item in batch:
+        kept = _Kept()
+        root.addHandler(kept)
+        try:
+            out.append((function(*shared, item), None, kept.records))
+        except errors as exc:
+            out.append((None, _failure(item, exc), kept.records))
+        finally:
+            root.removeHandler(kept)
+    return out
 
 
 def _absolute(item):
@@ -182,8 +193,9 @@ def _absolute(item):
     process's working folder; other items as they are."""
     if isinstance(item, (str, os.PathLike)):
         return os.path.abspath(item)
-    if dataclasses.is_dataclass(item) and isinstance(getattr(item, "path", None), (str, os.PathLike)):
-        return dataclasses.replace(item, path=os.path.abspath(item.path))
+    path = getattr(item, "path", None)
+    if dataclasses.is_dataclass(item) and isinstance(path, (str, os.PathLike)):
+        return dataclasses.replace(item, path=os.path.abspath(path))
     return item
 
 
@@ -228,31 +240,43 @@ class Runner:
         mapped.failed.append(message)
 
     def _distributed(self, function, items, front, errors, mapped: Mapped, bar) -> None:
+        """Items in batches (one task each: Dask's cost per task, a few ms on a busy 2-core
+        machine, is paid per batch), about BATCHES_PER_THREAD per worker thread so that the
+        batches spread evenly and a worker that dies costs little work again."""
         from distributed import KilledWorker, as_completed
 
+        threads = sum(w["nthreads"] for w in self.client.scheduler_info()["workers"].values())
+        size = max(1, math.ceil(len(items) / (max(threads, 1) * BATCHES_PER_THREAD)))
+        starts = range(0, len(items), size)
         shared = tuple(self.client.submit(_same, value, pure=False) for value in front)
         sent = [_absolute(item) for item in items] if self.remote else items
-        futures = [self.client.submit(_on_worker, function, errors, item, *shared, pure=False,
-                                      priority=-i) for i, item in enumerate(sent)]
-        index = {future.key: i for i, future in enumerate(futures)}
+        futures = [self.client.submit(_on_worker, function, errors, sent[i:i + size], *shared,
+                                      pure=False, priority=-i) for i in starts]
+        first = {future.key: i for i, future in zip(starts, futures)}
         pending = as_completed(futures)
         del futures  # a result once gathered is released, so a worker that dies later owes none
         done: list = [None] * len(items)
+        reported = 0  # items before this one are reported: logs and failures, in item order
         for future in pending:
-            i = index[future.key]
+            i = first[future.key]
             try:
-                done[i] = future.result()
+                done[i:i + size] = future.result()
             except KilledWorker as exc:
-                done[i] = (None, _failure(items[i], RuntimeError(
-                    f"the workers running it died {exc.allowed_failures + 1} times")), [])
+                message = (f"the workers running it (in a batch of {size} files) died "
+                           f"{exc.allowed_failures + 1} times")
+                done[i:i + size] = [(None, _failure(item, RuntimeError(message)), [])
+                                    for item in items[i:i + size]]
             future.release()
-            bar.update()
-        for i, (result, failure, records) in enumerate(done):
-            for name, level, message in records:
-                logging.getLogger(name).log(level, "%s", message)
-            if failure is not None:
-                self._failed(mapped, failure)
-            mapped.results[i] = result
+            bar.update(len(items[i:i + size]))
+            while reported < len(items) and done[reported] is not None:
+                result, failure, records = done[reported]
+                for name, level, message in records:
+                    logging.getLogger(name).log(level, "%s", message)
+                if failure is not None:
+                    self._failed(mapped, failure)
+                mapped.results[reported] = result
+                done[reported] = ()  # reported; its result now lives in mapped
+                reported += 1
 
 
 @contextlib.contextmanager

@@ -1,9 +1,10 @@
 """Evaluation: every sample streamed through the stage objects that ``evpipe run`` builds.
 
-Chain (in-process, ``pipeline.core.stage.run_chain``): replay packets -> "denoise" -> "hots" -> snn ->
-decoder, with the stage parameters the model file records (``training`` metadata, the same values
-as config.toml). Two pass-through taps observe the chain without changing it: one keeps the SNN
-input indices of each sample (for the ANN and its curve), one its output spikes (for the SNN
+Chain (``pipeline.core.stage.run_chain``, one file at a time, on the workers of a
+``pipeline.learn.cluster.Runner`` or in this process): replay packets -> "denoise" -> "hots" -> snn
+-> decoder, with the stage parameters the model file records (``training`` metadata, the same
+values as config.toml). Two pass-through taps observe the chain without changing it: one keeps the
+SNN input indices of each sample (for the ANN and its curve), one its output spikes (for the SNN
 curve). Besides the configured decoder, a second one with ``final = "always"`` gives the forced
 decision at every segment end.
 
@@ -32,7 +33,7 @@ import numpy as np
 
 from pipeline.core.model import load_model, read_training
 from pipeline.core.packet import Packet
-from pipeline.core.stage import Stage, run_chain
+from pipeline.core.stage import Stage
 from pipeline.learn.cluster import Runner, Shipped, reused
 from pipeline.learn.convert import ann_logits
 from pipeline.learn.features import (
@@ -153,7 +154,8 @@ class _Streamer(PerFile):
         path = job.model.path()
         spec = FeatureSpec(**read_training(path)["features"])
         model = load_model(path)
-        self.packet_us, self.n_inputs, self.n_classes = spec.packet_us, spec.n_inputs, len(model.classes)
+        self.packet_us, self.n_inputs = spec.packet_us, spec.n_inputs
+        self.n_classes = len(model.classes)
         self.weights = [np.asarray(w, np.float64) for w in model.weights]
         self.branches = Branches([DecoderStage("decoder", replace(p, model=path))
                                   for p in job.decoders])
@@ -171,6 +173,7 @@ class _Streamer(PerFile):
         self.result.events, self.result.snn = total, np.argmax(counts, axis=1)
 
     def run(self, file: SegmentFile) -> Sample | None:
+        self.branches.take()  # what a file whose run raised may have left
         sample = super().run(file)
         records = self.branches.take()
         if sample is not None:

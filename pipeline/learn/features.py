@@ -208,7 +208,8 @@ def extract(files: list[SegmentFile], spec: FeatureSpec, prototypes: np.ndarray,
             ) -> tuple[list[np.ndarray], list[str]]:
     """Per readable file, its SNN input indices in time order (int64) and its label; the files
     are mapped over ``runner``'s workers (default: this process)."""
-    done = (runner or Runner()).map(file_inputs, files, desc, shared=FeatureJob.of(spec, prototypes))
+    job = FeatureJob.of(spec, prototypes)
+    done = (runner or Runner()).map(file_inputs, files, desc, shared=job)
     kept = [result for result in done.results if result is not None]
     return [idx for idx, _ in kept], [label for _, label in kept]
 
