@@ -41,10 +41,13 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from kernels.snn_input import channel, input_index
+
 RESET_ZERO = 0
 RESET_SUBTRACT = 1
 RESETS = {"zero": RESET_ZERO, "subtract": RESET_SUBTRACT}
 RENORM_EXPONENT = 32.0  # renormalise a layer when its scale factor exceeds e**32 (~8e13)
+SPIKE, SAMPLE = 0, 1  # record kinds written by ``run_packet``: an output spike, a potential sample
 
 
 class LIFNetwork(NamedTuple):
@@ -284,3 +287,96 @@ def run(net: LIFNetwork, state: LIFState, t: np.ndarray, idx: np.ndarray,
         if done == len(t):
             break
     return {name: np.concatenate([p[k] for p in pieces]) for k, name in enumerate(SPIKE_FIELDS)}
+
+
+# slots of ``run_packet``'s cursor (int64[CURSOR_SIZE]): input records done and records written
+# (of a packet left unfinished), input events seen since the last reset, the time the network
+# has been run to (us), the first time of the last packet's output (us)
+DONE, WRITTEN, SEEN, T_NOW, T_FIRST = range(5)
+CURSOR_SIZE = 5
+
+
+def packet_cursor() -> np.ndarray:
+    """A fresh cursor for ``run_packet``: nothing seen, at time 0."""
+    return np.zeros(CURSOR_SIZE, np.int64)
+
+
+@njit(cache=True, nogil=True)
+def run_packet(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
+               u, t0, ref_until, records, width, height, cell, channels, keep_layer, t_last,
+               cursor, out):
+    """One packet through the network in one compiled call: input mapping, ``_run``, potentials
+    and the output records.
+
+    ``records``: structured events (fields t in us, sorted, x, y and p) or feature events (f
+    instead of p), mapped to input neurons by ``kernels.snn_input.input_index`` with the layout
+    (``width``, ``height``, ``cell``, ``channels``), which must fit the network's inputs.
+    ``out``: a structured array with fields t, seen, neuron, v, layer and kind; it receives the
+    spikes (of every layer with ``keep_layer < 0``, else of that layer only), in emission order,
+    kind ``SPIKE``, seen = input events since the last reset up to and including the causing one,
+    then one potential sample per output neuron (kind ``SAMPLE``) at
+    ``t_end = max(last input time, t_last, cursor[T_NOW])`` (us; the potentials are never read
+    before an input already run).
+
+    ``cursor`` (``packet_cursor``) carries the progress and the running counts. Returns the
+    number of records written when the packet is done (``cursor[T_FIRST]`` and ``cursor[T_NOW]``
+    the output's first and last time), or -1 when ``out`` filled up first: the caller copies the
+    ``cursor[WRITTEN]`` records into a larger ``out`` and calls again with the same cursor (the
+    first ``cursor[DONE]`` records have been run). Spikes and potentials
+    equal those of ``map_inputs``, ``run`` and ``potentials``; the samples' decay factor comes
+    from libm's exp here, numpy's own there (they may differ in the last bit; float32 samples
+    at most by one float32 step, IF output layers not at all: exp(0) = 1).
+    """
+    n_in = len(records)
+    done, n = cursor[DONE], cursor[WRITTEN]
+    seen0 = cursor[SEEN]
+    last = len(sizes) - 2
+    n_samples = sizes[last + 1]
+    bound = np.int64(0)
+    previous = np.int64(1)
+    for l in range(1, len(sizes)):
+        previous *= sizes[l]
+        bound += previous
+    in_t = np.empty(n_in, np.int64)
+    in_idx = np.empty(n_in, np.int64)
+    for e in range(done, n_in):
+        in_t[e] = records[e].t
+        k = input_index(records[e].x, records[e].y, channel(records, e), width, height, cell,
+                        channels)
+        if k >= sizes[0]:
+            raise ValueError("input index out of range for the network's inputs")
+        in_idx[e] = k
+    capacity = min(max(1 << 16, 2 * bound), max(n_in - done, 1) * bound)
+    out_t, out_neuron = np.empty(capacity, np.int64), np.empty(capacity, np.int32)
+    out_layer, out_v = np.empty(capacity, np.int16), np.empty(capacity, np.float32)
+    out_src = np.empty(capacity, np.int64)
+    while done < n_in:
+        room = min(capacity, len(out) - n_samples - n)
+        if room < bound:
+            cursor[DONE], cursor[WRITTEN] = done, n
+            return -1
+        consumed, written = _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta,
+                                 rest, thr, u, t0, ref_until, in_t[done:], in_idx[done:], bound,
+                                 out_t[:room], out_neuron[:room], out_layer[:room],
+                                 out_v[:room], out_src[:room])
+        for s in range(written):
+            if keep_layer < 0 or out_layer[s] == keep_layer:
+                record = out[n]
+                record.t, record.neuron, record.v = out_t[s], out_neuron[s], out_v[s]
+                record.layer, record.kind = out_layer[s], SPIKE
+                record.seen = seen0 + done + out_src[s] + 1
+                n += 1
+        done += consumed
+    t_now = cursor[T_NOW]
+    t_end = max(in_t[n_in - 1] if n_in else t_now, t_last, t_now)
+    o = n_off[last]
+    decay = np.exp(-(t_end - t0[last]) * inv_tau[last])
+    for j in range(n_samples):
+        record = out[n]
+        record.t, record.seen, record.neuron = t_end, seen0 + n_in, j
+        record.v = rest[o + j] + u[o + j] * decay
+        record.layer, record.kind = last, SAMPLE
+        n += 1
+    cursor[DONE], cursor[WRITTEN], cursor[SEEN] = 0, 0, seen0 + n_in
+    cursor[T_NOW], cursor[T_FIRST] = t_end, records[0].t if n_in else t_end
+    return n

@@ -14,6 +14,7 @@ Events outside the sensor or with a channel outside [0, channels) map to -1 (dro
 from __future__ import annotations
 
 from numba import njit
+from numba.extending import overload
 
 
 def n_inputs(width: int, height: int, cell: int, channels: int) -> int:
@@ -21,17 +22,35 @@ def n_inputs(width: int, height: int, cell: int, channels: int) -> int:
     return -(-width // cell) * -(-height // cell) * channels
 
 
+@njit(cache=True, nogil=True, inline="always")
+def input_index(xi, yi, ci, width, height, cell, channels):
+    """The input index of one event (x, y px, channel c), or -1 when it maps to none."""
+    if xi < 0 or yi < 0 or xi >= width or yi >= height or ci < 0 or ci >= channels:
+        return -1
+    return ((yi // cell) * ((width + cell - 1) // cell) + xi // cell) * channels + ci
+
+
 @njit(cache=True, nogil=True)
 def map_inputs(x, y, c, width, height, cell, channels, out):
     """Write the input index of each event (x, y, channel c) to ``out``; returns how many were
     dropped (written as -1)."""
-    cells_x = (width + cell - 1) // cell
     dropped = 0
     for i in range(len(x)):
-        xi, yi, ci = x[i], y[i], c[i]
-        if xi < 0 or yi < 0 or xi >= width or yi >= height or ci < 0 or ci >= channels:
-            out[i] = -1
-            dropped += 1
-        else:
-            out[i] = ((yi // cell) * cells_x + xi // cell) * channels + ci
+        out[i] = input_index(x[i], y[i], c[i], width, height, cell, channels)
+        dropped += out[i] < 0
     return dropped
+
+
+def channel(records, i):
+    """The channel of record ``i`` of a structured array inside compiled code: ``p`` for camera
+    events, ``f`` for feature events (the field a record type has, chosen when compiling)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(channel)
+def _channel(records, i):
+    name = "p" if "p" in records.dtype.fields else "f"
+
+    def impl(records, i):
+        return records[i][name]
+    return impl

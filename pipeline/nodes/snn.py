@@ -27,7 +27,6 @@ from typing import Literal
 import numpy as np
 
 from kernels import lif, readout
-from kernels.snn_input import map_inputs
 from pipeline.core.events import register_dtype
 from pipeline.core.model import live_readout, load_model
 from pipeline.core.nodetype import (
@@ -41,7 +40,7 @@ from pipeline.core.nodetype import (
     param,
     path_field,
 )
-from pipeline.core.packet import Header, Packet, Segment, json_packet
+from pipeline.core.packet import DATA, Header, Packet, Segment, json_packet
 from pipeline.core.stage import Stage, warm_up_packets
 
 # t: us (sensor clock); seen: input events of the segment received when it happened; v: membrane
@@ -50,7 +49,7 @@ SPIKES = "spikes"  # record kind (dtype name) of the snn stage
 SPIKE_DTYPE = register_dtype(SPIKES, np.dtype([
     ("t", "<i8"), ("seen", "<i8"), ("neuron", "<i4"), ("v", "<f4"), ("layer", "<i2"),
     ("kind", "i1")]))
-SPIKE, SAMPLE = 0, 1
+SPIKE, SAMPLE = lif.SPIKE, lif.SAMPLE
 END_OF_TIME_US = 2**62  # a stream time after every event: whatever is still open has gone
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ class SnnStage(Stage):
     def __init__(self, name: str, params: SnnParams):
         super().__init__(name)
         self.params = params
-        self.model = load_model(params.model)
+        self.model = m = load_model(params.model)
         self.live = params.segments == "activity"
         if self.live:
             leak = params.leak_tau_us or live_readout(params.model)["leak_tau_us"]
@@ -108,12 +107,13 @@ class SnnStage(Stage):
             self.net = self.model.net
         self.state = lif.init_state(self.net)
         self.output_layer = self.model.n_layers - 1
-        self.samples = np.zeros(self.net.sizes[-1], SPIKE_DTYPE)  # the potential samples' constants
-        self.samples["neuron"] = np.arange(len(self.samples))
-        self.samples["layer"], self.samples["kind"] = self.output_layer, SAMPLE
-        self.dtype = EVENTS if self.model.input == EVENTS else FEATURES
-        self.seen = 0  # input events since the last reset (activity: since the stream began)
-        self.t_now = 0  # latest time (us) the network has been run to
+        self.keep_layer = -1 if params.layers == "all" else self.output_layer
+        self.layout = (m.width, m.height, m.cell, m.channels)
+        self.dtype = EVENTS if m.input == EVENTS else FEATURES
+        # input events since the last reset (activity: since the stream began), the time (us)
+        # the network has been run to, and run_packet's progress
+        self.cursor = lif.packet_cursor()
+        self.out = np.empty(64 + self.net.sizes[-1], SPIKE_DTYPE)  # grows with the largest packet
         self.warned_unmarked = False
 
     def warm_up(self) -> None:
@@ -122,61 +122,49 @@ class SnnStage(Stage):
                                       Segment(0, start=True)):
             self.process(packet)
         self.state = lif.init_state(self.net)
-        self.seen = self.t_now = 0
+        self.cursor = lif.packet_cursor()
 
     def process(self, packet: Packet) -> list[Packet]:
         header = packet.header
         if header.dtype != self.dtype:
             raise ValueError(f"{self.name}: expected {self.dtype!r} records, got {header.dtype!r}")
         m = self.model
-        if (header.width, header.height) != (m.width, m.height):
+        if header.width != m.width or header.height != m.height:
             raise ValueError(f"{self.name}: expected {m.width} x {m.height} px packets (the input "
                              f"size of {self.params.model}), got {header.width} x {header.height} "
                              f"px from {header.stream!r}; map the sensor onto it with a scale "
                              f"stage (docs/live.md)")
-        records = packet.records
-        t = np.ascontiguousarray(records["t"], dtype=np.int64)
-        idx = np.empty(len(records), np.int64)
-        channel = records["p"] if self.dtype == EVENTS else records["f"]
-        map_inputs(records["x"], records["y"], channel, m.width, m.height, m.cell, m.channels, idx)
         if self.live:
-            return [self._run(header, t, idx, None)]
+            return [self._run(header, packet.records, None)]
         segment = header.segment
-        if segment is None and not self.warned_unmarked:
-            self.warned_unmarked = True
-            log.warning("%s: packets from %r carry no segment markers, so the network is never "
-                        "reset; for a camera or any stream without markers set segments = "
-                        "\"activity\"", self.name, header.stream)
-        if segment is not None and segment.start:
+        if segment is None:
+            if not self.warned_unmarked:
+                self.warned_unmarked = True
+                log.warning("%s: packets from %r carry no segment markers, so the network is "
+                            "never reset; for a camera or any stream without markers set "
+                            "segments = \"activity\"", self.name, header.stream)
+        elif segment.start:
             lif.reset_state(self.net, self.state, header.t_first)
-            self.seen, self.t_now = 0, header.t_first  # each recording has its own time base
-        return [self._run(header, t, idx, segment)]
+            # each recording has its own time base
+            self.cursor[lif.SEEN], self.cursor[lif.T_NOW] = 0, header.t_first
+        return [self._run(header, packet.records, segment)]
 
-    def _run(self, header: Header, t: np.ndarray, idx: np.ndarray, segment: Segment | None) -> Packet:
-        spikes = lif.run(self.net, self.state, t, idx)
-        if self.params.layers != "all" and len(spikes["t"]):
-            keep = spikes["layer"] == self.output_layer
-            spikes = {name: column[keep] for name, column in spikes.items()}
-        # potentials are read at the packet's end, never before an input already run (an empty
-        # packet may say t_last = 0)
-        t_end = self.t_now = max(int(t[-1]) if len(t) else self.t_now, header.t_last, self.t_now)
-        v = lif.potentials(self.net, self.state, self.output_layer, t_end)
-        n_spikes = len(spikes["t"])
-        out = np.empty(n_spikes + len(v), SPIKE_DTYPE)
-        if n_spikes:
-            for name in ("t", "neuron", "v", "layer"):
-                out[name][:n_spikes] = spikes[name]
-            out["seen"][:n_spikes] = self.seen + spikes["src"] + 1
-            out["kind"][:n_spikes] = SPIKE
-        self.seen += len(t)
-        samples = out[n_spikes:]
-        samples[...] = self.samples  # neuron, layer and kind; t, seen and v of this packet:
-        samples["t"], samples["seen"], samples["v"] = t_end, self.seen, v
-        new = Header(stream=header.stream, seq=header.seq, dtype=SPIKES, width=header.width,
-                     height=header.height, t_first=int(t[0]) if len(t) else t_end, t_last=t_end,
-                     count=len(out), clock=header.clock, sent_ns=header.sent_ns,
-                     segment=segment)
-        return Packet(new, out)
+    def _run(self, header: Header, records: np.ndarray, segment: Segment | None) -> Packet:
+        """The packet's spikes and potential samples (``lif.run_packet``), copied out of the
+        stage's buffer, which grows when a packet needs more room."""
+        cursor = self.cursor
+        n = lif.run_packet(*self.net, *self.state, records, *self.layout, self.keep_layer,
+                           header.t_last, cursor, self.out)
+        while n < 0:
+            larger = np.empty(2 * len(self.out), SPIKE_DTYPE)
+            larger[:len(self.out)] = self.out
+            self.out = larger
+            n = lif.run_packet(*self.net, *self.state, records, *self.layout, self.keep_layer,
+                               header.t_last, cursor, self.out)
+        t_end, t_first = int(cursor[lif.T_NOW]), int(cursor[lif.T_FIRST])
+        return Packet(Header(header.stream, header.seq, SPIKES, header.width, header.height,
+                             t_first, t_end, n, header.clock, header.sent_ns, DATA, segment),
+                      self.out[:n].copy())
 
 
 @dataclass(frozen=True)

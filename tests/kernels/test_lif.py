@@ -260,3 +260,62 @@ def test_agrees_with_snntorch_clock_driven_at_1us(recordings):
         same = len(set(a) & set(b))
         assert same >= share * max(len(a), len(b)), (layer, len(a), len(b), same)
         assert abs(len(a) - len(b)) <= spread * len(a), (layer, len(a), len(b))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_run_packet_equals_map_inputs_run_and_potentials(seed):
+    """The fused per-packet entry against the separate kernels it replaces in the snn stage:
+    camera events (cell 1) and feature events (cells of 2 px), events outside the layout,
+    packets of 0 to 300 events, every layer or the output layer kept, and an output buffer that
+    starts too small, so packets resume after it grows."""
+    from pipeline.core.events import EVENT_DTYPE, FEATURE_DTYPE
+    from pipeline.nodes.snn import SPIKE_DTYPE
+
+    rng = np.random.default_rng(seed)
+    width, height = 4, 3
+    cell, channels, dtype, field = ((1, 2, EVENT_DTYPE, "p") if seed % 2 else
+                                    (2, 5, FEATURE_DTYPE, "f"))
+    sizes = [n_inputs(width, height, cell, channels)] + [int(rng.integers(3, 30))
+                                                         for _ in range(int(rng.integers(1, 4)))]
+    layers = random_layers(rng, sizes)
+    net = lif.make_network([l["w"] for l in layers], [l["theta"] for l in layers],
+                           [l["tau"] for l in layers], [l["reset"] for l in layers],
+                           [l["ref"] for l in layers], [l["bias"] for l in layers])
+    n = 4000
+    events = np.zeros(n, dtype)
+    events["t"] = np.sort(rng.integers(0, 400_000, n))
+    events["x"], events["y"] = rng.integers(-1, width + 1, n), rng.integers(0, height + 1, n)
+    events[field] = rng.integers(0, channels + 1, n)
+    idx = np.empty(n, np.int64)
+    map_inputs(events["x"], events["y"], events[field], width, height, cell, channels, idx)
+    last = len(layers) - 1
+    keep = -1 if seed % 3 else last
+    mine, theirs = lif.init_state(net), lif.init_state(net)
+    cursor, out = lif.packet_cursor(), np.empty(sizes[-1] + 1, SPIKE_DTYPE)
+    cuts = np.sort(np.concatenate([[0, n, 5, 5], rng.integers(0, n, 30)]))  # 5, 5: an empty one
+    t_now = 0
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        packet = events[a:b]
+        t_last = int(packet["t"][-1]) + int(rng.integers(0, 2)) if len(packet) else 0
+        written = lif.run_packet(*net, *mine, packet, width, height, cell, channels, keep, t_last,
+                                 cursor, out)
+        while written < 0:
+            out = np.concatenate([out, np.empty(len(out), SPIKE_DTYPE)])
+            written = lif.run_packet(*net, *mine, packet, width, height, cell, channels, keep,
+                                     t_last, cursor, out)
+        want = lif.run(net, theirs, events["t"][a:b], idx[a:b])
+        kept = want["layer"] == keep if keep >= 0 else slice(None)
+        got = out[:written]
+        spikes, samples = got[got["kind"] == lif.SPIKE], got[got["kind"] == lif.SAMPLE]
+        for name in ("t", "neuron", "layer", "v"):
+            np.testing.assert_array_equal(spikes[name], want[name][kept])
+        np.testing.assert_array_equal(spikes["seen"], a + want["src"][kept] + 1)
+        assert len(samples) == sizes[-1] and np.all(got["kind"][:len(spikes)] == lif.SPIKE)
+        t_end = int(cursor[lif.T_NOW])
+        assert t_end == max(int(packet["t"][-1]) if len(packet) else t_now, t_last, t_now)
+        t_now = t_end
+        assert np.all(samples["t"] == t_end) and np.all(samples["seen"] == b)
+        assert samples["neuron"].tolist() == list(range(sizes[-1]))
+        np.testing.assert_array_max_ulp(samples["v"], lif.potentials(
+            net, theirs, last, t_end).astype(np.float32), maxulp=1)
+        assert cursor[lif.T_FIRST] == (packet["t"][0] if len(packet) else t_end)
