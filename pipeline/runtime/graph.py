@@ -33,6 +33,7 @@ from pipeline.runtime.worker import Worker
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
+START_POLL_MS = 5  # how often the orchestrator looks for the last worker to open, until it has
 PUBLISH_LINGER_MS = 1000  # how long closing waits to deliver the last metrics to `evpipe top`
 
 
@@ -40,6 +41,8 @@ PUBLISH_LINGER_MS = 1000  # how long closing waits to deliver the last metrics t
 class RunResult:
     ok: bool
     snapshots: dict[str, dict] = field(default_factory=dict)  # node -> final metrics
+    ready_s: float | None = None  # from the start of the run until every worker was ready
+    streamed_s: float | None = None  # from then (the sources started) until the graph ended
 
     @property
     def exit_code(self) -> int:
@@ -122,7 +125,30 @@ class _Signals:
             signal.signal(sig, handler)
 
 
-def _finish(collector: Collector, config: Config, ok: bool) -> RunResult:
+class _Start:
+    """The start line of a run: every worker opens its links and then reports ``opened``; the
+    sources start (``go``) once all have, or once one has ended early (failed while starting),
+    so no source streams into a graph that is still loading its stages."""
+
+    def __init__(self, opened: dict, go):
+        self.opened, self.go = opened, go
+        self.began = time.monotonic()
+        self.went: float | None = None
+
+    def check(self, ended) -> None:
+        """Give the start signal when every worker has opened or any has ended."""
+        if self.went is None and (all(event.is_set() for event in self.opened.values()) or ended):
+            self.go.set()
+            self.went = time.monotonic()
+
+    def timing(self) -> tuple[float | None, float | None]:
+        """(s until the start signal, s from it until now)."""
+        if self.went is None:
+            return None, None
+        return self.went - self.began, time.monotonic() - self.went
+
+
+def _finish(collector: Collector, config: Config, ok: bool, start: _Start) -> RunResult:
     snapshots = {name: collector.finals.get(name) or collector.latest.get(name)
                  for name in config.nodes}
     missing = [name for name, snap in snapshots.items() if snap is None]
@@ -131,9 +157,14 @@ def _finish(collector: Collector, config: Config, ok: bool) -> RunResult:
     snapshots = {name: snap for name, snap in snapshots.items() if snap is not None}
     ok = ok and not missing and not any(snap.get("error") for snap in snapshots.values())
     collector.announce_end(ok)
+    ready_s, streamed_s = start.timing()
     if config.graph.summary and snapshots:
         print(summary_table(list(snapshots.values())), flush=True)
-    return RunResult(ok, snapshots)
+        if ready_s is not None:
+            print(f"{len(config.placement.workers)} worker {config.graph.runner} "
+                  f"({config.placement.describe()}): ready in {ready_s:.2f} s, streamed for "
+                  f"{streamed_s:.2f} s", flush=True)
+    return RunResult(ok, snapshots, ready_s, streamed_s)
 
 
 def _open_collector(cleanup: contextlib.ExitStack, address: str, config: Config) -> Collector:
@@ -149,8 +180,11 @@ def run_threads(config: Config, stop_event: threading.Event | None = None) -> Ru
     """Run every worker of ``config`` in its own thread of this process."""
     with contextlib.ExitStack() as cleanup:
         collector = _open_collector(cleanup, f"inproc://evpipe-metrics-{id(config)}", config)
+        plans = config.placement.workers
+        start = _Start({plan.name: threading.Event() for plan in plans}, threading.Event())
         workers = [Worker(config, plan.nodes, collector.ctx, collector=collector.address,
-                          direct=config.placement.direct) for plan in config.placement.workers]
+                          direct=config.placement.direct, opened=start.opened[plan.name],
+                          go=start.go) for plan in plans]
 
         def target(worker: Worker) -> None:
             worker.run()
@@ -164,30 +198,32 @@ def run_threads(config: Config, stop_event: threading.Event | None = None) -> Ru
 
         threads = [threading.Thread(target=target, args=(worker,), name=f"evpipe-{plan.name}",
                                     daemon=True)
-                   for worker, plan in zip(workers, config.placement.workers)]
+                   for worker, plan in zip(workers, plans)]
         with _Signals(stop_sources):
             for thread in threads:
                 thread.start()
             while any(thread.is_alive() for thread in threads):
-                collector.poll(100)
+                start.check(ended=not all(thread.is_alive() for thread in threads))
+                collector.poll(START_POLL_MS if start.went is None else 100)
                 if stop_event is not None and stop_event.is_set():
                     stop_sources()
             collector.poll(200)
         ok = not any(worker.failed for worker in workers)
-        return _finish(collector, config, ok)
+        return _finish(collector, config, ok, start)
 
 
 def _child(config_path: str, names: tuple[str, ...], direct: list, run_dir: str, collector: str,
-           ready) -> None:
+           ready, opened, go) -> None:
     """Entry point of a worker process: SIGINT is left to the orchestrator, SIGTERM stops; sets
-    ``ready`` once SIGTERM is handled (until then the orchestrator holds it back)."""
+    ``ready`` once SIGTERM is handled (until then the orchestrator holds it back), ``opened``
+    once its links are open; a source starts at ``go``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     label = "+".join(names)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{label}] %(message)s")
     config = load(config_path)
     ctx = zmq.Context()
     worker = Worker(config, names, ctx, "processes", run_dir=run_dir, collector=collector,
-                    direct=frozenset(map(tuple, direct)))
+                    direct=frozenset(map(tuple, direct)), opened=opened, go=go)
     signal.signal(signal.SIGTERM, lambda *_: worker.interrupt())
     ready.set()
     worker.run()
@@ -230,10 +266,12 @@ def run_processes(config: Config) -> RunResult:
         spawn = multiprocessing.get_context("spawn")
         plans = {plan.name: plan for plan in config.placement.workers}
         ready = {name: spawn.Event() for name in plans}
+        start = _Start({name: spawn.Event() for name in plans}, spawn.Event())
         direct = sorted(config.placement.direct)
         procs = {name: spawn.Process(target=_child, name=f"evpipe-{name}",
                                      args=(os.path.abspath(config.path), plan.nodes, direct,
-                                           run_dir, collector.address, ready[name]))
+                                           run_dir, collector.address, ready[name],
+                                           start.opened[name], start.go))
                  for name, plan in plans.items()}
         sources = [name for name, plan in plans.items()
                    if any(config.nodes[node].kind == SOURCE for node in plan.nodes)]
@@ -243,7 +281,8 @@ def run_processes(config: Config) -> RunResult:
             for proc in procs.values():
                 proc.start()
             while any(proc.is_alive() for proc in procs.values()):
-                collector.poll(100)
+                start.check(ended=any(proc.exitcode is not None for proc in procs.values()))
+                collector.poll(START_POLL_MS if start.went is None else 100)
                 if stops.wanted == 0 and any(p.exitcode not in (None, 0) for p in procs.values()):
                     stops.request()
                 stops.deliver()
@@ -263,7 +302,7 @@ def run_processes(config: Config) -> RunResult:
         for name, proc in procs.items():
             if proc.exitcode != 0:
                 log.error("worker %r exited with code %s", name, proc.exitcode)
-        return _finish(collector, config, ok)
+        return _finish(collector, config, ok, start)
 
 
 def run(config: Config) -> RunResult:

@@ -111,16 +111,19 @@ class Slot:
 class Worker:
     """Runs the nodes ``names`` of ``config`` (topological order) until every one has ended;
     ``run`` returns their final snapshots. ``direct``: the (source, target) links inside the
-    worker that are direct calls; every other link of these nodes is a socket."""
+    worker that are direct calls; every other link of these nodes is a socket. ``opened`` and
+    ``go`` (threading or multiprocessing events, or None to start at once): the worker sets
+    ``opened`` when its links are open, and its source starts reading at ``go``."""
 
     def __init__(self, config: Config, names, ctx: zmq.Context, runner: str = "threads",
                  run_dir: str = "", collector: str = "", standalone: bool = False,
-                 direct=frozenset()):
+                 direct=frozenset(), opened=None, go=None):
         self.config, self.ctx, self.runner = config, ctx, runner
         self.run_dir, self.collector, self.standalone = run_dir, collector, standalone
         self.slots = {name: Slot(config.nodes[name]) for name in names}
         self.direct = frozenset(direct)
         self.source = next((slot for slot in self.slots.values() if slot.is_source), None)
+        self.opened, self.go = opened, go
         self._stop = threading.Event()
         self._abort = threading.Event()
 
@@ -262,6 +265,10 @@ class Worker:
 
     def _run_source(self, reporter: MetricsReporter) -> None:
         slot = self.source
+        while self.go is not None and not self.go.wait(POLL_MS / 1e3) and not self._stop.is_set():
+            pass  # the rest of the graph is still loading
+        for each in self.slots.values():
+            each.metrics.start()
         try:
             for packet in slot.node.packets():
                 self._emit(slot, [packet])
@@ -320,6 +327,8 @@ class Worker:
             freeze_heap()
             for slot in self.slots.values():
                 slot.metrics.start()
+            if self.opened is not None:
+                self.opened.set()
             try:
                 if self.source is not None:
                     self._run_source(reporter)

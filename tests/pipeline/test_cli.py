@@ -68,8 +68,8 @@ CONSOLE_LINE = re.compile(r"\[snn\] object (\d+): class (\S+) by (\S+) \(score [
 def test_demo_prints_the_pinned_decisions_and_a_summary(tmp_path):
     """`make demo` (config.toml, here writing its JSON lines under tmp_path): one console line
     per bundled sample with the decision of tests/golden/default_decisions.json, its truth and
-    verdict, then the summary table with every node."""
-    done = evpipe("run", demo_config(tmp_path, name=f"demo-{tmp_path.name}"))
+    verdict, then the summary table with every node and the run's placement and timing."""
+    done = evpipe("run", demo_config(tmp_path, name=f"demo-{tmp_path.name}", cores=2))
     assert done.returncode == 0, done.stderr
     lines = [CONSOLE_LINE.match(line) for line in done.stdout.splitlines() if line.startswith("[snn] object")]
     assert all(lines), done.stdout
@@ -81,8 +81,11 @@ def test_demo_prints_the_pinned_decisions_and_a_summary(tmp_path):
     right = sum(d["class_name"] == d["label"] for d in golden)
     assert re.fullmatch(rf"\[snn\] end of stream: 20 decisions, 0 abstentions, {right}/20 right; "
                         r"e2e p50 [\d.]+ ms, p99 [\d.]+ ms", closing), closing
-    assert {line.split()[0] for line in summary[2:]} == {
+    *table, timing = summary
+    assert {line.split()[0] for line in table[2:]} == {
         "replay", "denoise", "hots", "snn", "decoder", "console", "jsonl"}
+    assert re.fullmatch(r"2 worker processes \(replay\+denoise\+hots \| snn\+decoder\+console\+jsonl\): "
+                        r"ready in [\d.]+ s, streamed for [\d.]+ s", timing), timing
 
 
 def start_graph(config: str) -> subprocess.Popen:
