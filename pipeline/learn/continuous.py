@@ -173,7 +173,7 @@ def calibrate_live(model_path, files: list[SegmentFile], seed: int = 0) -> dict:
 
 def live_graph_config(recording, model_path, out, name: str = "live") -> str:
     """config.toml text of the live graph on a recording: replay at real time -> denoise -> hots
-    -> snn (``segments = "activity"``) -> decoder -> JSON lines at ``out``, one process per node,
+    -> snn (``segments = "activity"``) -> decoder -> JSON lines at ``out``, worker processes,
     every event link live (a camera's links: a lagging node loses packets, the source never
     waits). Feature parameters from the model file; what tests and benchmarks of the running
     live read-out replay."""

@@ -187,7 +187,7 @@ def test_eval_command_writes_the_metrics_of_its_decisions(small_model, tmp_path)
 
 
 def test_shipped_model_eval_decisions_equal_the_multiprocess_graph(tmp_path):
-    """`evpipe eval` and `evpipe run` (config.toml, one process per node, ZeroMQ ipc links)
+    """`evpipe eval` and `evpipe run` (config.toml, worker processes, a ZeroMQ ipc link)
     take the same decisions on the 20 bundled samples; eval's default model is the shipped one."""
     config = demo_config(tmp_path, name=f"eval-{tmp_path.name}", runner="processes")
     done = evpipe("run", config, cwd=tmp_path)

@@ -19,9 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("config", nargs="?", default="config.toml", help="graph config (TOML)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--threads", dest="runner", action="store_const", const="threads",
-                       help="one thread per node (overrides [graph] runner)")
+                       help="workers as threads of this process (overrides [graph] runner)")
     group.add_argument("--processes", dest="runner", action="store_const", const="processes",
-                       help="one process per node (overrides [graph] runner)")
+                       help="workers as processes of their own (overrides [graph] runner)")
 
 
 def main(args) -> int:
