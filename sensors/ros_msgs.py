@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import importlib
+import logging
 import os
 import pathlib
 import shutil
@@ -125,6 +126,9 @@ def _generate(package: str, messages: list[Message], root: pathlib.Path) -> None
         (idl / "msg" / f"{message.name}.idl").write_text(idl_text(message))
         files.append(f"{idl}:msg/{message.name}.idl")
     os.environ.setdefault("AMENT_PREFIX_PATH", str(_prefix()))
+    # the wheels declare each generator's entry points twice (two metadata folders): harmless,
+    # rosidl_cli keeps the first and warns about the second
+    logging.getLogger("rosidl_cli.entry_points").setLevel(logging.ERROR)
     for kind, generator in (("c", GenerateC), ("fastrtps_c", GenerateFastRTPSCTypesupport),
                             ("introspection_c", GenerateIntrospectionCTypesupport),
                             ("typesupport_c", GenerateCTypesupport), ("py", GeneratePython)):
