@@ -1,0 +1,214 @@
+"""The running graph against the same stages in one process, and the graph at camera rate.
+
+1. **Default graph vs in-process chain.** config.toml's nodes (replay -> denoise -> hots -> snn
+   -> decoder -> console, jsonl) on the same N-MNIST training samples (``PER_CLASS`` per class),
+   1 ms packets, unpaced. Ours: ``evpipe run`` as placed on this machine (automatic placement:
+   two worker processes on two cores), and, reported without a target, with ``placement =
+   "per_node"``. Peer: the same node objects chained in one process by ``run_chain`` (what
+   ``evpipe eval`` does), with no sockets and no metrics. Both are timed in wall seconds from the
+   first packet to the end of the stream, after their kernels are loaded (the graph's
+   "streamed for" line, once every worker is open; the chain after ``warm_up``), each in a fresh
+   interpreter, best of ``REPEATS``. Ratio: chain time / graph time, target 1.2.
+2. **Camera rate, real time.** The synthetic sensor at 640 x 480 px and 1, 2 and 5 Mev/s for
+   ``CAMERA_S`` s of real time -> scale (a 480 x 480 region onto the model's 34 x 34) -> denoise ->
+   hots -> snn (leaky, no markers) -> decoder -> jsonl; the sensor's link is live (a lagging
+   graph loses packets there and counts them), the others lossless, so automatic placement fuses
+   the stages. Per rate: packets lost (dropped or missing anywhere) and the decoder's end-to-end
+   p99 (ms), the target being the highest rate with no loss and p99 under 10 ms, at least 2 Mev/s.
+   No program does this work to compare with, so the bound is stated, not a peer.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.common import RECORDINGS, record
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MODEL = ROOT / "recordings" / "model.npz"
+TRAIN = RECORDINGS / "nmnist" / "Train"
+PER_CLASS = 30
+REPEATS = 2
+CAMERA_S = 10
+CAMERA_RATES = (1e6, 2e6, 5e6)
+BOUND_MS = 10.0
+STAGES = ("denoise", "hots", "snn", "decoder")
+SINKS = ("console", "jsonl")
+STREAMED = re.compile(r"ready in ([\d.]+) s, streamed for ([\d.]+) s")
+
+
+def samples(folder: pathlib.Path) -> pathlib.Path:
+    """A dataset folder of ``PER_CLASS`` training samples per class (symbolic links)."""
+    for digit in sorted(p for p in TRAIN.iterdir() if p.is_dir()):
+        (folder / digit.name).mkdir(parents=True)
+        for file in sorted(digit.iterdir())[:PER_CLASS]:
+            (folder / digit.name / file.name).symlink_to(file)
+    return folder
+
+
+def default_config(folder: pathlib.Path, data: pathlib.Path, placement: str) -> pathlib.Path:
+    """config.toml on ``data``, its paths absolute, its JSON lines in ``folder``."""
+    text = (ROOT / "config.toml").read_text()
+    text = text.replace('"recordings/nmnist"', f'"{data}"').replace('"recordings/', f'"{ROOT}/recordings/')
+    text = text.replace('"out/demo.jsonl"', f'"{folder / "demo.jsonl"}"')
+    text = re.sub(r'(?m)^placement = "\w+"', f'placement = "{placement}"', text)
+    text = re.sub(r'(?m)^name = "demo"', f'name = "bench-graph-{placement}"', text)
+    path = folder / f"{placement}.toml"
+    path.write_text(text)
+    return path
+
+
+def graph_seconds(config: pathlib.Path) -> float:
+    """Wall seconds the graph streamed (``evpipe run``'s summary)."""
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, check=True, timeout=900)
+    return float(STREAMED.search(done.stdout)[2])
+
+
+def chain_seconds(config: pathlib.Path) -> float:
+    """Wall seconds of the same nodes chained by ``run_chain`` in a fresh interpreter."""
+    done = subprocess.run([sys.executable, "-m", "bench.bench_graph", "chain", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(done.stdout.splitlines()[-1])["seconds"]
+
+
+def run_chain_of(config_path: str) -> float:
+    """Wall seconds of the nodes of ``config_path`` (the default graph) chained in this process:
+    the replay's packets through the stages by ``run_chain``, the decisions into each sink."""
+    from pipeline.core.nodetype import SOURCE
+    from pipeline.core.stage import run_chain
+    from pipeline.runtime.config import load
+    from pipeline.runtime.worker import build_node
+
+    config = load(config_path)
+    nodes = {name: build_node(settings) for name, settings in config.nodes.items()}
+    for name, node in nodes.items():
+        if config.nodes[name].kind != SOURCE:
+            node.warm_up()
+    start = time.perf_counter()
+    decisions = run_chain(nodes["replay"].packets(), [nodes[name] for name in STAGES])
+    for sink in SINKS:
+        run_chain(decisions, [nodes[sink]])
+    seconds = time.perf_counter() - start
+    for node in nodes.values():
+        node.close()
+    return seconds
+
+
+def camera_config(folder: pathlib.Path, rate: float) -> pathlib.Path:
+    text = f"""
+[graph]
+name = "bench-camera-{rate:.0f}"
+runner = "processes"
+summary = true
+
+[source.sensor]
+type = "synthetic"
+width = 640
+height = 480
+rate = {rate}
+duration_us = {CAMERA_S * 1_000_000}
+speed_factor = 1.0
+packet_us = 1000
+
+[stage.scale]
+type = "scale"
+x0 = 80
+y0 = 0
+width = 480
+height = 480
+out_width = 34
+out_height = 34
+
+[stage.denoise]
+type = "denoise"
+duration_us = 20000
+
+[stage.hots]
+type = "hots"
+radius = 2
+tau_us = 50000.0
+n_prototypes = 64
+mode = "all"
+in_channels = 2
+learn = false
+prototypes = "{MODEL}"
+
+[stage.snn]
+type = "snn"
+model = "{MODEL}"
+segments = "activity"
+
+[stage.decoder]
+type = "decoder"
+model = "{MODEL}"
+
+[sink.jsonl]
+type = "jsonl"
+path = "{folder / 'camera.jsonl'}"
+
+[[link]]
+from = "sensor"
+to = "scale"
+mode = "live"
+""" + "".join(f'\n[[link]]\nfrom = "{a}"\nto = "{b}"\n' for a, b in (
+        ("scale", "denoise"), ("denoise", "hots"), ("hots", "snn"), ("snn", "decoder"),
+        ("decoder", "jsonl")))
+    path = folder / f"camera-{rate:.0f}.toml"
+    path.write_text(text)
+    return path
+
+
+def camera_run(config: pathlib.Path) -> tuple[int, float | None, str]:
+    """(packets lost anywhere, the decoder's e2e p99 in ms, the placement) of one real-time run."""
+    from pipeline.runtime.config import load
+    from pipeline.runtime.graph import run
+
+    loaded = load(config)
+    result = run(loaded)
+    lost = sum(snap["gaps"] for snap in result.snapshots.values())  # every loss is a gap downstream
+    p99 = result.snapshots["decoder"]["e2e_p99_us"]
+    return lost, None if p99 is None else p99 / 1e3, loaded.placement.describe()
+
+
+def run() -> list[dict]:
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        data = samples(folder / "data")
+        auto, apart = (default_config(folder, data, placement) for placement in ("auto", "per_node"))
+        chain = min(chain_seconds(auto) for _ in range(REPEATS))
+        graph = min(graph_seconds(auto) for _ in range(REPEATS))
+        per_node = min(graph_seconds(apart) for _ in range(REPEATS))
+        n = 10 * PER_CLASS
+        out.append(record(f"default graph vs in-process chain ({n} N-MNIST samples, 1 ms packets)",
+                          graph, chain, "s", 1.2, ratio=chain / graph))
+        out.append(record(f"default graph, one process per node, vs in-process chain ({n} samples)",
+                          per_node, chain, "s", None, ratio=chain / per_node))
+        best = 0.0
+        for rate in CAMERA_RATES:
+            lost, p99, placed = camera_run(camera_config(folder, rate))
+            kept = lost == 0 and p99 is not None and p99 < BOUND_MS
+            best = rate if kept else best
+            out.append({**record(f"camera rate {rate / 1e6:g} Mev/s, 640 x 480, real time: e2e "
+                                 f"p99 vs the 10 ms bound ({lost} packets lost)",
+                                 p99 if p99 is not None else float("nan"), BOUND_MS, "ms", None,
+                                 ratio=BOUND_MS / p99 if p99 else None),
+                        "lost": lost, "placement": placed})
+        out.append(dict(name="camera rate: highest input rate with no loss and e2e p99 < 10 ms",
+                        ours=best / 1e6, peer=None, unit="Mev/s", ratio=None, target=2.0))
+    return out
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["chain"]:
+        print(json.dumps({"seconds": run_chain_of(sys.argv[2])}))
+    else:
+        for row in run():
+            print(row)
