@@ -29,6 +29,7 @@ import math
 import numpy as np
 from numba import njit
 
+from kernels.snn_input import channel
 from kernels.timesurface import NEVER
 
 MERGE, SAME, ALL = 0, 1, 2
@@ -64,24 +65,44 @@ def hots_layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, 
     events float32 cannot decide). The winner minimises |C_j|^2 - 2 C_j . S, i.e. the Euclidean
     distance |C_j - S|, in float64, the first of equal ones.
     """
+    norms, weights, start, margin = screening_tables(protos)
+    _layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, norms, weights,
+           start, margin, out_f)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def hots_records(records, surf, clock, radius, tau, mode, protos, hits, learn, norms, weights,
+                 start, margin, out):
+    """``hots_layer`` on a structured array of events (fields t, x, y and p) or feature events
+    (f instead of p), in one compiled call: writes the feature events (t, x, y, f = winner) to
+    the structured ``out`` (as long as ``records``). ``norms``, ``weights``, ``start`` and
+    ``margin`` are ``screening_tables(protos)``, computed once by the caller for fixed
+    prototypes; while learning the kernel keeps ``norms`` equal to the prototypes' (``weights``
+    and ``start`` are not used then)."""
+    n = len(records)
+    t, x, y = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    c, f = np.empty(n, np.int64), np.empty(n, np.int64)
+    for i in range(n):
+        t[i], x[i], y[i], c[i] = records[i].t, records[i].x, records[i].y, channel(records, i)
+    _layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, norms, weights,
+           start, margin, f)
+    for i in range(n):
+        record = out[i]
+        record.t, record.x, record.y, record.f = t[i], x[i], y[i], f[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def screening_tables(protos):
+    """What the winner search needs of the (dim, N) prototypes: ``norms`` (|C_j|^2, float64),
+    and for the float32 screening the prototypes zero-padded to TILE_ROWS x TILE_PROTOS
+    multiples (``weights``, float32 (padded dim, tiles)), -|C_j|^2 / 2 as the start of each sum
+    (``start``, -inf for the padding prototypes) and the lead above which a float32 winner is
+    the exact one (``margin``)."""
     dim, n_proto = protos.shape
-    side = 2 * radius + 1
-    _, rows, cols = surf.shape
-    flat = surf.reshape(-1)
-    block = 1 if learn else BLOCK
-    raw = np.zeros((dim, block))  # column e: map values around event e of the block
-    raw_flat, stride = raw.reshape(-1), np.uint64(block)
-    decay = np.empty(block)  # 1 / exp((t - t0) / tau) of each event: S = raw * decay
-    offsets = np.empty(dim, np.uint64)  # of the surface pixels from the top-left one in ``flat``
-    for k in range(dim):
-        offsets[k] = ((k // (side * side)) * rows + k // side % side) * cols + k % side
     norms = np.zeros(n_proto)
     for j in range(n_proto):
         for k in range(dim):
             norms[j] += protos[k, j] * protos[k, j]
-    score, surface = np.empty(n_proto), np.empty(dim)
-    # float32 screening (unused when learning): prototypes zero-padded to TILE_ROWS x TILE_PROTOS
-    # multiples, -|C_j|^2 / 2 as the start of each sum, -inf for the padding prototypes
     padded = -(-dim // TILE_ROWS) * TILE_ROWS
     tiles = -(-n_proto // TILE_PROTOS) * TILE_PROTOS
     weights = np.zeros((padded, tiles), np.float32)
@@ -98,6 +119,28 @@ def hots_layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, 
     # (|C_j|^2 / 2 + sum |C_j|) for 0 <= S <= 1, u = 2^-24; a float32 lead larger than twice that
     # (``margin``, with room to spare) is the exact winner, and by far the float64 one too
     margin = 2.0 * 1.01 * (dim + 8) * 2.0**-24 * bound + 1e-30
+    return norms, weights, start, margin
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, norms, weights,
+           start, margin, out_f):
+    """The body of ``hots_layer``, with the prototypes' ``screening_tables`` given."""
+    dim, n_proto = protos.shape
+    side = 2 * radius + 1
+    _, rows, cols = surf.shape
+    flat = surf.reshape(-1)
+    block = 1 if learn else BLOCK
+    # column e: map values around event e of the block (columns past the block's events are
+    # never read, so the array need not be cleared)
+    raw = np.empty((dim, block))
+    raw_flat, stride = raw.reshape(-1), np.uint64(block)
+    decay = np.empty(block)  # 1 / exp((t - t0) / tau) of each event: S = raw * decay
+    offsets = np.empty(dim, np.uint64)  # of the surface pixels from the top-left one in ``flat``
+    for k in range(dim):
+        offsets[k] = ((k // (side * side)) * rows + k // side % side) * cols + k % side
+    score, surface = np.empty(n_proto), np.empty(dim)
+    padded = weights.shape[0]
     values = np.empty((padded, block), np.float32)
     sums = np.empty((TILE_PROTOS, block), np.float32)
     top, second = np.empty(block, np.float32), np.empty(block, np.float32)

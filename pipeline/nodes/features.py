@@ -35,7 +35,7 @@ from kernels.filters import (
     refractory,
 )
 from kernels.hats import HatsState
-from kernels.hots import MODES, hots_layer, hots_map, surface_dim
+from kernels.hots import MODES, hots_map, hots_records, screening_tables, surface_dim
 from kernels.timesurface import sae_new, sae_update, sample_surface
 from pipeline.core.events import FEATURE_DTYPE, register_dtype
 from pipeline.core.nodetype import (
@@ -455,15 +455,14 @@ class Hots(_FeatureStage):
             self.protos = np.zeros((dim, p.n_prototypes))
             self.hits = np.zeros(p.n_prototypes, np.int64)
         self.memory = hots_map(width, height, p.in_channels, p.radius, self.mode)
+        self.tables = screening_tables(self.protos)  # kept current by the kernel while learning
 
     def handle(self, packet: Packet) -> list[Packet]:
         p, events = self.params, packet.records
         segment = packet.header.segment
         if segment is not None and segment.start:  # a new sample: its own time base
             self.memory = hots_map(*self.size, p.in_channels, p.radius, self.mode)
-        channel = events["p"] if "p" in events.dtype.names else events["f"]
         out = np.empty(len(events), FEATURE_DTYPE)
-        out["t"], out["x"], out["y"] = events["t"], events["x"], events["y"]
-        hots_layer(events["t"], events["x"], events["y"], channel, *self.memory, p.radius,
-                   p.tau_us, self.mode, self.protos, self.hits, p.learn, out["f"])
+        hots_records(events, *self.memory, p.radius, p.tau_us, self.mode, self.protos, self.hits,
+                     p.learn, *self.tables, out)
         return [self.emit(out, packet.header, FEATURES, segment)]

@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import tonic
 
-from kernels.hots import ALL, MERGE, SAME, hots_layer, hots_map, surface_dim
-from pipeline.core.events import from_structured
+from kernels.hots import (
+    ALL,
+    MERGE,
+    SAME,
+    hots_layer,
+    hots_map,
+    hots_records,
+    screening_tables,
+    surface_dim,
+)
+from pipeline.core.events import FEATURE_DTYPE, from_structured
 from tests.conftest import ROOT
 
 
@@ -176,3 +185,35 @@ def test_prototypes_closer_than_float32_resolves_are_told_apart_as_in_float64(re
         events[["t", "x", "y", "p"]], 34, 34, 2, 2, 50_000.0, ALL, list(protos.T), False)
     assert_same_winners(ours, expected, distances)
     assert (ours >= 64).any() and np.isin(ours, twins).any()  # both sides of the pairs win
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_records_entry_equals_hots_layer(recordings, learn):
+    """``hots_records`` (the stage's entry: structured records in and out, the prototypes'
+    tables computed once) gives ``hots_layer``'s winners and prototypes, packet by packet, on
+    camera events (p) and on feature events (f)."""
+    events = nmnist_stream(recordings, [7, 300])
+    features = np.zeros(len(events), FEATURE_DTYPE)
+    for name in ("t", "x", "y"):
+        features[name] = events[name]
+    features["f"] = events["p"]
+    bounds = np.linspace(0, len(events), 41).astype(int)
+    for records, channel in ((events, "p"), (features, "f")):
+        protos = np.zeros((surface_dim(2, 2, ALL), 16)) if learn else model_prototypes()[:, :16]
+        theirs, hits = protos.copy(), np.zeros(16, np.int64) + (not learn)
+        mine, mine_hits = protos.copy(), hits.copy()
+        tables = screening_tables(mine)
+        surf, clock = hots_map(34, 34, 2, 2, ALL)
+        memory = hots_map(34, 34, 2, 2, ALL)
+        want = np.empty(len(records), np.int16)
+        got = np.empty(len(records), FEATURE_DTYPE)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            part = records[lo:hi]
+            hots_layer(part["t"], part["x"], part["y"], part[channel], surf, clock, 2, 50_000.0,
+                       ALL, theirs, hits, learn, want[lo:hi])
+            hots_records(part, *memory, 2, 50_000.0, ALL, mine, mine_hits, learn, *tables,
+                         got[lo:hi])
+        np.testing.assert_array_equal(got["f"], want)
+        assert got[["t", "x", "y"]].tolist() == records[["t", "x", "y"]].tolist()
+        np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_array_equal(mine_hits, hits)
