@@ -135,8 +135,9 @@ def test_sigint_while_the_worker_processes_start_still_drains(tmp_path):
     deadline = time.monotonic() + 60
     while len(children.read_text().split()) < expected and time.monotonic() < deadline:
         time.sleep(0.002)
-    assert len(children.read_text().split()) >= expected
-    stdout, stderr = interrupt(proc)
+    started = len(children.read_text().split())
+    stdout, stderr = interrupt(proc)  # also when the processes did not all start: no orphans
+    assert started >= expected
     assert proc.returncode == 0, stderr
     assert "ended abnormally" not in stderr
     summary = {line.split()[0]: line.split() for line in stdout.splitlines() if line.split()[:1] in
