@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from kernels.lif import SAMPLE, SPIKE
+
 ABSTAIN = -1
 
 
@@ -68,6 +70,53 @@ def forced_leader(counts, potentials):
                                          and potentials[j] > potentials[best]):
             best = j
     return best
+
+
+# slots of ``segment_packet``'s cursor (int64[SEGMENT_CURSOR_SIZE]): spikes in the history, the
+# first of them still in the rule's window, input events seen at the last potential sample,
+# whether the last packet held samples (1) or not (0), the time of its samples (us)
+HISTORY, LO, SEEN, SAMPLED, SAMPLE_T = range(5)
+SEGMENT_CURSOR_SIZE = 5
+
+
+@njit(cache=True, nogil=True)
+def segment_packet(records, output_layer, counting, window_us, k, counts, rule_counts,
+                   potentials, hist_t, hist_neuron, hist_seen, cursor):
+    """One packet of an snn stage's records (fields t us, seen, neuron, v, layer and kind, as
+    ``kernels.lif.run_packet`` writes them) read into a segment's state in one compiled call.
+
+    Each spike of ``output_layer`` adds 1 to ``counts`` (int64 per class); the potential samples
+    replace ``potentials`` (float64 per class, in their order), and the last one's seen and time
+    go to ``cursor[SEEN]`` and ``cursor[SAMPLE_T]``; ``cursor[SAMPLED]`` says whether there were
+    any. With ``counting`` the spikes are also appended to the history (``hist_t`` us,
+    ``hist_neuron``, ``hist_seen``; ``cursor[HISTORY]`` of them, room needed for one per
+    record) and counted by ``count_lead`` (``window_us``, ``k``, ``rule_counts``, ``cursor[LO]``).
+    Returns the history index of the spike after which the leader was ahead by ``k``, or -1.
+    """
+    n = start = cursor[HISTORY]
+    sampled = 0
+    for r in range(len(records)):
+        record = records[r]
+        if record.kind == SPIKE and record.layer == output_layer:
+            neuron = record.neuron
+            if neuron < 0 or neuron >= len(counts):
+                raise ValueError("an output spike's neuron is not a class")
+            counts[neuron] += 1
+            if counting:
+                hist_t[n], hist_neuron[n], hist_seen[n] = record.t, neuron, record.seen
+                n += 1
+        elif record.kind == SAMPLE:
+            if sampled == len(potentials):
+                raise ValueError("more potential samples than classes")
+            potentials[sampled] = record.v
+            cursor[SEEN], cursor[SAMPLE_T] = record.seen, record.t
+            sampled += 1
+    cursor[HISTORY], cursor[SAMPLED] = n, sampled > 0
+    if n == start:
+        return -1
+    i, cursor[LO] = count_lead(hist_t[:n], hist_neuron[:n], start, cursor[LO], window_us, k,
+                               rule_counts)
+    return i
 
 
 # transitions reported by track_objects
@@ -173,3 +222,24 @@ def track_objects(t, neuron, seen, t_now, evidence, state, tau_us, k, k_change, 
                          np.int64(state[_ONSET_T]), np.int64(seen[i] - state[_ONSET_SEEN]),
                          np.int64(state[_SPIKES]))
     return n
+
+
+@njit(cache=True, nogil=True)
+def track_records(records, output_layer, t_now, evidence, state, tau_us, k, k_change, quiet_us,
+                  rows):
+    """``track_objects`` over the spikes of ``output_layer`` in a packet of snn stage records
+    (fields t us, seen, neuron, layer and kind, as ``kernels.lif.run_packet`` writes them), in one
+    compiled call; ``rows`` (``track_outputs``) needs room for ``2 * len(records) + 1`` rows.
+    Returns the number of rows."""
+    m = 0
+    for r in range(len(records)):
+        m += records[r].kind == SPIKE and records[r].layer == output_layer
+    t, neuron, seen = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+    m = 0
+    for r in range(len(records)):
+        record = records[r]
+        if record.kind == SPIKE and record.layer == output_layer:
+            t[m], neuron[m], seen[m] = record.t, record.neuron, record.seen
+            m += 1
+    return track_objects(t, neuron, seen, t_now, evidence, state, tau_us, k, k_change, quiet_us,
+                         rows)

@@ -223,35 +223,49 @@ class DecoderStage(Stage):
         self.window = params.window_us if params.rule == "rate" else 0
         self.open = False
         self.stream = ""
-        # live read-out: its parameters, class evidence and tracker state, objects reported
+        n = len(self.classes)
+        # the open segment: all its output spikes, the spikes the rule counts, the potentials
+        # of its last sample, the rule's spike history (grows with the longest segment) and
+        # segment_packet's cursor
+        self.counts, self.rule_counts = np.zeros(n, np.int64), np.zeros(n)
+        self.potentials = np.zeros(n)
+        self.history = self._history(256)
+        self.cursor = np.zeros(readout.SEGMENT_CURSOR_SIZE, np.int64)
+        # live read-out: its parameters, class evidence and tracker state, rows (grow with the
+        # largest packet), objects reported
         self.live = params.live()
-        self.evidence = np.zeros(len(self.classes))
+        self.evidence = np.zeros(n)
         self.track = readout.new_track_state()
+        self.rows = readout.track_outputs(64)
         self.objects = 0
 
+    @staticmethod
+    def _history(room: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Empty spike history arrays for ``room`` spikes: times (us), neurons, seen."""
+        return np.empty(room, np.int64), np.empty(room, np.int32), np.empty(room, np.int64)
+
     def warm_up(self) -> None:
-        """Call the read-out kernels on no spikes (contiguous arrays, as the decoder passes
-        them) and scratch state, so numba loads them now."""
-        none = np.empty(0, np.int64)
-        readout.track_objects(none, none, none, 0, np.zeros(len(self.classes)),
-                              readout.new_track_state(), 1.0, 1.0, 1.0, 1.0,
-                              readout.track_outputs(0))
+        """Call the read-out kernels on a packet of the snn stage's records, as the decoder
+        does, on scratch state, so numba loads them now."""
+        for packet in warm_up_packets(SPIKES, 1, 1):
+            n, records = len(self.classes), packet.records
+            readout.track_records(records, self.output_layer, 0, np.zeros(n),
+                                  readout.new_track_state(), 1.0, 1.0, 1.0, 1.0,
+                                  readout.track_outputs(len(records)))
+            readout.segment_packet(records, self.output_layer, True, 0, 1, np.zeros(n, np.int64),
+                                   np.zeros(n), np.zeros(n), *self._history(len(records)),
+                                   np.zeros(readout.SEGMENT_CURSOR_SIZE, np.int64))
         counts = np.zeros(len(self.classes))
-        readout.count_lead(none, np.empty(0, np.int32), 0, 0, 0, 1, counts)
         readout.forced_leader(np.zeros(len(self.classes), np.int64), counts)
         readout.leader(counts)
 
     def _open(self, header: Header, segment: Segment | None) -> None:
-        n = len(self.classes)
         self.open, self.decided, self.segment = True, False, segment
         self.t_start = header.t_first
-        self.counts = np.zeros(n, np.int64)  # all output spikes of the segment
-        self.rule_counts = np.zeros(n, np.float64)  # spikes counted by the rule (window)
-        self.hist_t = np.empty(0, np.int64)
-        self.hist_neuron = np.empty(0, np.int32)
-        self.lo = 0
-        self.potentials = np.zeros(n)
-        self.seen = 0
+        self.counts[:] = 0
+        self.rule_counts[:] = 0
+        self.potentials[:] = 0
+        self.cursor[:] = 0
         self.last_t = header.t_last
         self.stream = header.stream
 
@@ -267,18 +281,18 @@ class DecoderStage(Stage):
         if not self.open or (segment is not None and (
                 segment.start or self.segment is None or segment.id != self.segment.id)):
             self._open(header, segment)
-        kind = records["kind"]
-        spikes = records[(kind == SPIKE) & (records["layer"] == self.output_layer)]
-        samples = records[kind == SAMPLE]
-        if len(spikes):
-            self.counts += np.bincount(spikes["neuron"], minlength=len(self.classes))
-        if len(samples):
-            self.potentials = samples["v"].astype(np.float64)
-            self.seen = int(samples["seen"][-1])
+        counting = not self.decided and self.params.rule != "margin"
+        if counting and self.cursor[readout.HISTORY] + len(records) > len(self.history[0]):
+            room = 2 * (int(self.cursor[readout.HISTORY]) + len(records))
+            self.history = tuple(np.concatenate([column, np.empty(room - len(column), column.dtype)])
+                                 for column in self.history)
+        i = readout.segment_packet(records, self.output_layer, counting, self.window, self.k,
+                                   self.counts, self.rule_counts, self.potentials, *self.history,
+                                   self.cursor)
         self.last_t = header.t_last
         decisions = []
         if not self.decided:
-            decision = self._early(spikes, samples, arrival)
+            decision = self._early(i, arrival)
             if decision is not None:
                 decisions.append(decision)
         if segment is not None and segment.end:
@@ -288,27 +302,28 @@ class DecoderStage(Stage):
         return [json_packet(header.stream, header.seq, decisions, t=decisions[-1]["t"],
                             segment=segment)]
 
-    def _early(self, spikes: np.ndarray, samples: np.ndarray, arrival: int) -> dict | None:
+    @property
+    def seen(self) -> int:
+        """Input events the network had received at the open segment's last potential sample."""
+        return int(self.cursor[readout.SEEN])
+
+    def _early(self, i: int, arrival: int) -> dict | None:
+        """The early decision of the packet just read (``i``: the history index of the spike
+        that made the rule's lead, or -1), if its rule fires."""
         if self.params.rule == "margin":
-            if not len(samples):
+            if not self.cursor[readout.SAMPLED]:
                 return None
             best, margin = readout.leader(self.potentials)
             if margin < self.params.margin:
                 return None
             return self._record(best, self.potentials[best], margin, "margin",
-                                int(samples["t"][-1]), self.seen, arrival)
-        if not len(spikes):
-            return None  # no new spike: no new lead
-        start = len(self.hist_t)
-        self.hist_t = np.concatenate([self.hist_t, spikes["t"]])
-        self.hist_neuron = np.concatenate([self.hist_neuron, spikes["neuron"]])
-        i, self.lo = readout.count_lead(self.hist_t, self.hist_neuron, start, self.lo,
-                                         self.window, self.k, self.rule_counts)
+                                int(self.cursor[readout.SAMPLE_T]), self.seen, arrival)
         if i < 0:
             return None
         best, lead = readout.leader(self.rule_counts)
-        return self._record(best, self.rule_counts[best], lead, self.params.rule,
-                            int(self.hist_t[i]), int(spikes["seen"][i - start]), arrival)
+        t, _, seen = self.history
+        return self._record(best, self.rule_counts[best], lead, self.params.rule, int(t[i]),
+                            int(seen[i]), arrival)
 
     def _close(self, arrival: int) -> list[dict]:
         out = []
@@ -328,17 +343,16 @@ class DecoderStage(Stage):
     def _live(self, records: np.ndarray, t_now: int, seq: int, arrival: int) -> list[Packet]:
         """The live read-out over the output spikes of one packet (sequence number ``seq``);
         ``t_now`` (us) is the stream's time, when an object that fell silent may be released."""
-        spikes = records[(records["kind"] == SPIKE) & (records["layer"] == self.output_layer)]
-        rows = readout.track_outputs(len(spikes))
+        if 2 * len(records) + 1 > len(self.rows[0]):
+            self.rows = readout.track_outputs(len(records))
         p = self.live
-        n = readout.track_objects(np.ascontiguousarray(spikes["t"], np.int64),
-                                  spikes["neuron"].astype(np.int64),
-                                  np.ascontiguousarray(spikes["seen"], np.int64),
-                                  t_now, self.evidence,
-                                  self.track, p["evidence_tau_us"], p["k"], p["k_change"],
-                                  p["quiet_us"], rows)
+        n = readout.track_records(records, self.output_layer, t_now, self.evidence, self.track,
+                                  p["evidence_tau_us"], p["k"], p["k_change"], p["quiet_us"],
+                                  self.rows)
+        if not n:
+            return []
         kinds, _, at, classes, scores, margins, onsets, events, counts = (
-            column[:n].tolist() for column in rows)
+            column[:n].tolist() for column in self.rows)
         decisions = []
         for kind, t, best, score, margin, onset, seen, count in zip(
                 kinds, at, classes, scores, margins, onsets, events, counts):

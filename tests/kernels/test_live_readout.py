@@ -143,3 +143,29 @@ def test_real_network_output_matches_the_reference():
     decided = [r for r in got if r[0] in (readout.DECIDE, readout.CHANGE)]
     assert len(decided) == len(shown) == 6
     assert [model.classes[r[2]] for r in decided] == [s.label for s in shown]
+
+
+def test_track_records_equals_track_objects_on_the_output_spikes():
+    """The decoder's entry (snn stage records in, the output layer's spikes picked in the
+    kernel) gives the rows of ``track_objects`` on the spikes picked by numpy."""
+    from tests.kernels.test_readout import spike_packets
+
+    rng = np.random.default_rng(11)
+    packets = spike_packets(rng, 4, 400)
+    mine, theirs = (np.zeros(4), readout.new_track_state()), (np.zeros(4), readout.new_track_state())
+    kinds = []
+    for packet in packets:
+        now = int(packet["t"][-1]) if len(packet) else 0
+        rows_mine, rows_theirs = readout.track_outputs(len(packet)), readout.track_outputs(len(packet))
+        n = readout.track_records(packet, 1, now, *mine, 20e3, 2.0, 3.0, 1500.0, rows_mine)
+        spikes = packet[(packet["kind"] == 0) & (packet["layer"] == 1)]
+        want = readout.track_objects(spikes["t"].astype(np.int64), spikes["neuron"].astype(np.int64),
+                                     spikes["seen"].astype(np.int64), now, *theirs, 20e3, 2.0,
+                                     3.0, 1500.0, rows_theirs)
+        assert n == want
+        kinds += rows_mine[0][:n].tolist()
+        for a, b in zip(rows_mine, rows_theirs):
+            np.testing.assert_array_equal(a[:n], b[:n])
+        np.testing.assert_array_equal(mine[0], theirs[0])
+        np.testing.assert_array_equal(mine[1], theirs[1])
+    assert set(kinds) == {readout.DECIDE, readout.CHANGE, readout.RELEASE}

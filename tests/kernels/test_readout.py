@@ -51,3 +51,56 @@ def test_leader_margin_and_ties():
 def test_forced_leader_breaks_ties_by_potential_then_index():
     assert readout.forced_leader(np.array([3, 5, 5]), np.array([9.0, 0.1, 0.2])) == 2
     assert readout.forced_leader(np.array([0, 0, 0]), np.array([0.0, 0.0, 0.0])) == 0
+
+
+def spike_packets(rng, n_classes, n_packets):
+    """Packets of snn stage records: spikes of a hidden (0) and the output layer (1), sorted in
+    time, each packet but some followed by one potential sample per class."""
+    from pipeline.nodes.snn import SAMPLE, SPIKE, SPIKE_DTYPE
+
+    packets, t, seen = [], 0, 0
+    for _ in range(n_packets):
+        n = int(rng.integers(0, 8))
+        spikes = np.zeros(n, SPIKE_DTYPE)
+        spikes["t"] = t + np.sort(rng.integers(0, 1000, n))
+        spikes["seen"] = seen + np.sort(rng.integers(1, 20, n))
+        spikes["layer"] = rng.integers(0, 2, n)
+        spikes["neuron"] = rng.choice(n_classes, n, p=[0.4, 0.3, 0.2, 0.1])
+        spikes["kind"] = SPIKE
+        t, seen = t + 1000, seen + 20
+        samples = np.zeros(n_classes if rng.random() < 0.8 else 0, SPIKE_DTYPE)
+        samples["t"], samples["seen"], samples["kind"] = t, seen, SAMPLE
+        samples["neuron"], samples["layer"] = np.arange(len(samples)), 1
+        samples["v"] = rng.normal(0, 1, len(samples))
+        packets.append(np.concatenate([spikes, samples]))
+    return packets
+
+
+def test_segment_packet_counts_samples_and_decides_as_count_lead():
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        packets = spike_packets(rng, 4, int(rng.integers(1, 12)))
+        window, k = int(rng.choice([0, 100, 3000])), int(rng.integers(1, 4))
+        records = np.concatenate(packets)
+        output = records[(records["kind"] == 0) & (records["layer"] == 1)]
+        want = slow_count_lead(output["t"], output["neuron"], 4, window, k)
+        counts, rule_counts, potentials = np.zeros(4, np.int64), np.zeros(4), np.zeros(4)
+        history = (np.empty(len(records), np.int64), np.empty(len(records), np.int32),
+                   np.empty(len(records), np.int64))
+        cursor = np.zeros(readout.SEGMENT_CURSOR_SIZE, np.int64)
+        got, sampled = -1, None
+        for packet in packets:
+            i = readout.segment_packet(packet, 1, got < 0, window, k, counts, rule_counts,
+                                       potentials, *history, cursor)
+            got = i if got < 0 else got
+            samples = packet[packet["kind"] == 1]
+            assert cursor[readout.SAMPLED] == (len(samples) > 0)
+            sampled = samples if len(samples) else sampled
+        assert got == want, (trial, window, k)
+        if got >= 0:
+            assert (history[0][got], history[2][got]) == (output["t"][got], output["seen"][got])
+        np.testing.assert_array_equal(counts, np.bincount(output["neuron"], minlength=4))
+        if sampled is not None:
+            np.testing.assert_array_equal(potentials, sampled["v"].astype(np.float64))
+            assert (cursor[readout.SEEN], cursor[readout.SAMPLE_T]) == (sampled["seen"][-1],
+                                                                         sampled["t"][-1])
