@@ -28,6 +28,19 @@ def last_times(width: int, height: int, dv_compatible: bool = False) -> np.ndarr
     return last
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _supported(flat, cols, t, x, y, duration):
+    """Whether an event at (x, y, t) has a neighbour within ``duration`` us in the padded map
+    ``flat`` (``last_times``, flattened; ``cols`` its row length, uint64); the pixel takes t."""
+    one = np.uint64(1)
+    mid = (np.uint64(y) + one) * cols + np.uint64(x) + one
+    up, down = mid - cols, mid + cols
+    newest = max(max(max(flat[up - one], flat[up]), max(flat[up + one], flat[mid - one])),
+                 max(max(flat[mid + one], flat[down - one]), max(flat[down], flat[down + one])))
+    flat[mid] = t
+    return t - newest < duration
+
+
 @njit(cache=True, nogil=True)
 def background_activity(t, x, y, last, duration, keep):
     """Keep events supported by one of their 8 neighbours within ``duration`` us.
@@ -41,18 +54,27 @@ def background_activity(t, x, y, last, duration, keep):
     """
     cols = np.uint64(last.shape[1])
     flat = last.reshape(-1)
-    one = np.uint64(1)
     kept = 0
     for i in range(t.shape[0]):
-        ti = t[i]
-        mid = (np.uint64(y[i]) + one) * cols + np.uint64(x[i]) + one
-        up, down = mid - cols, mid + cols
-        newest = max(max(max(flat[up - one], flat[up]), max(flat[up + one], flat[mid - one])),
-                     max(max(flat[mid + one], flat[down - one]), max(flat[down], flat[down + one])))
-        flat[mid] = ti
-        support = ti - newest < duration
+        support = _supported(flat, cols, t[i], x[i], y[i], duration)
         keep[i] = support
         kept += support
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def background_activity_records(records, last, duration, out):
+    """``background_activity`` on a structured array of events (fields t, x, y), in one compiled
+    call: the events it keeps are written to ``out`` (same dtype, as long as ``records``) in
+    order; returns how many."""
+    cols = np.uint64(last.shape[1])
+    flat = last.reshape(-1)
+    kept = 0
+    for i in range(len(records)):
+        record = records[i]
+        if _supported(flat, cols, record.t, record.x, record.y, duration):
+            out[kept] = record
+            kept += 1
     return kept
 
 

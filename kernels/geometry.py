@@ -48,30 +48,63 @@ def area_threshold(width: int, height: int, out_width: int, out_height: int) -> 
 
 
 @njit(cache=True, nogil=True)
+def scale_tables(width, height, out_width, out_height):
+    """The output column of each column of a ``width`` x ``height`` region and the output row of
+    each of its rows (int64, ``floor(d * out / side)`` in integers), so that mapping an event
+    costs two reads instead of two divisions."""
+    cols = np.arange(width) * out_width // width
+    rows = np.arange(height) * out_height // height
+    return cols, rows
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scale_event(x, y, p, x0, y0, cols, rows, threshold, counts):
+    """The output pixel (x, y) one event fires, or (-1, -1): outside the region (whose columns
+    and rows are those of ``scale_tables``) or below ``threshold`` (the event is counted)."""
+    dx = np.int64(x) - x0
+    dy = np.int64(y) - y0
+    if dx < 0 or dy < 0 or dx >= len(cols) or dy >= len(rows):
+        return -1, -1
+    xo, yo = cols[dx], rows[dy]
+    c = 1 if p else 0
+    n = counts[c, yo, xo] + 1
+    if n >= threshold:
+        counts[c, yo, xo] = 0
+        return xo, yo
+    counts[c, yo, xo] = n
+    return -1, -1
+
+
+@njit(cache=True, nogil=True)
 def scale(x, y, p, x0, y0, width, height, threshold, counts, out_x, out_y, keep):
     """Map events (x, y px, p: nonzero is ON) of the region (x0, y0, width, height) onto the grid
     of ``counts`` (2, out_height, out_width), merging by integrate-and-fire at ``threshold``
     events (module docstring). Writes ``keep`` (bool) and, for kept events, ``out_x``, ``out_y``;
     returns how many are kept."""
-    out_height, out_width = counts.shape[1], counts.shape[2]
+    cols, rows = scale_tables(width, height, counts.shape[2], counts.shape[1])
     kept = 0
     for i in range(x.shape[0]):
-        dx = np.int64(x[i]) - x0
-        dy = np.int64(y[i]) - y0
-        if dx < 0 or dy < 0 or dx >= width or dy >= height:
-            keep[i] = False
-            continue
-        xo = dx * out_width // width
-        yo = dy * out_height // height
-        c = 1 if p[i] else 0
-        n = counts[c, yo, xo] + 1
-        if n >= threshold:
-            counts[c, yo, xo] = 0
-            out_x[i] = xo
-            out_y[i] = yo
-            keep[i] = True
+        xo, yo = _scale_event(x[i], y[i], p[i], x0, y0, cols, rows, threshold, counts)
+        keep[i] = xo >= 0
+        if xo >= 0:
+            out_x[i], out_y[i] = xo, yo
             kept += 1
-        else:
-            counts[c, yo, xo] = n
-            keep[i] = False
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def scale_records(records, x0, y0, cols, rows, threshold, counts, out):
+    """``scale`` on a structured array of events (fields t, x, y, p), in one compiled call, the
+    region given by its corner (``x0``, ``y0``) and ``scale_tables``: the events it emits, with
+    their output coordinates, are written to ``out`` (same dtype, as long as ``records``) in
+    order; returns how many."""
+    kept = 0
+    for i in range(len(records)):
+        record = records[i]
+        xo, yo = _scale_event(record.x, record.y, record.p, x0, y0, cols, rows, threshold,
+                              counts)
+        if xo >= 0:
+            out[kept] = record
+            out[kept].x, out[kept].y = xo, yo
+            kept += 1
     return kept

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 
 from kernels.filters import (
-    background_activity,
+    background_activity_records,
     count_events,
     last_times,
     pixel_mask,
@@ -104,10 +104,14 @@ class _Filter(_FeatureStage):
         segment = packet.header.segment
         if getattr(self.params, "per_segment", False) and segment is not None and segment.start:
             self.start(*self.size)
-        events = packet.records
+        return [self.emit(self.kept(packet.records), packet.header, EVENTS,
+                          packet.header.segment)]
+
+    def kept(self, events: np.ndarray) -> np.ndarray:
+        """The events the filter keeps (a new array: the input stays untouched)."""
         mask = np.empty(len(events), bool)
         self.keep(events, mask)
-        return [self.emit(events[mask], packet.header, EVENTS, packet.header.segment)]
+        return events[mask]
 
     def keep(self, events: np.ndarray, mask: np.ndarray) -> None:
         raise NotImplementedError
@@ -142,9 +146,9 @@ class Denoise(_Filter):
     def start(self, width, height):
         self.last = last_times(width, height, self.params.dv_compatible)
 
-    def keep(self, events, mask):
-        background_activity(events["t"], events["x"], events["y"], self.last,
-                            self.params.duration_us, mask)
+    def kept(self, events):
+        out = np.empty(len(events), events.dtype)
+        return out[:background_activity_records(events, self.last, self.params.duration_us, out)]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.geometry import area_threshold, counters, scale
+from kernels.geometry import area_threshold, counters, scale_records, scale_tables
 from pipeline.core.nodetype import EVENTS, STAGE, ParamError, Params, node_type, param
 from pipeline.core.packet import Packet, events_packet
 from pipeline.core.stage import Stage, warm_up_packets
@@ -92,15 +92,15 @@ class Scale(Stage):
             raise ValueError(f"{self.name}: {exc} (packets of {stream!r})") from None
         self.threshold = p.threshold or area_threshold(*self.region[2:], p.out_width, p.out_height)
         self.counts = counters(p.out_width, p.out_height)
+        self.tables = scale_tables(*self.region[2:], p.out_width, p.out_height)
         self.size = (width, height)
 
     def warm_up(self) -> None:
         """Run the kernel on ``warm_up_packets`` so numba loads what real packets call."""
         for packet in warm_up_packets(EVENTS, 1, 1):
-            events, n = packet.records, len(packet.records)
-            scale(events["x"], events["y"], events["p"], 0, 0, 1, 1, 1,
-                  counters(self.params.out_width, self.params.out_height), np.empty(n, np.int16),
-                  np.empty(n, np.int16), np.empty(n, bool))
+            events = packet.records
+            scale_records(events, 0, 0, *scale_tables(1, 1, 1, 1), 1, counters(1, 1),
+                          np.empty(len(events), events.dtype))
 
     def process(self, packet: Packet) -> list[Packet]:
         header, events = packet.header, packet.records
@@ -108,13 +108,9 @@ class Scale(Stage):
             self._start(header.width, header.height, header.stream)
         elif header.segment is not None and header.segment.start:
             self.counts[:] = 0  # a new recording: partial counts belong to the previous one
-        keep = np.empty(len(events), bool)
-        x = np.empty(len(events), np.int16)
-        y = np.empty(len(events), np.int16)
-        scale(events["x"], events["y"], events["p"], *self.region, self.threshold, self.counts,
-              x, y, keep)
-        out = events[keep]  # a copy: the input records stay untouched
-        out["x"], out["y"] = x[keep], y[keep]
+        out = np.empty(len(events), events.dtype)
+        x0, y0 = self.region[:2]
+        out = out[:scale_records(events, x0, y0, *self.tables, self.threshold, self.counts, out)]
         p = self.params
         self.seq += 1
         return [events_packet(self.name, self.seq - 1, out, p.out_width, p.out_height,

@@ -11,6 +11,7 @@ import tonic
 
 from kernels.filters import (
     background_activity,
+    background_activity_records,
     count_events,
     last_times,
     pixel_mask,
@@ -84,6 +85,10 @@ def test_background_activity_equals_reference_on_nmnist(recordings, dv_compatibl
     background_activity(events["t"], events["x"], events["y"],
                         last_times(34, 34, dv_compatible), duration, keep)
     np.testing.assert_array_equal(keep, reference_background_activity(events, 34, 34, duration, start))
+    out, last, kept = np.empty(len(events), events.dtype), last_times(34, 34, dv_compatible), []
+    for chunk in np.array_split(events, 37):  # the stage's entry, on records, packet by packet
+        kept.append(out[:background_activity_records(chunk, last, duration, out)].copy())
+    np.testing.assert_array_equal(np.concatenate(kept), events[keep])
     early = events["t"] < duration
     assert early.sum() >= 21
     # with a 0 start every early event is "supported" by pixels that never fired

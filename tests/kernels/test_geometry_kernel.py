@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tonic
 
-from kernels.geometry import area_threshold, counters, scale
+from kernels.geometry import area_threshold, counters, scale, scale_records, scale_tables
 from sensors.readers import read_all
 from tests.conftest import AEDAT4_SAMPLE
 
@@ -38,14 +38,19 @@ def reference(events, x0, y0, width, height, out_width, out_height, threshold):
     return out
 
 
-def run(events, region, out_size, threshold, packet=None):
+def run(events, region, out_size, threshold, packet=None, records=False):
     """The kernel over ``events``, in packets of ``packet`` events (None: in one go), with the
-    counters carried from packet to packet."""
+    counters carried from packet to packet; ``records``: its entry on structured records."""
     counts = counters(*out_size)
     kept = []
     step = packet or max(len(events), 1)
     for start in range(0, len(events), step):
         chunk = events[start:start + step]
+        if records:
+            out = np.empty(len(chunk), chunk.dtype)
+            tables = scale_tables(*region[2:], *out_size)
+            kept.append(out[:scale_records(chunk, *region[:2], *tables, threshold, counts, out)])
+            continue
         keep = np.empty(len(chunk), bool)
         x = np.empty(len(chunk), np.int16)
         y = np.empty(len(chunk), np.int16)
@@ -71,6 +76,8 @@ def test_scale_equals_the_reference_packet_by_packet(dvxplorer, region, out_size
     assert len(got) > 100
     whole, _ = run(events, region, out_size, threshold)
     assert np.array_equal(whole, got)
+    records, _ = run(events, region, out_size, threshold, packet=997, records=True)
+    assert np.array_equal(records, got)
 
 
 def test_threshold_one_is_tonics_downsample_on_the_dvxplorer_recording(dvxplorer):
