@@ -113,7 +113,7 @@ class SnnStage(Stage):
         # input events since the last reset (activity: since the stream began), the time (us)
         # the network has been run to, and run_packet's progress
         self.cursor = lif.packet_cursor()
-        self.out = np.empty(64 + self.net.sizes[-1], SPIKE_DTYPE)  # grows with the largest packet
+        self.bound = lif.max_spikes_per_event(self.net)
         self.warned_unmarked = False
 
     def warm_up(self) -> None:
@@ -150,21 +150,23 @@ class SnnStage(Stage):
         return [self._run(header, packet.records, segment)]
 
     def _run(self, header: Header, records: np.ndarray, segment: Segment | None) -> Packet:
-        """The packet's spikes and potential samples (``lif.run_packet``), copied out of the
-        stage's buffer, which grows when a packet needs more room."""
-        cursor = self.cursor
+        """The packet's spikes and potential samples (``lif.run_packet``) in a new array, sized
+        for up to two spikes per input event and grown when a packet has more (numpy copies
+        a slice of structured records several times slower than it allocates one)."""
+        cursor, n_samples = self.cursor, self.net.sizes[-1]
+        out = np.empty(n_samples + 16 + 2 * len(records), SPIKE_DTYPE)
         n = lif.run_packet(*self.net, *self.state, records, *self.layout, self.keep_layer,
-                           header.t_last, cursor, self.out)
+                           header.t_last, cursor, out)
         while n < 0:
-            larger = np.empty(2 * len(self.out), SPIKE_DTYPE)
-            larger[:len(self.out)] = self.out
-            self.out = larger
+            larger = np.empty(2 * len(out) + self.bound, SPIKE_DTYPE)
+            larger[:len(out)] = out
+            out = larger
             n = lif.run_packet(*self.net, *self.state, records, *self.layout, self.keep_layer,
-                               header.t_last, cursor, self.out)
+                               header.t_last, cursor, out)
         t_end, t_first = int(cursor[lif.T_NOW]), int(cursor[lif.T_FIRST])
         return Packet(Header(header.stream, header.seq, SPIKES, header.width, header.height,
                              t_first, t_end, n, header.clock, header.sent_ns, DATA, segment),
-                      self.out[:n].copy())
+                      out[:n])
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -207,7 +208,7 @@ def test_records_entry_equals_hots_layer(recordings, learn):
         memory = hots_map(34, 34, 2, 2, ALL)
         want = np.empty(len(records), np.int16)
         got = np.empty(len(records), FEATURE_DTYPE)
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
+        for lo, hi in itertools.pairwise(bounds):
             part = records[lo:hi]
             hots_layer(part["t"], part["x"], part["y"], part[channel], surf, clock, 2, 50_000.0,
                        ALL, theirs, hits, learn, want[lo:hi])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -294,7 +295,7 @@ def test_run_packet_equals_map_inputs_run_and_potentials(seed):
     cursor, out = lif.packet_cursor(), np.empty(sizes[-1] + 1, SPIKE_DTYPE)
     cuts = np.sort(np.concatenate([[0, n, 5, 5], rng.integers(0, n, 30)]))  # 5, 5: an empty one
     t_now = 0
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in itertools.pairwise(cuts):
         packet = events[a:b]
         t_last = int(packet["t"][-1]) + int(rng.integers(0, 2)) if len(packet) else 0
         written = lif.run_packet(*net, *mine, packet, width, height, cell, channels, keep, t_last,
