@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from pipeline.cli.commands.info import add_topic_argument, reader_format
-from pipeline.nodes.basic import ConsoleParams, ReplayParams
-from pipeline.runtime.config import (
-    Config,
-    ConfigError,
-    GraphSettings,
-    LinkSettings,
-    NodeSettings,
-)
+from pipeline.runtime.config import Config, ConfigError, parse
 from pipeline.runtime.graph import run, run_one
 from pipeline.runtime.links import MODES
 from sensors.readers import FormatError
@@ -38,17 +32,19 @@ def add_arguments(parser) -> None:
 
 
 def build(args) -> Config:
-    try:
-        replay = ReplayParams(path=args.path, format=reader_format(args, args.path),
-                              speed=args.speed, loop=args.loop, packet_us=args.packet_us,
-                              packet_events=args.packet_events)
-    except ValueError as exc:
-        raise ConfigError(f"replay: {exc}") from None
-    nodes = {"replay": NodeSettings("replay", "source", "replay", replay),
-             "console": NodeSettings("console", "sink", "console", ConsoleParams())}
-    link = LinkSettings("replay", "console", mode=args.mode if args.publish else "lossless",
-                        address=args.publish)
-    return Config(path="<command line>", graph=GraphSettings(name="replay"), nodes=nodes, links=[link])
+    """The command line's graph, replay -> console (or the replay alone with --publish), written
+    as a config and loaded as a config file is: checked and placed the same way."""
+    link = {"from": "replay", "to": "console", "mode": args.mode if args.publish else "lossless",
+            "address": args.publish}
+    replay = {"type": "replay", "path": args.path, "format": reader_format(args, args.path),
+              "speed": args.speed, "loop": args.loop, "packet_us": args.packet_us,
+              "packet_events": args.packet_events}
+    tables = [("[graph]", {"name": "replay"}), ("[source.replay]", replay),
+              ("[sink.console]", {"type": "console"}), ("[[link]]", link)]
+    # JSON strings, numbers and booleans are TOML values too
+    text = "".join(f"{title}\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
+                   for title, table in tables)
+    return parse(text, "<command line>")
 
 
 def main(args) -> int:
