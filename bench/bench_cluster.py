@@ -12,6 +12,10 @@ model: the shipped recordings/model.npz. Both sides in this one run, on the same
   each after a warm-up evaluation of 40 files (numba kernels loaded in this process and in both
   workers), which isolates the mapping from the cluster's start-up.
 
+What the machine gives two processes at that moment is measured too: two plain processes (no
+Dask), each evaluating every other file, started together, against one process (the ceiling of
+any 2-worker speed-up; on a machine shared with other work it falls well below 2).
+
 The JSON outputs of the two commands must be equal byte for byte (a benchmark of a wrong answer
 is no benchmark). The overhead per file of the Dask path is measured two ways: a no-op mapped
 over the 1000 paths on the warm cluster (scheduling and gathering alone, wall ms per file), and
@@ -49,11 +53,35 @@ def _command(scheduler: str, out: str) -> float:
 def commands() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         outs = {s: os.path.join(tmp, f"{s.replace(':', '')}.json") for s in ("none", "local:2")}
-        times = {s: min(_command(s, outs[s]) for _ in range(2)) for s in outs}
+        runs: dict[str, list[float]] = {s: [] for s in outs}
+        for _ in range(2):
+            for scheduler in outs:
+                runs[scheduler].append(_command(scheduler, outs[scheduler]))
+        times = {s: min(r) for s, r in runs.items()}
         same = open(outs["none"], "rb").read() == open(outs["local:2"], "rb").read()
     if not same:
         raise AssertionError("evpipe eval --scheduler local:2 wrote another JSON than one process")
     return times
+
+
+HALF = """
+import sys, time
+from pipeline.learn.evaluate import evaluate
+from pipeline.learn.features import labelled_files
+files = labelled_files(sys.argv[1])[int(sys.argv[2])::2]
+evaluate(sys.argv[3], files[:20], desc="")
+start = time.perf_counter()
+evaluate(sys.argv[3], files, desc="")
+print(time.perf_counter() - start)
+"""
+
+
+def two_processes() -> float:
+    """Wall seconds until both of two plain processes, each evaluating every other file of DATA
+    (after a warm-up of 20), are done: the longer of their two timed evaluations."""
+    runs = [subprocess.Popen([sys.executable, "-c", HALF, str(DATA), str(part), MODEL],
+                             stdout=subprocess.PIPE, text=True) for part in (0, 1)]
+    return max(float(run.communicate()[0]) for run in runs)
 
 
 def warm(files) -> dict:
@@ -75,7 +103,8 @@ def warm(files) -> dict:
         noop_s = time.perf_counter() - start
     if one != two:
         raise AssertionError("evaluate on the cluster gave other metrics than in one process")
-    return {"single_s": single_s, "cluster_s": cluster_s, "noop_s": noop_s, "startup_s": startup_s}
+    return {"single_s": single_s, "cluster_s": cluster_s, "noop_s": noop_s, "startup_s": startup_s,
+            "processes_s": two_processes()}
 
 
 def run() -> list[dict]:
@@ -93,6 +122,12 @@ def run() -> list[dict]:
          "ours": w["cluster_s"], "peer": w["single_s"], "unit": "s",
          "ratio": w["single_s"] / w["cluster_s"], "target": TARGET,
          "cluster_startup_s": w["startup_s"], "load_before": load_warm},
+        {"name": f"evaluate {n} files, wall s: two plain processes (halves) vs one process",
+         "ours": w["processes_s"], "peer": w["single_s"], "unit": "s",
+         "ratio": w["single_s"] / w["processes_s"], "target": None},
+        {"name": f"evaluate {n} files, wall s: warm local:{WORKERS} vs two plain processes",
+         "ours": w["cluster_s"], "peer": w["processes_s"], "unit": "s",
+         "ratio": w["processes_s"] / w["cluster_s"], "target": None},
         {"name": f"no-op mapped over {n} paths on the warm cluster, wall ms per file",
          "ours": 1e3 * w["noop_s"] / n, "peer": None, "unit": "ms/file", "ratio": None,
          "target": None},
