@@ -53,6 +53,12 @@ def check_extra(key: str, modules: tuple[str, ...]) -> None:
         raise ParamError(key, f"needs the 'ros2' extra ({', '.join(missing)} not installed): {EXTRA}")
 
 
+def check_name(key: str, name: str) -> None:
+    if not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+        raise ParamError(key, f"expected a ROS 2 node name (letters, digits, underscores, not "
+                              f"starting with a digit), got {name!r}")
+
+
 def check_topic(key: str, topic: str) -> None:
     if not topic.startswith("/") or " " in topic or topic.endswith("/"):
         raise ParamError(key, f"expected a ROS 2 topic name like /events, got {topic!r}")
@@ -69,8 +75,11 @@ class QosParams(Params):
                                                "`depth` messages for subscribers that join late")
     depth: int = param(100, "messages kept per publisher and subscription (KEEP_LAST history)",
                        unit="messages", ge=1, le=10_000)
-    node_name: str = param("evpipe", "ROS 2 node name", required=True)
+    node_name: str = param("evpipe", "ROS 2 node name (letters, digits, underscores)")
     domain_id: int = param(-1, "ROS 2 domain; -1: from ROS_DOMAIN_ID (0 when unset)", ge=-1, le=232)
+
+    def check(self):
+        check_name("node_name", self.node_name)
 
     def qos(self):
         return RosNode.qos(self.reliability, self.durability, self.depth)
@@ -90,6 +99,7 @@ class Ros2SinkParams(QosParams):
                                "on its topic", unit="s", ge=0, le=600)
 
     def check(self):
+        super().check()
         check_topic("events_topic", self.events_topic)
         check_topic("decisions_topic", self.decisions_topic)
 
@@ -158,6 +168,7 @@ class Ros2SourceParams(QosParams, PacketParams):
         "faery", "EVT 3.0 time semantics (see `evpipe info` / docs/formats.md)")
 
     def check(self):
+        QosParams.check(self)
         PacketParams.check(self)
         check_topic("topic", self.topic)
 
@@ -167,7 +178,7 @@ class Ros2SourceParams(QosParams, PacketParams):
 
 @node_type("ros2_source", SOURCE, Ros2SourceParams)
 class Ros2Source(RosEventSource):
-    """Events from a ROS 2 event_camera_msgs/EventPacket topic (evt3), e.g. a camera driver's."""
+    """Events from a ROS 2 event_camera_msgs/EventPacket topic (evt3), such as a camera driver's."""
 
     def __init__(self, name: str, params: Ros2SourceParams):
         super().__init__(name, params.topic, params.qos(), params.node_name, params.domain_id,
