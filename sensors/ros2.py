@@ -7,9 +7,10 @@ handlers (the runtime owns SIGINT), so several can live in one process. The doma
 (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` keeps it on this host). Needs the ``ros2`` extra:
 without it ``RosUnavailable`` names the extra.
 
-Quality of service (``qos``): ``reliable`` (lost samples are sent again; a publisher whose
-subscriber's history is full waits, up to its blocking time) or ``best_effort`` (never resent,
-never waits), ``depth`` messages of history kept per publisher and subscription (KEEP_LAST), and
+Quality of service (``qos``): ``reliable`` (lost samples are sent again while they are among
+the publisher's last ``depth``) or ``best_effort`` (never resent), ``depth`` messages of history
+kept per publisher and subscription (KEEP_LAST: the publisher never waits, a subscriber that
+falls more than ``depth`` messages behind misses the oldest, which ``seq`` shows), and
 ``volatile`` or ``transient_local`` durability (the publisher keeps its last ``depth`` messages
 for subscribers that join late).
 """
@@ -105,7 +106,6 @@ class EventPublisher:
     """
 
     def __init__(self, ros: RosNode, topic: str, qos, frame_id: str = ""):
-        self.ros = ros
         self.cls = ros.classes[EVENT_PACKET.type_name]
         self.publisher = ros.node.create_publisher(self.cls, topic, qos)
         self.frame_id = frame_id

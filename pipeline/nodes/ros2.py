@@ -66,11 +66,12 @@ def check_topic(key: str, topic: str) -> None:
 
 @dataclass(frozen=True)
 class QosParams(Params):
-    """Quality of service of a ROS 2 link: ``reliability``, ``durability`` and ``depth``."""
+    """A ROS 2 node (``node_name``, ``domain_id``) and the quality of service of its topics:
+    ``reliability``, ``durability`` and ``depth`` (KEEP_LAST history)."""
 
-    reliability: Reliability = param("reliable", "reliable: lost samples are resent and a full "
-                                                 "subscriber history makes the publisher wait; "
-                                                 "best_effort: never resent, never waits")
+    reliability: Reliability = param("reliable", "reliable: lost samples are resent while they are "
+                                                 "among the publisher's last `depth`; best_effort: "
+                                                 "never resent")
     durability: Durability = param("volatile", "transient_local: the publisher keeps its last "
                                                "`depth` messages for subscribers that join late")
     depth: int = param(100, "messages kept per publisher and subscription (KEEP_LAST history)",
