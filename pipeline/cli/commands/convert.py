@@ -25,10 +25,12 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    """With OUT ending in .mcap, ``--topic`` (default /events) is also the topic written."""
+    """``--topic`` picks the topic of a rosbag2 input; with OUT ending in .mcap it is also the
+    topic written (default /events), whatever the input."""
+    mcap = args.output.lower().endswith(".mcap")
     try:
-        fmt = reader_format(args, args.input, required=False)
-        if args.output.lower().endswith(".mcap"):
+        fmt = reader_format(args, args.input, required=not mcap)
+        if mcap:
             from sensors.rosbag import DEFAULT_TOPIC, convert
 
             done = convert(args.input, args.output, fmt, args.topic or DEFAULT_TOPIC,
