@@ -36,6 +36,9 @@ MERGE, SAME, ALL = 0, 1, 2
 MODES = {"merge": MERGE, "same": SAME, "all": ALL}
 REBASE = 500.0  # time constants between rescalings; exp(500) ~ 1e217 stays finite in float64
 BLOCK = 64  # events whose distances are computed together when not learning
+# a block of fewer events is decided by ``_exact`` alone: a ``_screen`` pass costs about what
+# three ``_exact`` decisions do, however few events it holds (the winners are the same)
+SCREEN_MIN = 4
 TILE_PROTOS, TILE_ROWS = 4, 4  # prototypes and surface rows per pass of ``_screen``
 
 
@@ -166,6 +169,10 @@ def _layer(t, x, y, c, surf, clock, radius, tau, mode, protos, hits, learn, norm
         if learn:
             out_f[first] = _learn(raw, decay[0], protos, hits, norms, score, surface)
             continue
+        if m < SCREEN_MIN:
+            for e in range(m):
+                out_f[first + e] = _exact(raw, e, decay[e], protos, norms, dots)
+            continue
         _screen(raw, decay, m, weights, start, values, sums, top, second, best)
         for e in range(m):
             if top[e] - second[e] > margin:
@@ -245,11 +252,13 @@ def _exact(raw, e, decay, protos, norms, dots):
     |C_j|^2 - 2 decay (C_j . raw), dot products summed in surface order, the first of equal ones.
     ``dots`` (N,) is scratch."""
     dim, n_proto = protos.shape
+    proto, n = protos.reshape(-1), np.uint64(n_proto)
     dots[:] = 0.0
     for k in range(dim):
         r = raw[k, e]
-        for j in range(n_proto):
-            dots[j] += r * protos[k, j]
+        row = np.uint64(k) * n
+        for j in range(n):  # unsigned: a vector loop (each sum still in surface order)
+            dots[j] += r * proto[row + j]
     best, low = 0, norms[0] - 2.0 * decay * dots[0]
     for j in range(1, n_proto):
         score = norms[j] - 2.0 * decay * dots[j]

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import tonic
 
-from kernels.geometry import area_threshold, counters, scale, scale_records, scale_tables
+from kernels.geometry import (
+    area_threshold,
+    counters,
+    scale,
+    scale_records,
+    scale_tables,
+)
 from sensors.readers import read_all
 from tests.conftest import AEDAT4_SAMPLE
 

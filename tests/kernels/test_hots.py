@@ -191,29 +191,31 @@ def test_prototypes_closer_than_float32_resolves_are_told_apart_as_in_float64(re
 @pytest.mark.parametrize("learn", [False, True])
 def test_records_entry_equals_hots_layer(recordings, learn):
     """``hots_records`` (the stage's entry: structured records in and out, the prototypes'
-    tables computed once) gives ``hots_layer``'s winners and prototypes, packet by packet, on
-    camera events (p) and on feature events (f)."""
+    tables computed once) gives the winners and prototypes of one ``hots_layer`` call over the
+    whole stream, fed packet by packet, on camera events (p) and on feature events (f); packets
+    of 1 to 3 events are decided by the float64 distances alone, larger ones screened."""
     events = nmnist_stream(recordings, [7, 300])
     features = np.zeros(len(events), FEATURE_DTYPE)
     for name in ("t", "x", "y"):
         features[name] = events[name]
     features["f"] = events["p"]
-    bounds = np.linspace(0, len(events), 41).astype(int)
+    rng = np.random.default_rng(1)
+    starts = np.sort(rng.choice(len(events), 400, replace=False))
+    bounds = np.unique(np.concatenate([[0, len(events)], starts, starts + rng.integers(1, 4, 400)]))
+    assert {1, 2, 3} <= set(np.diff(bounds).tolist()) and np.diff(bounds).max() > 64
     for records, channel in ((events, "p"), (features, "f")):
         protos = np.zeros((surface_dim(2, 2, ALL), 16)) if learn else model_prototypes()[:, :16]
         theirs, hits = protos.copy(), np.zeros(16, np.int64) + (not learn)
         mine, mine_hits = protos.copy(), hits.copy()
-        tables = screening_tables(mine)
-        surf, clock = hots_map(34, 34, 2, 2, ALL)
-        memory = hots_map(34, 34, 2, 2, ALL)
         want = np.empty(len(records), np.int16)
+        hots_layer(records["t"], records["x"], records["y"], records[channel],
+                   *hots_map(34, 34, 2, 2, ALL), 2, 50_000.0, ALL, theirs, hits, learn, want)
+        tables = screening_tables(mine)
+        memory = hots_map(34, 34, 2, 2, ALL)
         got = np.empty(len(records), FEATURE_DTYPE)
         for lo, hi in itertools.pairwise(bounds):
-            part = records[lo:hi]
-            hots_layer(part["t"], part["x"], part["y"], part[channel], surf, clock, 2, 50_000.0,
-                       ALL, theirs, hits, learn, want[lo:hi])
-            hots_records(part, *memory, 2, 50_000.0, ALL, mine, mine_hits, learn, *tables,
-                         got[lo:hi])
+            hots_records(records[lo:hi], *memory, 2, 50_000.0, ALL, mine, mine_hits, learn,
+                         *tables, got[lo:hi])
         np.testing.assert_array_equal(got["f"], want)
         assert got[["t", "x", "y"]].tolist() == records[["t", "x", "y"]].tolist()
         np.testing.assert_array_equal(mine, theirs)
