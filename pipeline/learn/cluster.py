@@ -20,9 +20,9 @@ each, so that Dask's cost per task is paid per batch.
 
 Faults: a worker that dies has its batches run again on the others (Dask's rescheduling, at most
 ``distributed.scheduler.allowed-failures`` times a batch, default 3; past that the batch's files
-are reported by name as failed). An error of a type listed in ``errors`` fails one file only: it is logged
-once, naming the file, and the job goes on. What a file's work logs on a worker (warnings and
-errors) is logged again here, in file order, and nowhere else.
+are reported by name as failed). An error of a type listed in ``errors`` fails one file only: it is
+logged once, naming the file, and the job goes on. What a file's work logs on a worker (warnings
+and errors) is logged again here, in file order, and nowhere else.
 """
 
 from __future__ import annotations
@@ -305,14 +305,14 @@ def connect(scheduler: str = NONE, timeout_s: float = CONNECT_TIMEOUT_S) -> Iter
             client = stack.enter_context(Client(cluster))
         else:
             client = stack.enter_context(_reach(value, timeout_s))
-        _check_workers(client, value, timeout_s)
+        _check_workers(client, scheduler, timeout_s)
         yield Runner(client, remote=kind == "address")
 
 
 @contextlib.contextmanager
 def _quiet(logger: logging.Logger):
-    """Dask's own INFO lines (start, connections, shutdown) are not shown; its warnings are (a
-    worker that died and was restarted, for one)."""
+    """Dask's own INFO lines (start, connections, shutdown) are not shown in the command's
+    output; its warnings and errors are."""
     level = logger.level
     logger.setLevel(logging.WARNING)
     try:
