@@ -64,7 +64,14 @@ class Sink(Stage):
 
 
 class Source:
-    """A node with no inputs: ``packets()`` yields data packets until exhausted or stopped."""
+    """A node with no inputs: ``packets()`` yields data packets until exhausted or stopped.
+
+    ``paced``: whether ``packets()`` waits for time or data between packets (a camera, a network
+    stream, a replay at a finite speed). The runtime then passes each packet on as it comes; from
+    an unpaced source (a replay at ``speed = 0``) it may batch packets on lossless links, whose
+    throughput then counts more than the latency of a single packet."""
+
+    paced = True
 
     def __init__(self, name: str):
         self.name = name

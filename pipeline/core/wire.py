@@ -1,6 +1,6 @@
 """The evpipe wire format over ZeroMQ (version 1), specified in docs/wire.md.
 
-A message has exactly three frames:
+A packet is three frames:
 
 1. topic: the stream name, UTF-8 (PUB/SUB prefix filtering works on it);
 2. header: a UTF-8 JSON object with ``"v": 1`` and the fields of ``pipeline.core.packet.Header``,
@@ -8,6 +8,10 @@ A message has exactly three frames:
    fields are ignored, and ``origin_ns``, added within version 1, reads as 0 when absent;
 3. payload: the raw little-endian records (``count * itemsize`` bytes), or for ``dtype == "json"``
    a UTF-8 JSON array of objects.
+
+A message holds one packet (three frames) or, on a lossless link, a batch of consecutive data
+packets of one stream: the topic, then a header and a payload frame per packet
+(``decode_message``).
 
 Nothing is pickled. ``decode`` validates every frame and raises ``Malformed`` with a short reason
 (one of ``REASONS``) that receivers count, so a bad message never stops a stage.
@@ -35,7 +39,7 @@ from pipeline.core.packet import (
 VERSION = 1
 
 REASONS = (
-    "frame_count",  # not exactly three frames
+    "frame_count",  # not three frames, nor a batch of 1 + 2k with no end of stream
     "header",  # header frame is not a JSON object with the required, well-typed fields
     "version",  # header version is not one we speak
     "topic",  # topic frame differs from the header's stream name
@@ -194,6 +198,30 @@ def decode(frames) -> Packet:
     return Packet(header, records)
 
 
+def batch_frames(packets_frames: list[list]) -> list:
+    """One message of several packets' frames (each from ``encode``, all of one stream): the
+    topic once, then each header and payload."""
+    out = [packets_frames[0][0]]
+    for frames in packets_frames:
+        out += frames[1:]
+    return out
+
+
+def decode_message(frames) -> list[Packet]:
+    """The packets of one received message: three frames, or a batch of 1 + 2k frames (the
+    topic, then a header and a payload per packet). A batch is valid only whole: its first
+    malformed packet, or an end of stream inside it, raises ``Malformed`` for all of them."""
+    if len(frames) == 3:
+        return [decode(frames)]
+    if len(frames) < 3 or len(frames) % 2 == 0:
+        raise Malformed("frame_count", f"expected 3 frames or a batch of 1 + 2k, got {len(frames)}")
+    topic = frames[0]
+    packets = [decode([topic, frames[i], frames[i + 1]]) for i in range(1, len(frames), 2)]
+    if any(packet.is_eos for packet in packets):
+        raise Malformed("frame_count", "an end of stream travels alone, never in a batch")
+    return packets
+
+
 @functools.cache
 def _compiled_layout(dtype: np.dtype) -> bool:
     """Whether records have int16 x and y at bytes 8 and 10 of 16 (what ``xy_range`` reads)."""
@@ -219,4 +247,5 @@ def check_bounds(header: Header, records: np.ndarray) -> None:
             raise Malformed("bounds", f"{axis} in [{low}, {high}] outside [0, {size})")
 
 
-__all__ = ["VERSION", "REASONS", "Malformed", "encode", "decode", "parse_header", "DATA", "EOS"]
+__all__ = ["VERSION", "REASONS", "Malformed", "encode", "decode", "batch_frames", "decode_message",
+           "parse_header", "DATA", "EOS"]

@@ -98,6 +98,7 @@ class ReplaySource(Source):
                              params.start_us, params.stop_us, params.packet_us,
                              params.packet_events, params.width, params.height,
                              stopping=lambda: self.stopping)
+        self.paced = params.speed > 0
 
     def packets(self) -> Iterator[Packet]:
         return self.replay.packets()

@@ -93,3 +93,4 @@ class Synthetic(SyntheticSource):
                       params.radius, params.noise, params.seed)
         super().__init__(name, scene, params.duration_us, params.speed_factor, params.packet_us,
                          params.packet_events)
+        self.paced = params.speed_factor > 0

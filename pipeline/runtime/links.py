@@ -1,7 +1,12 @@
 """Links: one ZeroMQ socket pair per graph edge, in one of two modes.
 
 - ``lossless`` (DEALER -> DEALER, used one way like PUSH/PULL): the sender blocks once ``hwm``
-  messages are queued, so nothing is ever dropped; for replay and evaluation. End of stream is
+  messages are queued, so nothing is ever dropped; for replay and evaluation. A batching sender
+  (``batch=True``, what the runtime uses) holds packets back until ``flush`` or until
+  ``BATCH_PACKETS`` packets or ``BATCH_BYTES`` payload bytes are held, and sends them as one
+  message: a ZeroMQ message costs the same whatever it holds, on both ends and in their I/O
+  threads, as Apache Flink's network buffers and Kafka's producer batches amortise theirs. End of
+  stream is
   acknowledged: the receiver answers it with one ``ack`` frame and the sender does not close before
   that answer. (Trap: ZeroMQ's LINGER alone does not prevent loss here: when the sender closes
   while the receiver's queue is full, libzmq drops what the receiving side had not yet queued.)
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import zmq
@@ -60,6 +65,8 @@ ACK = b"ack"
 LIVE_EOS_REPEATS = 5
 LIVE_EOS_SPACING_S = 0.1
 ZERO_COPY_BYTES = 64 * 1024  # payloads at least this large are sent without copying
+BATCH_PACKETS = 32  # a batching sender holds back at most this many packets
+BATCH_BYTES = 256 * 1024  # or about this many payload bytes
 
 
 def _configure(sock: zmq.Socket, hwm: int) -> None:
@@ -69,10 +76,11 @@ def _configure(sock: zmq.Socket, hwm: int) -> None:
 
 
 class Sender:
-    """Sending end of one edge. ``send`` returns False when a live link dropped the packet."""
+    """Sending end of one edge. ``send`` returns False when a live link dropped the packet;
+    ``batch``: a lossless link holds packets back until ``flush`` (module docstring)."""
 
     def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
-                 aborting=lambda: False):
+                 aborting=lambda: False, batch: bool = False):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode, self.aborting = address, mode, aborting
@@ -83,6 +91,9 @@ class Sender:
         self.sock.bind(address)
         self.stats = SendStats()
         self.subscribers = 0
+        self.batching = batch and mode == LOSSLESS
+        self.held: list[list] = []  # frames of the packets held back by a batching sender
+        self.held_bytes = 0
 
     def wait_for_subscriber(self, timeout_s: float) -> bool:
         """Live links: wait until a receiver has subscribed (avoids losing the first packets)."""
@@ -97,15 +108,17 @@ class Sender:
         return self.subscribers > 0
 
     def _send_now(self, frames) -> None:
-        """Send the three frames without blocking (zmq.Again when the queue is full).
+        """Send a message's frames without blocking (zmq.Again when the queue is full).
 
-        Topic and header are small and copied; the payload goes zero-copy when it is large
+        Topics and headers are small and copied; a payload goes zero-copy when it is large
         enough for that to pay (ZeroMQ copies small frames anyway).
         """
-        topic, head, payload = frames
-        self.sock.send(topic, zmq.NOBLOCK | zmq.SNDMORE)
-        self.sock.send(head, zmq.SNDMORE)  # later parts of a message never block
-        self.sock.send(payload, copy=len(payload) < ZERO_COPY_BYTES)
+        self.sock.send(frames[0], zmq.NOBLOCK | zmq.SNDMORE)
+        last = len(frames) - 1
+        for index in range(1, last + 1):  # later parts of a message never block
+            frame = frames[index]
+            self.sock.send(frame, 0 if index == last else zmq.SNDMORE,
+                           copy=len(frame) < ZERO_COPY_BYTES)
 
     def _blocking_send(self, frames) -> None:
         while True:
@@ -121,6 +134,7 @@ class Sender:
         """Send ``packet`` stamped with the current host time; False if a live link dropped it."""
         frames = wire.encode(packet, sent_ns=time.time_ns())
         if packet.is_eos:
+            self.flush()
             self._end(frames)
             return True
         if self.mode == LIVE:
@@ -129,11 +143,23 @@ class Sender:
             except zmq.Again:
                 self.stats.dropped += 1
                 return False
+        elif self.batching:
+            self.held.append(frames)
+            self.held_bytes += len(frames[2])
+            if len(self.held) >= BATCH_PACKETS or self.held_bytes >= BATCH_BYTES:
+                self.flush()
         else:
             self._blocking_send(frames)
         self.stats.packets += 1
         self.stats.events += packet.header.count
         return True
+
+    def flush(self) -> None:
+        """Send the packets held back, as one message; blocks while the link is full."""
+        if not self.held:
+            return
+        held, self.held, self.held_bytes = self.held, [], 0
+        self._blocking_send(held[0] if len(held) == 1 else wire.batch_frames(held))
 
     def _end(self, frames) -> None:
         """Deliver end of stream: acknowledged on lossless links, repeated on live ones."""
@@ -155,7 +181,8 @@ class Sender:
 
 
 class Receiver:
-    """Receiving end of one edge: validated packets, per-reason malformed counts, gap counts."""
+    """Receiving end of one edge: validated packets, per-reason malformed counts, gap counts.
+    ``receive`` returns the packets of a batch one by one; ``queued`` says some are left."""
 
     def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64):
         if mode not in MODES:
@@ -168,19 +195,26 @@ class Receiver:
         self.sock.connect(address)
         self.stats = ReceiveStats()
         self._next_seq: dict[str, int] = {}
+        self._queued: deque[Packet] = deque()  # the rest of a received batch
         self.ended = False
+
+    @property
+    def queued(self) -> bool:
+        return bool(self._queued)
 
     def receive(self, timeout_ms: int | None = None) -> Packet | None:
         """The next valid packet, or None on timeout or after a malformed message (counted)."""
-        if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
-            return None
-        frames = self.sock.recv_multipart(copy=False)
-        try:
-            packet = wire.decode(frames)
-        except wire.Malformed as exc:
-            self.stats.malformed[exc.reason] += 1
-            log.warning("malformed message on %s dropped: %s", self.address, exc)
-            return None
+        if not self._queued:
+            if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
+                return None
+            frames = self.sock.recv_multipart(copy=False)
+            try:
+                self._queued.extend(wire.decode_message(frames))
+            except wire.Malformed as exc:
+                self.stats.malformed[exc.reason] += 1
+                log.warning("malformed message on %s dropped: %s", self.address, exc)
+                return None
+        packet = self._queued.popleft()
         if packet.is_eos:
             if self.ended:
                 return None  # a repeated end of stream (live links)

@@ -166,7 +166,7 @@ class Worker:
                     target.open_inputs += 1
                 else:
                     slot.senders.append(Sender(self.ctx, self._address(link), link.mode, link.hwm,
-                                               aborting=self._abort.is_set))
+                                               aborting=self._abort.is_set, batch=True))
         for slot in self.slots.values():
             for sender in slot.senders:
                 if not sender.wait_for_subscriber(SUBSCRIBER_WAIT_S) and not self._abort.is_set():
@@ -258,6 +258,13 @@ class Worker:
         log.error("node %r failed in %s:\n%s", slot.name, where, trace)
 
     # the loops -------------------------------------------------------------------------------
+    def _flush(self) -> None:
+        """Send what the batching senders hold: the worker is about to wait (for input, or its
+        source for time or data)."""
+        for slot in self.slots.values():
+            for sender in slot.senders:
+                sender.flush()
+
     def _report(self, reporter: MetricsReporter) -> None:
         if reporter.due():
             for slot in self.slots.values():
@@ -270,8 +277,11 @@ class Worker:
         for each in self.slots.values():
             each.metrics.start()
         try:
+            paced = slot.node.paced
             for packet in slot.node.packets():
                 self._emit(slot, [packet])
+                if paced:
+                    self._flush()
                 self._report(reporter)
                 if self._abort.is_set():
                     break
@@ -292,6 +302,7 @@ class Worker:
         open_sockets = len(by_socket)
         leaving = self.standalone  # a node run alone stops once its inputs are empty
         while open_sockets and not self._abort.is_set():
+            self._flush()
             stopping = leaving and self._stop.is_set()
             ready = dict(poller.poll(0 if stopping else POLL_MS))
             if not ready and stopping:
@@ -299,7 +310,7 @@ class Worker:
             for sock in ready:
                 receiver, slot = by_socket[sock]
                 drained = 0
-                while sock.poll(0, zmq.POLLIN):
+                while receiver.queued or sock.poll(0, zmq.POLLIN):
                     packet = receiver.receive()
                     drained += 1
                     if packet is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.core.events import EVENT_DTYPE
+from pipeline.core.events import EVENT_DTYPE, concat_records
 from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
 from sensors.dv_events import from_dv
@@ -56,3 +56,40 @@ def test_every_event_arrives_in_order_byte_identical(tmp_path, runner, transport
     assert snaps["replay"]["records_out"] == snaps["pass"]["records_in"] == snaps["record"]["records_in"] == 111_954
     assert snaps["replay"]["packets_out"] == snaps["record"]["packets_in"] > 500  # 1 ms packets
     assert snaps["record"]["gaps"] == snaps["pass"]["gaps"] == 0
+
+
+def test_a_batching_sender_sends_fewer_messages_and_every_packet_once_in_order(tmp_path):
+    """A lossless batching sender over a real ipc socket, read by a bare DEALER counting the
+    messages and by decoding each: every packet once and in order, in fewer messages."""
+    import zmq
+
+    from pipeline.core import wire
+    from pipeline.core.packet import eos_packet, events_packet
+    from pipeline.runtime.links import BATCH_PACKETS, LOSSLESS, Sender
+
+    events = dv_events()[:40_000]
+    ctx = zmq.Context()
+    address = f"ipc://{tmp_path}/batch.sock"
+    sender = Sender(ctx, address, LOSSLESS, hwm=1000, batch=True)
+    reader = ctx.socket(zmq.DEALER)
+    reader.connect(address)
+    count = 200
+    for seq in range(count):
+        chunk = np.ascontiguousarray(events[seq * 200:(seq + 1) * 200])
+        sender.send(events_packet("replay", seq, chunk, 320, 240))
+        if seq in (100, count - 1):
+            sender.flush()  # the worker flushes when it is about to wait
+    messages, packets = 0, []
+    while len(packets) < count:
+        assert reader.poll(10_000, zmq.POLLIN), f"{len(packets)} packets of {count} arrived"
+        messages += 1
+        packets += wire.decode_message(reader.recv_multipart())
+    assert [p.header.seq for p in packets] == list(range(count))
+    assert data_bytes(concat_records([p.records for p in packets])) == data_bytes(events[:count * 200])
+    assert messages <= count // BATCH_PACKETS + 3
+    assert sender.stats.packets == count and sender.stats.events == count * 200
+    sender.send(eos_packet("replay", count))  # held packets first, then end of stream alone
+    reader.send(b"ack")
+    sender.close()
+    reader.close(linger=0)
+    ctx.term()

@@ -109,3 +109,33 @@ def test_decode_rejects_with_reason(frames, reason):
     with pytest.raises(wire.Malformed) as info:
         wire.decode(frames)
     assert info.value.reason == reason
+
+
+def test_a_batch_message_holds_consecutive_packets_of_one_stream_and_decodes_to_each():
+    _, events = read_all(AEDAT4_SAMPLE)
+    chunks = [np.ascontiguousarray(events[i * 100:(i + 1) * 100]) for i in range(3)]
+    sent = [Packet(Header("dvx", seq, count=100, width=320, height=240,
+                          t_first=int(c["t"][0]), t_last=int(c["t"][-1])), c)
+            for seq, c in enumerate(chunks)]
+    message = [bytes(memoryview(f)) for f in wire.batch_frames([wire.encode(p) for p in sent])]
+    assert len(message) == 7 and message[0] == b"dvx"  # the topic once, a header and payload each
+    got = wire.decode_message(message)
+    assert [p.header for p in got] == [p.header for p in sent]
+    for back, chunk in zip(got, chunks):
+        np.testing.assert_array_equal(back.records, chunk)
+    assert wire.decode_message(message[:3])[0].header == sent[0].header  # one packet: 3 frames
+
+
+@pytest.mark.parametrize("cut, reason", [(lambda m: m[:4], "frame_count"),
+                                         (lambda m: m[:5] + [b"\x00garbage", m[6]], "header"),
+                                         (lambda m: m[:5] + [bytes(memoryview(f)) for f in
+                                                             wire.encode(eos_packet("dvx", 2))[1:]],
+                                          "frame_count")])
+def test_a_batch_is_refused_whole_when_a_part_is_bad_or_an_end_of_stream_hides_in_it(cut, reason):
+    _, events = read_all(AEDAT4_SAMPLE)
+    chunk = np.ascontiguousarray(events[:50])
+    sent = [Packet(Header("dvx", seq, count=50, width=320, height=240), chunk) for seq in range(3)]
+    message = [bytes(memoryview(f)) for f in wire.batch_frames([wire.encode(p) for p in sent])]
+    with pytest.raises(wire.Malformed) as info:
+        wire.decode_message(cut(message))
+    assert info.value.reason == reason
