@@ -8,7 +8,9 @@
    ``evpipe eval`` does), with no sockets and no metrics. Both are timed in wall seconds from the
    first packet to the end of the stream, after their kernels are loaded (the graph's
    "streamed for" line, once every worker is open; the chain after ``warm_up``), each in a fresh
-   interpreter, best of ``REPEATS``. Ratio: chain time / graph time, target 1.2.
+   interpreter, best of ``REPEATS``. Ratio: chain time / graph time, target 1.2. Reported beside
+   it: the graph in one worker process (``cores = 1``), one process per node, and the limit any
+   two processes reach on this machine: two chains at once, each on half the samples.
 2. **Camera rate, real time.** The synthetic sensor at 640 x 480 px and 1, 2 and 5 Mev/s for
    ``CAMERA_S`` s of real time -> scale (a 480 x 480 region onto the model's 34 x 34) -> denoise ->
    hots -> snn (leaky, no markers) -> decoder -> jsonl; the sensor's link is live (a lagging
@@ -43,23 +45,25 @@ SINKS = ("console", "jsonl")
 STREAMED = re.compile(r"ready in ([\d.]+) s, streamed for ([\d.]+) s")
 
 
-def samples(folder: pathlib.Path) -> pathlib.Path:
-    """A dataset folder of ``PER_CLASS`` training samples per class (symbolic links)."""
+def samples(folder: pathlib.Path, part: slice = slice(0, PER_CLASS)) -> pathlib.Path:
+    """A dataset folder of the training samples ``part`` of each class (symbolic links)."""
     for digit in sorted(p for p in TRAIN.iterdir() if p.is_dir()):
         (folder / digit.name).mkdir(parents=True)
-        for file in sorted(digit.iterdir())[:PER_CLASS]:
+        for file in sorted(digit.iterdir())[part]:
             (folder / digit.name / file.name).symlink_to(file)
     return folder
 
 
-def default_config(folder: pathlib.Path, data: pathlib.Path, placement: str) -> pathlib.Path:
-    """config.toml on ``data``, its paths absolute, its JSON lines in ``folder``."""
+def default_config(folder: pathlib.Path, data: pathlib.Path, placement: str,
+                   cores: int = 0) -> pathlib.Path:
+    """config.toml on ``data``, its paths absolute, its JSON lines in ``folder``, its nodes
+    placed by ``placement`` over ``cores`` (0: all)."""
     text = (ROOT / "config.toml").read_text()
     text = text.replace('"recordings/nmnist"', f'"{data}"').replace('"recordings/', f'"{ROOT}/recordings/')
-    text = text.replace('"out/demo.jsonl"', f'"{folder / "demo.jsonl"}"')
-    text = re.sub(r'(?m)^placement = "\w+"', f'placement = "{placement}"', text)
-    text = re.sub(r'(?m)^name = "demo"', f'name = "bench-graph-{placement}"', text)
-    path = folder / f"{placement}.toml"
+    text = text.replace('"out/demo.jsonl"', f'"{folder / data.name}.jsonl"')
+    text = re.sub(r'(?m)^placement = "\w+"', f'placement = "{placement}"\ncores = {cores}', text)
+    text = re.sub(r'(?m)^name = "demo"', f'name = "bench-graph-{placement}-{cores}-{data.name}"', text)
+    path = folder / f"{data.name}-{placement}-{cores}.toml"
     path.write_text(text)
     return path
 
@@ -71,11 +75,14 @@ def graph_seconds(config: pathlib.Path) -> float:
     return float(STREAMED.search(done.stdout)[2])
 
 
-def chain_seconds(config: pathlib.Path) -> float:
-    """Wall seconds of the same nodes chained by ``run_chain`` in a fresh interpreter."""
-    done = subprocess.run([sys.executable, "-m", "bench.bench_graph", "chain", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, check=True, timeout=900)
-    return json.loads(done.stdout.splitlines()[-1])["seconds"]
+def chain_seconds(*configs: pathlib.Path) -> float:
+    """Wall seconds of the same nodes chained by ``run_chain``, one fresh interpreter per
+    config, all at once (the longest of them)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_graph", "chain", str(config)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for config in configs]
+    outs = [proc.communicate(timeout=900)[0] for proc in procs]
+    return max(json.loads(out.splitlines()[-1])["seconds"] for out in outs)
 
 
 def run_chain_of(config_path: str) -> float:
@@ -99,6 +106,42 @@ def run_chain_of(config_path: str) -> float:
     for node in nodes.values():
         node.close()
     return seconds
+
+
+def node_costs(config_path: str) -> dict[str, float]:
+    """Us of each node of the default graph per packet the replay emits, each node on its own in
+    this process: the replay reading and cutting every packet, then each stage and sink over its
+    upstream's output (the ``weight`` automatic placement balances by,
+    ``pipeline.core.nodetype``)."""
+    from pipeline.core.nodetype import SOURCE
+    from pipeline.runtime.config import load
+    from pipeline.runtime.worker import build_node
+
+    config = load(config_path)
+    nodes = {name: build_node(settings) for name, settings in config.nodes.items()}
+    for name, node in nodes.items():
+        if config.nodes[name].kind != SOURCE:
+            node.warm_up()
+    start = time.perf_counter()
+    packets = list(nodes["replay"].packets())
+    emitted = len(packets)
+    costs = {"replay": (time.perf_counter() - start) / emitted * 1e6}
+
+    def timed(name: str, inputs: list) -> list:
+        outputs, start = [], time.perf_counter()
+        for packet in inputs:
+            outputs += nodes[name].process(packet)
+        outputs += nodes[name].finish()
+        costs[name] = (time.perf_counter() - start) / emitted * 1e6
+        return outputs
+
+    for name in STAGES:
+        packets = timed(name, packets)
+    for name in SINKS:  # each sink takes every decision
+        timed(name, packets)
+    for node in nodes.values():
+        node.close()
+    return {name: round(cost, 1) for name, cost in costs.items()}
 
 
 def camera_config(folder: pathlib.Path, rate: float) -> pathlib.Path:
@@ -182,15 +225,25 @@ def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp)
         data = samples(folder / "data")
-        auto, apart = (default_config(folder, data, placement) for placement in ("auto", "per_node"))
+        halves = [samples(folder / name, part) for name, part in
+                  (("first", slice(0, PER_CLASS // 2)), ("second", slice(PER_CLASS // 2, PER_CLASS)))]
+        auto, apart, one = (default_config(folder, data, placement, cores) for placement, cores in
+                            (("auto", 0), ("per_node", 0), ("auto", 1)))
+        split = [default_config(folder, half, "auto", 1) for half in halves]
         chain = min(chain_seconds(auto) for _ in range(REPEATS))
         graph = min(graph_seconds(auto) for _ in range(REPEATS))
+        fused = min(graph_seconds(one) for _ in range(REPEATS))
         per_node = min(graph_seconds(apart) for _ in range(REPEATS))
+        twice = min(chain_seconds(*split) for _ in range(REPEATS))
         n = 10 * PER_CLASS
         out.append(record(f"default graph vs in-process chain ({n} N-MNIST samples, 1 ms packets)",
                           graph, chain, "s", 1.2, ratio=chain / graph))
-        out.append(record(f"default graph, one process per node, vs in-process chain ({n} samples)",
+        out.append(record("default graph in one worker process (cores = 1) vs in-process chain",
+                          fused, chain, "s", None, ratio=chain / fused))
+        out.append(record("default graph, one process per node, vs in-process chain",
                           per_node, chain, "s", None, ratio=chain / per_node))
+        out.append(record("parallel limit: two in-process chains at once, half the samples each, "
+                          "vs one chain on all", twice, chain, "s", None, ratio=chain / twice))
         best = 0.0
         for rate in CAMERA_RATES:
             lost, p99, placed = camera_run(camera_config(folder, rate))
@@ -209,6 +262,8 @@ def run() -> list[dict]:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["chain"]:
         print(json.dumps({"seconds": run_chain_of(sys.argv[2])}))
+    elif sys.argv[1:2] == ["costs"]:
+        print(json.dumps(node_costs(sys.argv[2])))
     else:
         for row in run():
             print(row)

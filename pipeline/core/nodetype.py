@@ -196,8 +196,9 @@ class Params:
 
 
 # Automatic placement (pipeline/runtime/placement.py) balances workers by the cost of one packet
-# through each node type: the us per 1 ms packet of the bundled N-MNIST samples through the
-# default graph (bench/bench_graph.py prints them), this value for types not measured there.
+# through each node type: us per 1 ms packet of N-MNIST samples emitted by the default graph's
+# replay (`python -m bench.bench_graph costs CONFIG` measures them), this value for types not
+# measured there.
 DEFAULT_WEIGHT_US = 5.0
 
 

@@ -88,7 +88,7 @@ class ReplayParams(PacketParams):
         check_size(self, "the file")
 
 
-@node_type("replay", SOURCE, ReplayParams, weight=14.0)
+@node_type("replay", SOURCE, ReplayParams, weight=15.0)
 class ReplaySource(Source):
     """Replays a recording or a labelled dataset folder, paced or as fast as possible."""
 
@@ -293,7 +293,7 @@ class DecisionTally:
                 f"abstentions{verdicts}; {latency}")
 
 
-@node_type("console", SINK, ConsoleParams, weight=2.0)
+@node_type("console", SINK, ConsoleParams, weight=0.5)
 class ConsoleSink(RecordSink):
     """Prints one readable line per decision, or per segment for event streams, and a closing
     line per stream of decisions at the end."""
@@ -330,7 +330,7 @@ class JsonLinesParams(FileParams):
     accepts = RECORD_SINK_TAKES
 
 
-@node_type("jsonl", SINK, JsonLinesParams, weight=2.0)
+@node_type("jsonl", SINK, JsonLinesParams, weight=0.5)
 class JsonLinesSink(RecordSink):
     """Writes one JSON object per line: decisions, or segment summaries for event streams."""
 

@@ -139,7 +139,7 @@ class DenoiseParams(FilterParams):
                                      "each have their own time base)")
 
 
-@node_type("denoise", STAGE, DenoiseParams, weight=7.0)
+@node_type("denoise", STAGE, DenoiseParams, weight=8.0)
 class Denoise(_Filter):
     """Background-activity filter: keeps events with a neighbour event in the last duration_us."""
 
@@ -444,7 +444,7 @@ def prototypes_for(params: HotsParams) -> np.ndarray:
     return protos
 
 
-@node_type("hots", STAGE, HotsParams, weight=16.0)
+@node_type("hots", STAGE, HotsParams, weight=14.0)
 class Hots(_FeatureStage):
     """One HOTS layer: events (or features) in, feature events (t, x, y, f) out."""
 

@@ -91,7 +91,7 @@ class SnnParams(Params):
         return (load_model(self.model).input,)  # events or features, as the model file says
 
 
-@node_type("snn", STAGE, SnnParams, weight=28.0)
+@node_type("snn", STAGE, SnnParams, weight=11.0)
 class SnnStage(Stage):
     """Exact event-driven spiking network: events or feature events in, spikes out."""
 
@@ -211,7 +211,7 @@ class DecoderParams(Params):
         return {**values, **{key: value for key, value in given.items() if value > 0}}
 
 
-@node_type("decoder", STAGE, DecoderParams, weight=12.0)
+@node_type("decoder", STAGE, DecoderParams, weight=2.0)
 class DecoderStage(Stage):
     """Early decisions from output spikes and potentials (Pfeiffer and Pfeil 2018)."""
 

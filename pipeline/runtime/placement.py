@@ -34,8 +34,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 # The cost of one packet through one end of a socket link (encode and send, or receive and
-# decode) on a 1 ms packet of the default graph, us (bench/bench_graph.py).
-SOCKET_END_US = 8.0
+# decode; batched, pipeline/runtime/links.py) on a 1 ms packet of the default graph, us.
+SOCKET_END_US = 5.0
 
 
 @dataclass(frozen=True)
