@@ -1,14 +1,22 @@
-"""``evpipe info FILE``: format, resolution, event count, time range, ON fraction, streams."""
+"""``evpipe info FILE``: format, resolution, event count, time range, ON fraction, streams; for a
+folder of recordings, the same for each, mapped over ``--scheduler`` (docs/cluster.md)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 
-from sensors.readers import FormatError, detect_format, formats
+from pipeline.learn import cluster
+from sensors.readers import FormatError, detect_format, formats, open_reader
 
 NAME = "info"
-HELP = "describe a recording: format, resolution, events, first/last time, ON fraction"
+HELP = ("describe a recording, or each of a folder of recordings: format, resolution, events, "
+        "first/last time, ON fraction")
+
+# what reading one file fails with: a bad file, or a reader option its reader does not take
+READ_ERRORS = (FormatError, TypeError)
 
 
 def add_reader_arguments(parser) -> None:
@@ -25,18 +33,23 @@ def add_topic_argument(parser) -> None:
                                                     "(default: the only one, else /events)")
 
 
-def reader_format(args, path, required: bool = True) -> str:
-    """The reader format of ``path``: ``--format``, or with ``--topic`` the format's name with the
-    topic as its selector (``rosbag2:/events``). A ``--topic`` for a file whose format has no
+def file_format(path, format: str = "auto", topic: str = "", required: bool = True) -> str:
+    """The reader format of ``path``: ``format``, or with ``topic`` the format's name with the
+    topic as its selector (``rosbag2:/events``). A ``topic`` for a file whose format has no
     topics is a FormatError when ``required``, else left to the caller."""
-    if not args.topic:
-        return args.format
-    name = detect_format(path) if args.format == "auto" else args.format
+    if not topic:
+        return format
+    name = detect_format(path) if format == "auto" else format
     if name in formats() and formats()[name].selector:
-        return f"{name}:{args.topic}"
+        return f"{name}:{topic}"
     if required:
         raise FormatError(path, None, f"--topic picks a topic of a rosbag2 file; this is {name}")
-    return args.format
+    return format
+
+
+def reader_format(args, path, required: bool = True) -> str:
+    """``file_format`` of ``path`` with the command's ``--format`` and ``--topic``."""
+    return file_format(path, args.format, args.topic, required)
 
 
 def reader_options(args) -> dict:
@@ -58,22 +71,102 @@ def reader_problem(command: str, path: str, exc: FormatError | TypeError) -> int
     return 2
 
 
+def folder_recordings(path) -> list[str] | None:
+    """The absolute paths of the recordings in the folder ``path`` (``sensors.replay``'s dataset
+    layout: files, or one subfolder of files per class), or None when ``path`` is not a folder or
+    is a recording itself (a rosbag2 bag folder). FormatError when the folder holds none."""
+    if not os.path.isdir(path):
+        return None
+    try:
+        detect_format(path)
+        return None
+    except FormatError:
+        pass
+    from sensors.replay import dataset_files
+
+    return [item.path for item in dataset_files(os.path.abspath(path))]
+
+
+def options_refused(command: str, args, path, required: bool = True) -> bool:
+    """Whether the reader of ``path`` refuses the reader options (reported in one line): tried
+    here on a folder's first file, before mapping, rather than failing every file alike. A
+    damaged file is not refused here: the map reports it with the others."""
+    try:
+        open_reader(path, reader_format(args, path, required), **reader_options(args))
+    except TypeError as exc:
+        reader_problem(command, path, exc)
+        return True
+    except FormatError:
+        pass
+    return False
+
+
+def map_recordings(command: str, args, function, paths: list[str],
+                   errors=READ_ERRORS) -> cluster.Mapped | None:
+    """``function(path)`` for every path on ``--scheduler`` (``cluster.map_files``): a file that
+    raises one of ``errors`` is logged once, naming it, and the others go on. None, after a line
+    on stderr, when the scheduler is refused."""
+    try:
+        return cluster.map_files(function, paths, args.scheduler, command, errors,
+                                 args.scheduler_timeout)
+    except cluster.SchedulerError as exc:
+        print(f"evpipe {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def describe(format: str, topic: str, options: dict, path) -> dict:
+    """``sensors.info.info`` of ``path`` with the reader format that ``format`` and ``topic``
+    give it and the reader ``options``; what a worker runs for each file of a folder."""
+    from sensors.info import info
+
+    return info(path, file_format(path, format, topic), **options)
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("file", help="recording to describe")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("file", help="recording to describe, or a folder of recordings (files, or "
+                                     "one subfolder per class): each is described in turn")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (a folder: one line per recording)")
     add_reader_arguments(parser)
+    cluster.add_arguments(parser)
+    parser.epilog = ("With a folder, --scheduler spreads its recordings over the workers, which "
+                     "read them themselves: the folder must be visible to every worker at the "
+                     "same path. A single file is always read in this process.")
+
+
+def show(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for key, value in summary.items():
+        print(f"{key:>12}: {', '.join(value) if isinstance(value, list) else value}")
 
 
 def main(args) -> int:
-    from sensors.info import info
-
+    """A folder: its recordings described on ``--scheduler``, in path order, paths absolute;
+    text blocks are separated by an empty line. Exit code 2 when a recording could not be read
+    (each is logged once), after the others are shown."""
     try:
-        summary = info(args.file, reader_format(args, args.file), **reader_options(args))
-    except (FormatError, TypeError) as exc:
-        return reader_problem(NAME, args.file, exc)
-    if args.json:
-        print(json.dumps(summary))
+        cluster.parse_scheduler(args.scheduler)
+        paths = folder_recordings(args.file)
+    except (FormatError, cluster.SchedulerError) as exc:
+        print(f"evpipe {NAME}: {exc}", file=sys.stderr)
+        return 2
+    if paths is None:
+        try:
+            summary = describe(args.format, args.topic, reader_options(args), args.file)
+        except READ_ERRORS as exc:
+            return reader_problem(NAME, args.file, exc)
+        show(summary, args.json)
         return 0
-    for key, value in summary.items():
-        print(f"{key:>12}: {', '.join(value) if isinstance(value, list) else value}")
-    return 0
+    if options_refused(NAME, args, paths[0]):
+        return 2
+    mapped = map_recordings(NAME, args, functools.partial(
+        describe, args.format, args.topic, reader_options(args)), paths)
+    if mapped is None:
+        return 2
+    for i, summary in enumerate(s for s in mapped.results if s is not None):
+        if i and not args.json:
+            print()
+        show(summary, args.json)
+    return 2 if mapped.failed else 0
