@@ -55,6 +55,7 @@ _REQUIRED = {
     "sent_ns": int, "kind": str,
 }
 _REQUIRED_KEYS, _REQUIRED_TYPES = tuple(_REQUIRED), tuple(_REQUIRED.values())
+_HEADER_DECODER = json.JSONDecoder()  # decodes str directly: no encoding detection per header
 
 
 class Malformed(ValueError):
@@ -137,7 +138,7 @@ def _segment(raw) -> Segment | None:
 def parse_header(raw: bytes) -> tuple[Header, int]:
     """Header and itemsize from the header frame, validated."""
     try:
-        obj = json.loads(bytes(raw))
+        obj = _HEADER_DECODER.decode(str(raw, "utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise Malformed("header", f"not JSON ({exc})") from None
     if not isinstance(obj, dict):
