@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import setproctitle
 import zmq
 
 from pipeline.core.nodetype import SOURCE
@@ -219,6 +220,7 @@ def _child(config_path: str, names: tuple[str, ...], direct: list, run_dir: str,
     once its links are open; a source starts at ``go``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     label = "+".join(names)
+    setproctitle.setproctitle(f"evpipe:{label}")  # what `ps` and `top` show for this worker
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{label}] %(message)s")
     config = load(config_path)
     ctx = zmq.Context()
@@ -314,6 +316,7 @@ def run(config: Config) -> RunResult:
 def run_one(config: Config, name: str, run_dir: str, collector: str = "") -> int:
     """Run a single node in this process, every link a socket (``evpipe stage``);
     SIGINT/SIGTERM stop it gracefully."""
+    setproctitle.setproctitle(f"evpipe:{name}")
     ctx = zmq.Context()
     worker = Worker(config, [name], ctx, "processes", run_dir=run_dir, collector=collector,
                     standalone=True)
