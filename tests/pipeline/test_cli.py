@@ -225,3 +225,20 @@ def test_graph_split_over_separate_stage_commands(tmp_path):
         assert proc.wait(120) == 0, proc.stderr.read()
     events = np.load(out)
     assert len(events) == 111_954 and np.all(np.diff(events["t"]) >= 0)
+
+
+def test_worker_processes_are_named_after_their_nodes(tmp_path):
+    """`ps` tells the worker processes apart: each is named evpipe:<its nodes joined by +>."""
+    config = looping_graph(tmp_path, "processes", tmp_path / "loop.npy")
+    expected = {f"evpipe:{'+'.join(plan.nodes)}" for plan in load(config).placement.workers}
+    proc = start_graph(config)
+    children = pathlib.Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    names: set[str] = set()
+    deadline = time.monotonic() + 60
+    while not expected <= names and time.monotonic() < deadline:
+        time.sleep(0.05)
+        for pid in children.read_text().split():
+            with contextlib.suppress(OSError):
+                names.add(pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().strip())
+    interrupt(proc)
+    assert expected <= names, names
