@@ -141,16 +141,16 @@ def segment_packets(stream: str, chunks, width: int, height: int, packetizer: Pa
             yield from packetizer.push(chunk)
         yield from packetizer.flush()
 
-    previous, first = None, True
+    previous, marker = None, replace(segment, start=True)  # the first packet's, then the rest's
     for cut in cuts():
         cut = order.apply(cut) if order is not None else cut
         if previous is not None:
-            yield events_packet(stream, 0, previous, width, height, replace(segment, start=first))
-            first = False
+            yield events_packet(stream, 0, previous, width, height, marker)
+            marker = segment
         previous = cut
     if previous is None:
         previous = np.empty(0, EVENT_DTYPE)
-    yield events_packet(stream, 0, previous, width, height, replace(segment, start=first, end=True))
+    yield events_packet(stream, 0, previous, width, height, replace(marker, end=True))
 
 
 def window(chunks, start_us: int, stop_us: int) -> Iterator[np.ndarray]:

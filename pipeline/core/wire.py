@@ -131,8 +131,15 @@ def _segment(raw) -> Segment | None:
     label, name = raw.get("label"), raw.get("name")
     if label is not None and not isinstance(label, str) or name is not None and not isinstance(name, str):
         raise Malformed("header", "segment label and name must be strings or null")
-    return Segment(id=raw["id"], start=bool(raw.get("start", False)), end=bool(raw.get("end", False)),
-                   label=label, name=name)
+    return _segment_of(raw["id"], bool(raw.get("start", False)), bool(raw.get("end", False)),
+                       label, name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _segment_of(id_: int, start: bool, end: bool, label: str | None, name: str | None) -> Segment:
+    """One shared Segment per marker: every packet of a segment carries the same one, and a
+    frozen dataclass costs more to build than to look up."""
+    return Segment(id_, start, end, label, name)
 
 
 def parse_header(raw: bytes) -> tuple[Header, int]:

@@ -21,8 +21,9 @@ piece would break one):
 Automatic placement (``[graph] placement = "auto"``, the default) puts the nodes joined by links
 that may be direct calls into one chain each, and cuts a chain into at most ``cores``
 consecutive pieces (in topological order) where that lowers the estimated cost of the busiest
-worker: the sum of its node types' ``weight`` (us per packet, ``pipeline.core.nodetype``) plus
-``SOCKET_END_US`` per socket end. With the threads runner a chain is never cut, since Python
+worker: the sum of its node types' ``weight`` (us per packet, ``pipeline.core.nodetype``) and
+``NODE_US`` per node, plus ``SEND_US`` per socket leaving it and ``RECEIVE_US`` per socket
+entering it. With the threads runner a chain is never cut, since Python
 threads share one interpreter lock. ``placement = "per_node"`` gives every node a worker of its
 own, as ``evpipe stage`` runs a node.
 """
@@ -33,9 +34,14 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
-# The cost of one packet through one end of a socket link (encode and send, or receive and
-# decode; batched, pipeline/runtime/links.py) on a 1 ms packet of the default graph, us.
-SOCKET_END_US = 5.0
+# The cost of one 1 ms packet of the default graph through a socket link, us, at each end
+# (batched, pipeline/runtime/links.py): encoding and sending it, receiving, validating and
+# decoding it; and what the worker adds per node (stamping, metrics). Measured with a batching
+# sender and a receiver in two processes, and the one-worker graph against the chain
+# (bench/bench_graph.py).
+SEND_US = 6.0
+RECEIVE_US = 15.0
+NODE_US = 2.0
 
 
 @dataclass(frozen=True)
@@ -185,8 +191,10 @@ def _chains(free: list[str], sources: set[str], edges: list[Edge]) -> list[list[
 
 def _cost(piece: tuple[str, ...], weights: dict[str, float], edges: list[Edge]) -> float:
     inside = set(piece)
-    ends = sum((edge.source in inside) != (edge.target in inside) for edge in edges)
-    return sum(weights[name] for name in piece) + SOCKET_END_US * ends
+    sent = sum(edge.source in inside and edge.target not in inside for edge in edges)
+    received = sum(edge.target in inside and edge.source not in inside for edge in edges)
+    return (sum(weights[name] + NODE_US for name in piece)
+            + SEND_US * sent + RECEIVE_US * received)
 
 
 def _cut(chain: list[str], most: int, weights: dict[str, float], edges: list[Edge]) -> list[tuple[str, ...]]:
