@@ -20,7 +20,9 @@ uses it). For every node, the worker:
   downstream nodes), end-to-end latency; transit only across sockets;
 - on ``stop()`` (SIGINT/SIGTERM): a source stops reading and ends its stream, so in-flight packets
   drain through the graph and sinks flush; a node running on its own (``evpipe stage``) also
-  stops, after emptying what its inputs already hold;
+  stops, after emptying what its inputs already hold. A send still blocked ``STOP_DRAIN_S`` after
+  the stop (its receiver is gone, or never came) gives up: the node reports what it could not
+  deliver as its error, and the worker ends;
 - when a node raises: logs the traceback, records the error, keeps draining that node's inputs
   (discarding) so upstream never blocks, still ends its outputs so downstream flushes, and
   reports failure; the graph then stops its sources and exits non-zero.
@@ -48,6 +50,7 @@ from pipeline.runtime.registry import lookup
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_WAIT_S = 10.0  # live links: how long a sender waits for its receiver to join
+STOP_DRAIN_S = 10.0  # after a stop, how long sends may wait for receivers that take nothing
 
 
 def default_address(link: LinkSettings, runner: str, run_dir: str) -> str:
@@ -126,6 +129,8 @@ class Worker:
         self.opened, self.go = opened, go
         self._stop = threading.Event()
         self._abort = threading.Event()
+        self._give_up: threading.Timer | None = None  # started by the first stop
+        self._gave_up = False
 
     @property
     def failed(self) -> bool:
@@ -137,6 +142,15 @@ class Worker:
         self._stop.set()
         if self.source is not None:
             self.source.node.stop()
+        if self._give_up is None:
+            self._give_up = threading.Timer(STOP_DRAIN_S, self._stop_waiting)
+            self._give_up.daemon = True
+            self._give_up.start()
+
+    def _stop_waiting(self) -> None:
+        """Still running ``STOP_DRAIN_S`` after the stop: blocked sends give up."""
+        self._gave_up = True
+        self._abort.set()
 
     def interrupt(self) -> None:
         """SIGINT/SIGTERM: the first stops gracefully, the second aborts."""
@@ -237,7 +251,7 @@ class Worker:
             for sender in slot.senders:
                 sender.send(eos_packet(slot.name, slot.seq))
         except Aborted:
-            log.warning("node %r: end of stream not delivered during shutdown", slot.name)
+            self._abandoned(slot, "end of stream")
         for target, _ in slot.direct_out:
             self._input_ended(target)
 
@@ -245,6 +259,17 @@ class Worker:
         slot.open_inputs -= 1
         if slot.open_inputs == 0 and not slot.ended:
             self._end(slot)
+
+    def _abandoned(self, slot: Slot, what: str) -> None:
+        """A send of ``slot`` gave up: an error of the node when no receiver took it within
+        ``STOP_DRAIN_S`` of the stop, a warning when the graph tore the worker down."""
+        if not self._gave_up:
+            log.warning("node %r: %s abandoned during shutdown", slot.name, what)
+            return
+        slot.failed = True
+        slot.metrics.error = (f"{what} not delivered: no receiver took it within "
+                              f"{STOP_DRAIN_S:.0f} s of the stop")
+        log.error("node %r: %s", slot.name, slot.metrics.error)
 
     def _fail(self, slot: Slot, where: str, exc: BaseException) -> None:
         """Record and log a failure of a node's own code, with its traceback (without, when the
@@ -286,7 +311,7 @@ class Worker:
                 if self._abort.is_set():
                     break
         except Aborted:
-            log.warning("node %r: sends abandoned during shutdown", slot.name)
+            self._abandoned(slot, "packets")
         except Exception as exc:  # reported; end of stream still goes downstream
             self._fail(slot, "run", exc)
         self._end(slot)
@@ -346,11 +371,13 @@ class Worker:
                 else:
                     self._run_inputs(reporter)
             except Aborted:
-                log.warning("worker %s: sends abandoned during shutdown", "+".join(self.slots))
+                self._abandoned(next(s for s in self.slots.values() if s.senders), "packets")
             for slot in self.slots.values():  # aborted, or a standalone stop: end the rest
                 if not slot.ended:
                     self._end(slot)
         finally:
+            if self._give_up is not None:
+                self._give_up.cancel()
             for slot in self.slots.values():
                 try:
                     slot.node.close()

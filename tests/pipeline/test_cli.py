@@ -242,3 +242,21 @@ def test_worker_processes_are_named_after_their_nodes(tmp_path):
                 names.add(pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().strip())
     interrupt(proc)
     assert expected <= names, names
+
+
+def test_sigterm_ends_a_lossless_publisher_nobody_receives(tmp_path):
+    """`evpipe replay F --publish ADDRESS --mode lossless` with no receiver: its sends block;
+    SIGTERM still ends it, once the drain time has passed, saying what was not delivered."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(EVPIPE + ["replay", str(AEDAT4_SAMPLE), "--publish", address,
+                                      "--mode", "lossless"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # started, and blocked on the link nobody reads
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert "not delivered: no receiver took it within 10 s of the stop" in stderr
+    assert "Traceback" not in stderr
