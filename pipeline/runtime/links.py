@@ -10,8 +10,9 @@
   acknowledged: the receiver answers it with one ``ack`` frame and the sender does not close before
   that answer. (Trap: ZeroMQ's LINGER alone does not prevent loss here: when the sender closes
   while the receiver's queue is full, libzmq drops what the receiving side had not yet queued.)
-- ``live`` (XPUB -> SUB): the sender never blocks. A message that finds the queue full is dropped
-  and counted at the sender (``XPUB_NODROP`` makes the full queue visible instead of silent);
+- ``live`` (XPUB -> SUB): the sender never blocks. A message that finds the queue full, or no
+  subscriber at all, is dropped and counted at the sender (``XPUB_NODROP`` makes the full queue
+  visible instead of silent; the sender follows the subscriptions XPUB reports);
   receivers find every loss, wherever it happened, from gaps in the sequence numbers. End of
   stream waits for room at the sender and is repeated ``LIVE_EOS_REPEATS`` times, spaced by
   ``LIVE_EOS_SPACING_S``, since a full receiving queue may drop any one copy; receivers ignore
@@ -100,12 +101,20 @@ class Sender:
         if self.mode != LIVE:
             return True
         deadline = time.monotonic() + timeout_s
+        self._follow_subscriptions()
         while self.subscribers == 0 and time.monotonic() < deadline and not self.aborting():
-            if self.sock.poll(POLL_MS, zmq.POLLIN):
-                message = self.sock.recv()
-                if message[:1] == b"\x01":
-                    self.subscribers += 1
+            self.sock.poll(min(POLL_MS, max(int((deadline - time.monotonic()) * 1e3), 1)), zmq.POLLIN)
+            self._follow_subscriptions()
         return self.subscribers > 0
+
+    def _follow_subscriptions(self) -> None:
+        """Count the subscriptions (1) and unsubscriptions (0) XPUB has passed up since."""
+        while self.sock.poll(0, zmq.POLLIN):
+            message = self.sock.recv()
+            if message[:1] == b"\x01":
+                self.subscribers += 1
+            elif message[:1] == b"\x00":
+                self.subscribers = max(self.subscribers - 1, 0)
 
     def _send_now(self, frames) -> None:
         """Send a message's frames without blocking (zmq.Again when the queue is full).
@@ -138,6 +147,10 @@ class Sender:
             self._end(frames)
             return True
         if self.mode == LIVE:
+            self._follow_subscriptions()
+            if not self.subscribers:  # nobody receives it: a loss like a full queue
+                self.stats.dropped += 1
+                return False
             try:
                 self._send_now(frames)
             except zmq.Again:

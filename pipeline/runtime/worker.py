@@ -50,6 +50,7 @@ from pipeline.runtime.registry import lookup
 log = logging.getLogger(__name__)
 
 SUBSCRIBER_WAIT_S = 10.0  # live links: how long a sender waits for its receiver to join
+QUIET_WAIT_S = 1.0  # ... of which the first second without saying so (graphs start that fast)
 STOP_DRAIN_S = 10.0  # after a stop, how long sends may wait for receivers that take nothing
 
 
@@ -183,9 +184,14 @@ class Worker:
                                                aborting=self._abort.is_set, batch=True))
         for slot in self.slots.values():
             for sender in slot.senders:
+                if sender.wait_for_subscriber(QUIET_WAIT_S):
+                    continue
+                log.info("node %r: waiting up to %.0f s more for a subscriber on %s", slot.name,
+                         SUBSCRIBER_WAIT_S, sender.address)
                 if not sender.wait_for_subscriber(SUBSCRIBER_WAIT_S) and not self._abort.is_set():
-                    log.warning("node %r: nobody subscribed to %s within %.0f s; publishing anyway",
-                                slot.name, sender.address, SUBSCRIBER_WAIT_S)
+                    log.warning("node %r: nobody subscribed to %s within %.0f s; going on, every "
+                                "packet nobody receives counted as dropped", slot.name,
+                                sender.address, SUBSCRIBER_WAIT_S)
         for slot in self.slots.values():
             for link in self.config.inputs(slot.name):
                 if (link.source, link.target) not in self.direct:

@@ -260,3 +260,16 @@ def test_sigterm_ends_a_lossless_publisher_nobody_receives(tmp_path):
     assert proc.returncode == 1
     assert "not delivered: no receiver took it within 10 s of the stop" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_live_publisher_nobody_subscribes_to_says_so_and_counts_every_packet_dropped():
+    address = f"tcp://127.0.0.1:{free_port()}"
+    done = subprocess.run(EVPIPE + ["replay", str(AEDAT4_SAMPLE), "--publish", address,
+                                    "--mode", "live"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"waiting up to 10 s more for a subscriber on {address}" in done.stderr
+    assert "every packet nobody receives counted as dropped" in done.stderr
+    row = next(line.split() for line in done.stdout.splitlines() if line.startswith("replay "))
+    packets, drops = int(row[4].replace(",", "")), int(row[5].replace(",", ""))
+    assert packets > 100 and drops == packets
