@@ -14,7 +14,7 @@ class NetworkSource(DvSource):
     """Events from a DV network server; ``socket`` wins over ``host``/``port`` when given."""
 
     def __init__(self, name: str, host: str = "127.0.0.1", port: int = 7777, socket: str = "",
-                 **options):
+                 **options):  # options: those of DvSource (packet size, backoff, retries, end_on_close)
         super().__init__(name, **options)
         self.host, self.port, self.socket = host, port, socket
 

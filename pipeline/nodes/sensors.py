@@ -15,10 +15,13 @@ from sensors.synthetic import Scene, SyntheticSource
 class LiveParams(PacketParams):
     """A live source cuts the events it receives into packets of ``packet_us`` sensor time or
     ``packet_events`` events, and reconnects after a loss, waiting ``backoff_s`` at first and
-    doubling up to ``backoff_max_s``."""
+    doubling up to ``backoff_max_s``; after ``retries`` failed attempts in a row it gives up and
+    ends its stream."""
 
     backoff_s: float = param(0.1, "first reconnection delay", unit="s", gt=0)
     backoff_max_s: float = param(5.0, "longest reconnection delay", unit="s", gt=0)
+    retries: int = param(0, "failed connection attempts in a row before the source gives up and "
+                            "ends its stream; 0: never give up", ge=0)
 
     def check(self):
         super().check()
@@ -43,6 +46,8 @@ class NetworkParams(LiveParams):
     host: str = param("127.0.0.1", "server host name or address")
     port: int = param(7777, "server TCP port", ge=1, le=65535)
     socket: str = param("", "UNIX socket path; wins over host and port when given")
+    end_on_close: bool = param(False, "end the stream when the server closes it, instead of "
+                                      "reconnecting (a recording served once)")
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,8 @@ class SyntheticParams(PacketParams):
 
 def live_options(params: LiveParams) -> dict:
     return dict(packet_us=params.packet_us, packet_events=params.packet_events,
-                backoff_s=params.backoff_s, backoff_max_s=params.backoff_max_s)
+                backoff_s=params.backoff_s, backoff_max_s=params.backoff_max_s,
+                retries=params.retries)
 
 
 @node_type("camera", SOURCE, CameraParams)
@@ -81,7 +87,8 @@ class DvNetwork(NetworkSource):
     """Events from DV software or a dv-processing NetworkWriter (TCP or UNIX socket)."""
 
     def __init__(self, name: str, params: NetworkParams):
-        super().__init__(name, params.host, params.port, params.socket, **live_options(params))
+        super().__init__(name, params.host, params.port, params.socket,
+                         end_on_close=params.end_on_close, **live_options(params))
 
 
 @node_type("synthetic", SOURCE, SyntheticParams)

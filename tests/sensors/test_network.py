@@ -77,3 +77,34 @@ def test_every_event_arrives_across_a_server_restart(transport, tmp_path):
     origins = [h.origin_ns for h in headers]
     assert started < origins[0] and origins == sorted(origins)
     assert all(origin <= at for origin, at in zip(origins, taken))
+
+
+def test_a_source_with_no_server_gives_up_after_its_retries_in_two_short_lines(caplog):
+    source = NetworkSource("dv", port=free_port(), backoff_s=0.02, backoff_max_s=0.05, retries=4)
+    with caplog.at_level("INFO", logger="sensors.dv_stream"):
+        assert list(source.packets()) == []  # the stream ends by itself
+    lines = [r.getMessage() for r in caplog.records if r.name == "sensors.dv_stream"]
+    assert len(lines) == 2, lines
+    assert "retrying with backoff up to 0.1 s, 4 attempts at most" in lines[0]
+    assert lines[1].endswith("gave up after 4 attempts")
+    assert all(len(line) < 300 and "\n" not in line for line in lines)
+
+
+def test_end_on_close_ends_the_stream_when_the_server_closes_it():
+    _, events = read_all(AEDAT4_SAMPLE)
+    half = len(events) // 2
+    port = free_port()
+    server = start_server(str(port), 0, half)
+    source = NetworkSource("dv", port=port, backoff_s=0.02, backoff_max_s=0.2, end_on_close=True)
+    received = []
+    consumer = threading.Thread(target=lambda: received.extend(p.records for p in source.packets()),
+                                daemon=True)
+    consumer.start()
+    try:
+        assert server.communicate(timeout=60)[0].strip() == f"sent {half}"
+        consumer.join(30)
+    finally:
+        source.stop()
+    assert not consumer.is_alive()  # ended by the server, not by stop()
+    got = np.concatenate(received)
+    assert len(got) == half and (got == events[:half]).all()
