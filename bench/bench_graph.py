@@ -85,11 +85,9 @@ def chain_seconds(*configs: pathlib.Path) -> float:
     return max(json.loads(out.splitlines()[-1])["seconds"] for out in outs)
 
 
-def run_chain_of(config_path: str) -> float:
-    """Wall seconds of the nodes of ``config_path`` (the default graph) chained in this process:
-    the replay's packets through the stages by ``run_chain``, the decisions into each sink."""
+def warm_nodes(config_path: str) -> dict:
+    """The nodes of ``config_path`` built in this process, every stage and sink warmed up."""
     from pipeline.core.nodetype import SOURCE
-    from pipeline.core.stage import run_chain
     from pipeline.runtime.config import load
     from pipeline.runtime.worker import build_node
 
@@ -98,6 +96,15 @@ def run_chain_of(config_path: str) -> float:
     for name, node in nodes.items():
         if config.nodes[name].kind != SOURCE:
             node.warm_up()
+    return nodes
+
+
+def run_chain_of(config_path: str) -> float:
+    """Wall seconds of the nodes of ``config_path`` (the default graph) chained in this process:
+    the replay's packets through the stages by ``run_chain``, the decisions into each sink."""
+    from pipeline.core.stage import run_chain
+
+    nodes = warm_nodes(config_path)
     start = time.perf_counter()
     decisions = run_chain(nodes["replay"].packets(), [nodes[name] for name in STAGES])
     for sink in SINKS:
@@ -113,15 +120,7 @@ def node_costs(config_path: str) -> dict[str, float]:
     this process: the replay reading and cutting every packet, then each stage and sink over its
     upstream's output (the ``weight`` automatic placement balances by,
     ``pipeline.core.nodetype``)."""
-    from pipeline.core.nodetype import SOURCE
-    from pipeline.runtime.config import load
-    from pipeline.runtime.worker import build_node
-
-    config = load(config_path)
-    nodes = {name: build_node(settings) for name, settings in config.nodes.items()}
-    for name, node in nodes.items():
-        if config.nodes[name].kind != SOURCE:
-            node.warm_up()
+    nodes = warm_nodes(config_path)
     start = time.perf_counter()
     packets = list(nodes["replay"].packets())
     emitted = len(packets)
