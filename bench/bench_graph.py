@@ -143,7 +143,9 @@ def node_costs(config_path: str) -> dict[str, float]:
     return {name: round(cost, 1) for name, cost in costs.items()}
 
 
-def camera_config(folder: pathlib.Path, rate: float) -> pathlib.Path:
+def camera_config(folder: pathlib.Path, rate: float, seconds: int = CAMERA_S) -> pathlib.Path:
+    """The camera-rate graph (module docstring, 2.) at ``rate`` events/s for ``seconds`` of real
+    time, its decisions written to ``folder``/camera.jsonl; returns the config's path."""
     text = f"""
 [graph]
 name = "bench-camera-{rate:.0f}"
@@ -155,7 +157,7 @@ type = "synthetic"
 width = 640
 height = 480
 rate = {rate}
-duration_us = {CAMERA_S * 1_000_000}
+duration_us = {seconds * 1_000_000}
 speed_factor = 1.0
 packet_us = 1000
 
