@@ -32,6 +32,7 @@ from typing import Literal
 
 from pipeline.core.nodetype import (
     KINDS,
+    path_field,
     SAME,
     SINK,
     SOURCE,
@@ -88,6 +89,29 @@ class LinkSettings(Params):
     hwm: int = param(64, "messages queued at most on each side of the link", ge=1)
     address: str = param("", "ZeroMQ address; empty: inproc (threads) or ipc in the run folder "
                              "(processes)")
+    max_message_bytes: int = param(64 * 2**20, "largest message the receiving end accepts "
+                                               "(ZMQ_MAXMSGSIZE): a peer that sends more is "
+                                               "disconnected", unit="bytes", ge=1)
+    curve_server: str = path_field("", "CURVE: base path of the sending end's certificate "
+                                       "(.key_secret read by the sender, .key by the receiver); "
+                                       "docs/wire.md, Security")
+    curve_client: str = path_field("", "CURVE: base path of the receiving end's certificate "
+                                       "(.key_secret, read by the receiver)")
+    curve_clients: str = path_field("", "CURVE: folder of the client certificates (.key) the "
+                                        "sending end accepts")
+
+    def check(self):
+        super().check()
+        given = [bool(self.curve_server), bool(self.curve_client), bool(self.curve_clients)]
+        if any(given) and not all(given):
+            key = ("curve_server", "curve_client", "curve_clients")[given.index(False)]
+            raise ParamError(key, "a CURVE link names curve_server, curve_client and curve_clients")
+        if all(given) and not self.address:
+            raise ParamError("curve_server", "a CURVE link needs an address (tcp://HOST:PORT)")
+
+    @property
+    def curve(self) -> bool:
+        return bool(self.curve_server)
 
     @property
     def name(self) -> str:

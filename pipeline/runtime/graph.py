@@ -29,6 +29,7 @@ import zmq
 from pipeline.core.nodetype import SOURCE
 from pipeline.runtime.config import Config, ConfigError, load
 from pipeline.runtime.metrics import END_TOPIC, SNAPSHOT_TOPIC, metrics_address, summary_table
+from pipeline.runtime.security import CertificateError, check_link
 from pipeline.runtime.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -307,7 +308,21 @@ def run_processes(config: Config) -> RunResult:
         return _finish(collector, config, ok, start)
 
 
+def check_certificates(config: Config, nodes=None) -> None:
+    """ConfigError naming the link and the file when a CURVE link's certificate files that the
+    ends run here (all of ``config``, or ``nodes``) would read are missing."""
+    here = set(config.nodes if nodes is None else nodes)
+    for index, link in enumerate(config.links):
+        if link.curve:
+            try:
+                check_link(link.curve_server, link.curve_client, link.curve_clients,
+                           link.source in here, link.target in here)
+            except CertificateError as exc:
+                raise ConfigError(f"{config.path}: link[{index}] ({link.name}): {exc}") from None
+
+
 def run(config: Config) -> RunResult:
+    check_certificates(config)
     log.info("graph %r, %d worker %s: %s", config.graph.name, len(config.placement.workers),
              config.graph.runner, config.placement.describe())
     return run_threads(config) if config.graph.runner == "threads" else run_processes(config)
@@ -317,6 +332,7 @@ def run_one(config: Config, name: str, run_dir: str, collector: str = "") -> int
     """Run a single node in this process, every link a socket (``evpipe stage``);
     SIGINT/SIGTERM stop it gracefully."""
     setproctitle.setproctitle(f"evpipe:{name}")
+    check_certificates(config, [name])
     ctx = zmq.Context()
     worker = Worker(config, [name], ctx, "processes", run_dir=run_dir, collector=collector,
                     standalone=True)

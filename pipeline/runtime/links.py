@@ -20,7 +20,12 @@
 
 The sending side binds and the receiving side connects, so a stage can be restarted, or moved to
 another host, without touching its upstream. Addresses are ``inproc://``, ``ipc://`` or
-``tcp://``. Every queue is bounded by ``hwm`` messages on both sides.
+``tcp://``. Every queue is bounded by ``hwm`` messages on both sides, and a receiver takes no
+message larger than ``max_message_bytes`` (``ZMQ_MAXMSGSIZE``: the peer is disconnected before
+anything is allocated). A link may be encrypted and authenticated with CURVE
+(``pipeline.runtime.security``): the sender is given ``curve`` = (guard, server certificate,
+folder of allowed clients, ZAP domain), the receiver ``curve`` = (server certificate, client
+certificate).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import zmq
 
 from pipeline.core import wire
 from pipeline.core.packet import Packet
+from pipeline.runtime.security import secure_receiver
 
 LOSSLESS, LIVE = "lossless", "live"
 MODES = (LOSSLESS, LIVE)
@@ -81,7 +87,7 @@ class Sender:
     ``batch``: a lossless link holds packets back until ``flush`` (module docstring)."""
 
     def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
-                 aborting=lambda: False, batch: bool = False):
+                 aborting=lambda: False, batch: bool = False, curve=None):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode, self.aborting = address, mode, aborting
@@ -89,6 +95,9 @@ class Sender:
         _configure(self.sock, hwm)
         if mode == LIVE:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        if curve is not None:
+            guard, server, clients, domain = curve
+            guard.secure_sender(self.sock, server, clients, domain)
         self.sock.bind(address)
         self.stats = SendStats()
         self.subscribers = 0
@@ -197,12 +206,16 @@ class Receiver:
     """Receiving end of one edge: validated packets, per-reason malformed counts, gap counts.
     ``receive`` returns the packets of a batch one by one; ``queued`` says some are left."""
 
-    def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64):
+    def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
+                 max_message_bytes: int = -1, curve=None):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode = address, mode
         self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.SUB)
         _configure(self.sock, hwm)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        if curve is not None:
+            secure_receiver(self.sock, *curve)
         if mode == LIVE:
             self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(address)

@@ -46,6 +46,7 @@ from pipeline.runtime.config import Config, LinkSettings, NodeSettings
 from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiveStats, Sender
 from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
 from pipeline.runtime.registry import lookup
+from pipeline.runtime.security import Guard
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class Worker:
         self._abort = threading.Event()
         self._give_up: threading.Timer | None = None  # started by the first stop
         self._gave_up = False
+        self.guard = Guard(ctx)  # ZAP handler of CURVE links, started by the first one
 
     @property
     def failed(self) -> bool:
@@ -180,8 +182,11 @@ class Worker:
                     target.direct_in.append(stats)
                     target.open_inputs += 1
                 else:
+                    curve = ((self.guard, link.curve_server, link.curve_clients, link.name)
+                             if link.curve else None)
                     slot.senders.append(Sender(self.ctx, self._address(link), link.mode, link.hwm,
-                                               aborting=self._abort.is_set, batch=True))
+                                               aborting=self._abort.is_set, batch=True,
+                                               curve=curve))
         for slot in self.slots.values():
             for sender in slot.senders:
                 if sender.wait_for_subscriber(QUIET_WAIT_S):
@@ -195,7 +200,9 @@ class Worker:
         for slot in self.slots.values():
             for link in self.config.inputs(slot.name):
                 if (link.source, link.target) not in self.direct:
-                    slot.receivers.append(Receiver(self.ctx, self._address(link), link.mode, link.hwm))
+                    curve = (link.curve_server, link.curve_client) if link.curve else None
+                    slot.receivers.append(Receiver(self.ctx, self._address(link), link.mode,
+                                                   link.hwm, link.max_message_bytes, curve))
                     slot.open_inputs += 1
 
     # the packet path -------------------------------------------------------------------------
@@ -395,4 +402,5 @@ class Worker:
             for slot in self.slots.values():
                 for link in slot.senders + slot.receivers:
                     link.close()
+            self.guard.stop()
         return finals
