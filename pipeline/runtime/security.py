@@ -7,8 +7,8 @@ reads only what it holds on its own host:
 
 - the sending end (it binds: the CURVE server) reads ``curve_server``'s secret certificate, and
   accepts only the clients whose public certificates lie in the folder ``curve_clients``
-  (checked by a ZAP handler, ``zmq.auth.thread.ThreadAuthenticator``; a refused client is
-  logged by ``zmq.auth`` and never receives anything);
+  (checked by a ZAP handler, ``zmq.auth.thread.ThreadAuthenticator``; a refused client never
+  receives anything, and is logged and counted: ``Guard.refused``);
 - the receiving end (it connects: the CURVE client) reads ``curve_server``'s public certificate
   and ``curve_client``'s secret certificate.
 
@@ -17,11 +17,14 @@ reads only what it holds on its own host:
 
 from __future__ import annotations
 
+import logging
 import os
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+
+log = logging.getLogger(__name__)
 
 
 class CertificateError(ValueError):
@@ -61,12 +64,31 @@ def check_link(server: str, client: str, clients: str, sending: bool, receiving:
         load_key(client, secret=True)
 
 
+class _Authenticator(ThreadAuthenticator):
+    """ZeroMQ's ZAP handler, logging and counting every client it refuses (its own log says so
+    only at debug level)."""
+
+    refused = 0
+
+    def _send_zap_reply(self, request_id: bytes, status_code: bytes, status_text: bytes,
+                        user_id: str = "anonymous") -> None:
+        if status_code != b"200":
+            self.refused += 1
+            log.warning("CURVE: a client was refused (%s)", status_text.decode(errors="replace"))
+        super()._send_zap_reply(request_id, status_code, status_text, user_id)
+
+
 class Guard:
-    """The ZAP handler of one ZeroMQ context, started by the first secured sender."""
+    """The ZAP handler of one ZeroMQ context, started by the first secured sender; ``refused``
+    counts the clients it turned away."""
 
     def __init__(self, ctx: zmq.Context):
         self.ctx = ctx
-        self.authenticator: ThreadAuthenticator | None = None
+        self.authenticator: _Authenticator | None = None
+
+    @property
+    def refused(self) -> int:
+        return self.authenticator.refused if self.authenticator is not None else 0
 
     def secure_sender(self, sock: zmq.Socket, server: str, clients: str, domain: str) -> None:
         """Make ``sock`` a CURVE server with ``server``'s pair, taking the clients of folder
@@ -74,7 +96,7 @@ class Guard:
         check_link(server, "", clients, sending=True, receiving=False)
         public, secret = load_key(server, secret=True)
         if self.authenticator is None:
-            self.authenticator = ThreadAuthenticator(self.ctx)
+            self.authenticator = _Authenticator(self.ctx)
             self.authenticator.start()
         self.authenticator.configure_curve(domain=domain, location=clients)
         sock.zap_domain = domain.encode()

@@ -67,6 +67,7 @@ def test_only_an_accepted_client_receives(keys, client, delivered):
         assert (got is not None) == delivered
         if delivered:
             assert got.header.stream == "camera" and len(got.records) == 100
+        assert (guard.refused > 0) == (client == "stranger")  # a client with no keys: no ZAP
     finally:
         receiver.close()
         sender.sock.close(linger=0)
