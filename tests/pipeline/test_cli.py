@@ -183,7 +183,7 @@ def test_replay_publishes_to_a_remote_receiver():
 
 def test_every_subcommand_has_help():
     for command in ("run", "stage", "replay", "info", "convert", "devices", "top", "train", "eval",
-                    "view", "plot"):
+                    "view", "plot", "keys"):
         done = evpipe(command, "--help")
         assert done.returncode == 0 and "usage: evpipe " + command in done.stdout
 
