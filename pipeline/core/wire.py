@@ -178,10 +178,15 @@ def decode(frames) -> Packet:
     """Packet from received frames (``zmq.Frame`` or bytes); the records view the payload buffer."""
     if len(frames) != 3:
         raise Malformed("frame_count", f"expected 3 frames, got {len(frames)}")
-    topic, head, payload = (_buffer(f) for f in frames)
+    return _decode(bytes(_buffer(frames[0])), frames[1], frames[2])
+
+
+def _decode(topic: bytes, head_frame, payload_frame) -> Packet:
+    """Packet from its topic (bytes) and its header and payload frames, validated."""
+    head, payload = _buffer(head_frame), _buffer(payload_frame)
     header, itemsize = parse_header(head)
-    if bytes(topic) != header.stream.encode():
-        raise Malformed("topic", f"topic {bytes(topic)[:64]!r} but header stream {header.stream!r}")
+    if topic != header.stream.encode():
+        raise Malformed("topic", f"topic {topic[:64]!r} but header stream {header.stream!r}")
     if header.kind == EOS:
         return Packet(header, np.empty(0, dtype_by_name("events")))
     if header.dtype == JSON_DTYPE_NAME:
@@ -223,8 +228,8 @@ def decode_message(frames) -> list[Packet]:
         return [decode(frames)]
     if len(frames) < 3 or len(frames) % 2 == 0:
         raise Malformed("frame_count", f"expected 3 frames or a batch of 1 + 2k, got {len(frames)}")
-    topic = frames[0]
-    packets = [decode([topic, frames[i], frames[i + 1]]) for i in range(1, len(frames), 2)]
+    topic = bytes(_buffer(frames[0]))
+    packets = [_decode(topic, frames[i], frames[i + 1]) for i in range(1, len(frames), 2)]
     if any(packet.is_eos for packet in packets):
         raise Malformed("frame_count", "an end of stream travels alone, never in a batch")
     return packets
