@@ -45,3 +45,19 @@ type = "passthrough"
 type = "npy"
 path = "{out}"
 {links}""")
+
+
+def snn_decoder_tables(model, k: int) -> str:
+    """TOML ``[stage.snn]`` and ``[stage.decoder]`` tables running ``model``, the decoder's count
+    rule deciding at a lead of ``k`` spikes."""
+    return f"""
+[stage.snn]
+type = "snn"
+model = "{model}"
+
+[stage.decoder]
+type = "decoder"
+model = "{model}"
+rule = "count"
+k = {k}
+"""

@@ -21,7 +21,7 @@ from pipeline.runtime.links import Receiver, Sender
 from pipeline.runtime.worker import Worker, default_address
 from sensors.replay import Replay
 from tests.conftest import ROOT
-from tests.pipeline.helpers import linked, write_config
+from tests.pipeline.helpers import linked, snn_decoder_tables, write_config
 from tests.sinks.helpers import random_model
 
 BUNDLED = ROOT / "recordings" / "nmnist"
@@ -70,16 +70,7 @@ def test_the_runner_gives_each_output_the_origin_of_its_input_and_finish_the_las
 type = "replay"
 path = "{data}"
 
-[stage.snn]
-type = "snn"
-model = "{model}"
-
-[stage.decoder]
-type = "decoder"
-model = "{model}"
-rule = "count"
-k = 40
-
+{snn_decoder_tables(model, 40)}
 [sink.out]
 type = "jsonl"
 path = "{tmp_path / 'out.jsonl'}"

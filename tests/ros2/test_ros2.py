@@ -31,7 +31,7 @@ from sensors.info import info
 from sensors.prophesee import decode_words
 from sensors.readers import read_all
 from tests.conftest import ROOT
-from tests.pipeline.helpers import linked, write_config
+from tests.pipeline.helpers import linked, snn_decoder_tables, write_config
 from tests.sinks.helpers import nmnist_subset, random_model
 
 HERE = ROOT / "tests" / "ros2"
@@ -76,16 +76,7 @@ path = "{raw}"
 type = "replay"
 path = "{data}"
 
-[stage.snn]
-type = "snn"
-model = "{model}"
-
-[stage.decoder]
-type = "decoder"
-model = "{model}"
-rule = "count"
-k = 3
-
+{snn_decoder_tables(model, 3)}
 [sink.ros]
 type = "ros2"
 events_topic = "/cam/events"

@@ -18,7 +18,7 @@ from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
 from sensors.replay import Replay, dataset_files
 from tests.conftest import ROOT
-from tests.pipeline.helpers import free_port, linked, write_config
+from tests.pipeline.helpers import free_port, linked, snn_decoder_tables, write_config
 from tests.sinks.helpers import nmnist_subset, random_model
 
 CONSUMER = ROOT / "examples" / "decision_consumer.py"
@@ -47,16 +47,7 @@ summary = false
 type = "replay"
 path = "{data}"
 
-[stage.snn]
-type = "snn"
-model = "{model}"
-
-[stage.decoder]
-type = "decoder"
-model = "{model}"
-rule = "count"
-k = 3
-
+{snn_decoder_tables(model, 3)}
 [sink.robot]
 type = "decisions"
 address = "{address}"
