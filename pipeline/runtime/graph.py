@@ -29,7 +29,7 @@ import zmq
 from pipeline.core.nodetype import SOURCE
 from pipeline.runtime.config import Config, ConfigError, load
 from pipeline.runtime.metrics import END_TOPIC, SNAPSHOT_TOPIC, metrics_address, summary_table
-from pipeline.runtime.security import CertificateError, check_link
+from pipeline.security import CertificateError, check_link
 from pipeline.runtime.worker import Worker
 
 log = logging.getLogger(__name__)

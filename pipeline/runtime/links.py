@@ -23,7 +23,7 @@ another host, without touching its upstream. Addresses are ``inproc://``, ``ipc:
 ``tcp://``. Every queue is bounded by ``hwm`` messages on both sides, and a receiver takes no
 message larger than ``max_message_bytes`` (``ZMQ_MAXMSGSIZE``: the peer is disconnected before
 anything is allocated). A link may be encrypted and authenticated with CURVE
-(``pipeline.runtime.security``): the sender is given ``curve`` = (guard, server certificate,
+(``pipeline.security``): the sender is given ``curve`` = (guard, server certificate,
 folder of allowed clients, ZAP domain), the receiver ``curve`` = (server certificate, client
 certificate).
 """
@@ -39,7 +39,7 @@ import zmq
 
 from pipeline.core import wire
 from pipeline.core.packet import Packet
-from pipeline.runtime.security import secure_receiver
+from pipeline.security import secure_receiver
 
 LOSSLESS, LIVE = "lossless", "live"
 MODES = (LOSSLESS, LIVE)

@@ -46,7 +46,7 @@ from pipeline.runtime.config import Config, LinkSettings, NodeSettings
 from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiveStats, Sender
 from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
 from pipeline.runtime.registry import lookup
-from pipeline.runtime.security import Guard
+from pipeline.security import Guard
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""CURVE links over real tcp sockets on loopback (pipeline/runtime/security.py): the right
+"""CURVE links over real tcp sockets on loopback (pipeline/security.py): the right
 certificates carry every packet, a client with a key the sender does not accept or with no
 keys receives nothing; a message above a receiver's limit is refused; certificate mistakes are
 one-line errors before anything runs."""
@@ -16,7 +16,7 @@ from pipeline.core import wire
 from pipeline.core.events import EVENT_DTYPE
 from pipeline.core.packet import events_packet
 from pipeline.runtime.links import LOSSLESS, Receiver, Sender
-from pipeline.runtime.security import Guard, write_keys
+from pipeline.security import Guard, write_keys
 from tests.conftest import AEDAT4_SAMPLE, ROOT
 from tests.pipeline.helpers import chain_config, free_port
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.runtime.security import write_keys
+from pipeline.security import write_keys
 
 log = logging.getLogger("evpipe")
 
