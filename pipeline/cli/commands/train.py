@@ -1,4 +1,5 @@
-"""`evpipe train --data DIR --out MODEL`: features, classifier, conversion, one model file."""
+"""`evpipe train --data DIR --out MODEL [--method NAME]`: features, a training method
+(``pipeline.learn.methods``), one model file."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import sys
 from kernels.hots import MODES
 from pipeline.learn import cluster
 from pipeline.learn.features import DatasetError, FeatureSpec, select
-from pipeline.learn.train import CLASSIFIERS, TrainParams, train
+from pipeline.learn.classifier import CLASSIFIERS, TrainParams
+from pipeline.learn.methods import METHODS
+from pipeline.learn.train import train
 
 NAME = "train"
-HELP = "train an N-MNIST-style classifier on time-surface features and convert it to the SNN"
+HELP = ("train an SNN on time-surface features of an N-MNIST-style dataset with one of the "
+        "methods of --method (default conversion)")
 
 log = logging.getLogger("evpipe")
-CHOICES = {"classifier": CLASSIFIERS, "mode": tuple(MODES)}  # parameters with a fixed set of values
+CHOICES = {"method": tuple(METHODS), "classifier": CLASSIFIERS, "mode": tuple(MODES)}  # parameters with a fixed set of values
 
 
 def add_parameter_arguments(parser) -> None:

@@ -1,0 +1,142 @@
+"""What every training method takes and returns, and the conversion method (review section 3.2).
+
+A training method (``pipeline.learn.methods``) is a function ``fit(examples, params, desc)``:
+
+- ``examples`` (``Examples``): the training samples as the SNN sees them, each sample's SNN input
+  indices in time order (the feature events mapped by ``kernels.snn_input``), with its class;
+- ``params`` (``TrainParams``): the training parameters of ``evpipe train``;
+- ``desc``: the label of its progress bars ("" shows none);
+
+and returns a ``Trained``: the network the exact event-driven core runs (``SnnModel``) and a
+JSON-able dict of what the method wants recorded in the model's ``training`` metadata (at least
+``lambdas``, the normalisation factors or ``None``, and ``train_accuracy_ann``, the method's own
+non-spiking network on the training samples' whole feature vectors).
+
+Conversion (Diehl et al. 2015; Rueckauer et al. 2017): a bias-free classifier trained with Adam
+(Kingma and Ba 2015) on softmax cross-entropy with L2 weight decay, softmax regression or one
+hidden ReLU layer, on the prefix rows of ``Examples.rows``, then normalised layer by layer
+(``pipeline.learn.convert``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.core.model import SnnModel
+from pipeline.learn.convert import ann_logits, normalise, to_snn
+from pipeline.learn.features import PREFIXES, FeatureSpec, feature_matrix
+
+CLASSIFIERS = ("softmax", "mlp")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """method: the training method (``pipeline.learn.methods``); classifier: "softmax" or "mlp"
+    (one hidden ReLU layer of ``hidden`` units; methods with a hidden layer use ``hidden`` as its
+    width); epochs, batch, lr (Adam step), l2 (weight decay): the optimiser; percentile:
+    normalisation (100 = max); prototype_samples: samples the HOTS layer learns from; k: decoder
+    spike lead (0 = calibrate); seed: every random choice."""
+
+    method: str = "conversion"
+    classifier: str = "softmax"
+    hidden: int = 128
+    epochs: int = 40
+    batch: int = 64
+    lr: float = 2e-3
+    l2: float = 1e-4
+    percentile: float = 100.0
+    prototype_samples: int = 100
+    k: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.classifier not in CLASSIFIERS:
+            raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Training samples: ``inputs[s]`` the SNN input indices (int64, time order) of sample s,
+    ``y[s]`` its class index into ``classes``; ``spec`` the features that made them."""
+
+    inputs: list
+    y: np.ndarray
+    classes: tuple
+    spec: FeatureSpec
+
+    def rows(self, fractions=PREFIXES) -> tuple[np.ndarray, np.ndarray]:
+        """Prefix training rows (features in spikes per input event, each row sums to 1) and
+        their classes: every sample at every fraction, fraction-major, so the last
+        ``len(inputs)`` rows are the whole samples."""
+        return (feature_matrix(self.inputs, self.spec.n_inputs, fractions),
+                np.tile(self.y, len(fractions)))
+
+    def snn(self, weights) -> SnnModel:
+        """IF layers (threshold 1, reset by subtraction) over ``weights`` with this input mapping."""
+        s = self.spec
+        return to_snn(weights, self.classes, s.width, s.height, s.cell, s.n_prototypes)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A method's result: the SNN the core runs and what goes into ``training`` (JSON-able)."""
+
+    model: SnnModel
+    info: dict
+
+
+def fit(x: np.ndarray, y: np.ndarray, n_classes: int, params: TrainParams,
+        desc: str = "") -> list[np.ndarray]:
+    """Bias-free weights (one matrix for softmax regression, two for the ReLU network) trained
+    with Adam on mean cross-entropy + l2/2 |W|^2. Inputs are scaled by sqrt(n_features) during
+    training (a conditioning choice), folded back into the first matrix afterwards."""
+    rng = np.random.default_rng(params.seed)
+    scale = np.sqrt(x.shape[1])
+    x = x * scale
+    sizes = [x.shape[1]] + ([params.hidden] if params.classifier == "mlp" else []) + [n_classes]
+    weights = [rng.normal(0, np.sqrt(2.0 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    m = [np.zeros_like(w) for w in weights]
+    v = [np.zeros_like(w) for w in weights]
+    onehot = np.eye(n_classes)[y]
+    step = 0
+    for _ in tqdm(range(params.epochs), desc=desc, unit="epoch", disable=None if desc else True,
+                  leave=False):
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), params.batch):
+            rows = order[start:start + params.batch]
+            acts = [x[rows]]
+            for l, w in enumerate(weights):
+                a = acts[-1] @ w
+                acts.append(np.maximum(a, 0.0) if l < len(weights) - 1 else a)
+            p = np.exp(acts[-1] - acts[-1].max(axis=1, keepdims=True))
+            delta = (p / p.sum(axis=1, keepdims=True) - onehot[rows]) / len(rows)
+            step += 1
+            for l in reversed(range(len(weights))):
+                grad = acts[l].T @ delta + params.l2 * weights[l]
+                if l:
+                    delta = (delta @ weights[l].T) * (acts[l] > 0)
+                m[l] = 0.9 * m[l] + 0.1 * grad
+                v[l] = 0.999 * v[l] + 0.001 * grad * grad
+                weights[l] -= params.lr * (m[l] / (1 - 0.9 ** step)) / (
+                    np.sqrt(v[l] / (1 - 0.999 ** step)) + 1e-8)
+    weights[0] = weights[0] * scale
+    return weights
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    """Share of rows whose largest logit (ties: lower index) is the class in ``y``."""
+    return float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def conversion(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
+    """Review 3.2: the classifier trained on prefix rows, normalised (data-based, Diehl et al.
+    2015) and converted to IF layers."""
+    x, y = examples.rows()
+    weights = fit(x, y, len(examples.classes), params, desc)
+    scaled, lambdas = normalise(weights, x, params.percentile)
+    full = x[-len(examples.inputs):]
+    return Trained(examples.snn(scaled), {
+        "lambdas": lambdas, "train_accuracy_ann": accuracy(ann_logits(scaled, full), examples.y)})
