@@ -20,15 +20,18 @@ exceeds ``RENORM_EXPONENT`` the layer is renormalised (``u *= 1/g``, ``t0_l = t`
 
 Semantics, stated for the reference in the tests and for Brian2 comparisons:
 
-- After each input delivered to a layer, every non-refractory neuron of that layer whose potential
-  is >= theta fires once, at the input's time (a neuron fires at most once per delivered input;
-  after a reset by subtraction a potential still above theta fires at the layer's next input).
+- After each input delivered to a layer, every non-refractory neuron of that layer that the input
+  reaches and whose potential is >= theta fires once, at the input's time (a neuron fires at most
+  once per delivered input; after a reset by subtraction a potential still above theta fires at
+  the next input that reaches it). An input reaches every neuron of a dense layer, and the
+  neurons of its kernel's neighbourhood in a convolutional layer (``kernels.conv``).
 - Reset to zero sets v = 0; reset by subtraction sets v -= theta.
 - Refractory period ``ref_l`` us: a neuron that fired at t_s discards every input with
   t < t_s + ref_l (they neither add to v nor make it fire); its potential keeps following its own
   dynamics (decay towards r_j) meanwhile. ``ref_l = 0`` means no refractoriness.
 - Spikes of layer l are delivered to layer l + 1 at the same time, in the order they were
-  emitted (input order, then neuron index); all consequences of one input event are computed
+  emitted (input order, then neuron index; conv layers index their neurons channel-last,
+  ``kernels.conv``); all consequences of one input event are computed
   through every layer before the next input event. Deterministic.
 - Initial potential v = 0 (not the resting level r).
 """
@@ -41,6 +44,8 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from kernels import conv
+from kernels.conv import IN_C, IN_W, KH, KW, OUT_C, OUT_H, OUT_W, PX, PY, SX, SY
 from kernels.snn_input import channel, input_index
 
 RESET_ZERO = 0
@@ -48,15 +53,20 @@ RESET_SUBTRACT = 1
 RESETS = {"zero": RESET_ZERO, "subtract": RESET_SUBTRACT}
 RENORM_EXPONENT = 32.0  # renormalise a layer when its scale factor exceeds e**32 (~8e13)
 SPIKE, SAMPLE = 0, 1  # record kinds written by ``run_packet``: an output spike, a potential sample
+DENSE, CONV = 0, 1  # layer kinds: dense weights (n_in, n_out), convolution (``kernels.conv``)
+KINDS = {"dense": DENSE, "conv": CONV}
 
 
 class LIFNetwork(NamedTuple):
     """Parameters, packed in plain arrays; build with ``make_network``.
 
-    sizes: int64[L+1] layer widths, inputs first. w: float32 flat, layer l row-major
-    (sizes[l], sizes[l+1]) at w_off[l]. Per layer: n_off (first neuron in per-neuron arrays),
-    inv_tau (1/us, 0 for IF), reset code, refractory (us). Per neuron: theta (threshold),
-    rest (r = b * tau, the level a bias drives towards), thr (theta - rest).
+    sizes: int64[L+1] layer widths, inputs first. w: float32 flat, at w_off[l] layer l's weights:
+    row-major (sizes[l], sizes[l+1]) for a dense layer, the kernel packed by
+    ``conv.pack_kernel`` for a conv layer. Per layer: n_off (first neuron in per-neuron arrays),
+    inv_tau (1/us, 0 for IF), reset code, refractory (us), kind (DENSE or CONV), geometry (int64
+    row of ``kernels.conv`` slots, zeros for dense layers), fanout (most neurons one delivered
+    spike reaches). Per neuron: theta (threshold), rest (r = b * tau, the level a bias drives
+    towards), thr (theta - rest).
     """
 
     sizes: np.ndarray
@@ -69,6 +79,9 @@ class LIFNetwork(NamedTuple):
     theta: np.ndarray
     rest: np.ndarray
     thr: np.ndarray
+    kind: np.ndarray
+    geometry: np.ndarray
+    fanout: np.ndarray
 
 
 class LIFState(NamedTuple):
@@ -81,9 +94,11 @@ class LIFState(NamedTuple):
 
 
 def make_network(weights, thresholds, taus_us, resets="zero", refractory_us=0,
-                 biases=None) -> LIFNetwork:
-    """Pack a network. ``weights[l]`` has shape (n_in, n_out); thresholds and biases (potential
-    per us) are scalars or per-neuron arrays per layer; ``taus_us[l]`` is ``inf`` for IF layers;
+                 biases=None, convs=None) -> LIFNetwork:
+    """Pack a network. ``weights[l]`` has shape (n_in, n_out) for a dense layer; with
+    ``convs[l]`` a ``conv.ConvShape`` (``None`` or no ``convs``: dense) layer l is convolutional
+    and ``weights[l]`` its kernel (out_c, in_c, kh, kw). Thresholds and biases (potential per us)
+    are scalars or per-neuron arrays per layer; ``taus_us[l]`` is ``inf`` for IF layers;
     ``resets`` is "zero"/"subtract" (one or per layer); ``refractory_us`` int us (one or per layer).
     """
     n_layers = len(weights)
@@ -91,11 +106,31 @@ def make_network(weights, thresholds, taus_us, resets="zero", refractory_us=0,
     thresholds, taus_us = per_layer(thresholds), per_layer(taus_us)
     resets, refractory_us = per_layer(resets), per_layer(refractory_us)
     biases = per_layer(0.0 if biases is None else biases)
-    sizes = [np.asarray(weights[0]).shape[0]]
+    convs = list(convs) if convs is not None else [None] * n_layers
+    if len(convs) != n_layers:
+        raise ValueError(f"{len(convs)} conv shapes for {n_layers} layers")
+    geometry = np.zeros((n_layers, conv.GEOMETRY_SIZE), np.int64)
+    sizes, fanout, packed = [], [], []
     for l, w in enumerate(weights):
-        if np.asarray(w).ndim != 2 or np.asarray(w).shape[0] != sizes[-1]:
-            raise ValueError(f"layer {l}: weights must be ({sizes[-1]}, n_out), got {np.shape(w)}")
-        sizes.append(np.asarray(w).shape[1])
+        shape = np.shape(w)
+        if convs[l] is not None:
+            try:
+                geometry[l] = conv.geometry(shape, convs[l])
+            except ValueError as error:
+                raise ValueError(f"layer {l}: {error}") from None
+            n_in, n_out = conv.n_in(geometry[l]), conv.n_out(geometry[l])
+            fanout.append(conv.fanout(geometry[l]))
+            packed.append(conv.pack_kernel(w))
+        else:
+            if len(shape) != 2:
+                raise ValueError(f"layer {l}: dense weights must be (n_in, n_out), got {shape}")
+            n_in, n_out = shape
+            fanout.append(n_out)
+            packed.append(np.asarray(w, dtype=np.float32).ravel())
+        if sizes and n_in != sizes[-1]:
+            raise ValueError(f"layer {l}: takes {n_in} inputs, the layer before has {sizes[-1]} "
+                             f"neurons")
+        sizes += [n_in, n_out] if not sizes else [n_out]
     theta, rest = [], []
     for l in range(n_layers):
         n = sizes[l + 1]
@@ -120,16 +155,17 @@ def make_network(weights, thresholds, taus_us, resets="zero", refractory_us=0,
         rest.append(r)
     theta, rest = np.concatenate(theta), np.concatenate(rest)
     inv_tau = np.array([0.0 if np.isinf(float(t)) else 1.0 / float(t) for t in taus_us])
-    w_sizes = [sizes[l] * sizes[l + 1] for l in range(n_layers)]
     return LIFNetwork(
         sizes=np.asarray(sizes, dtype=np.int64),
-        w=np.concatenate([np.asarray(w, dtype=np.float32).ravel() for w in weights]),
-        w_off=np.concatenate([[0], np.cumsum(w_sizes)[:-1]]).astype(np.int64),
+        w=np.concatenate(packed),
+        w_off=np.concatenate([[0], np.cumsum([len(p) for p in packed])[:-1]]).astype(np.int64),
         n_off=np.concatenate([[0], np.cumsum(sizes[1:])[:-1]]).astype(np.int64),
         inv_tau=inv_tau,
         reset=np.array([RESETS[r] for r in resets], dtype=np.int8),
         refractory=np.asarray(refractory_us, dtype=np.int64),
         theta=theta, rest=rest, thr=theta - rest,
+        kind=np.array([DENSE if c is None else CONV for c in convs], dtype=np.int8),
+        geometry=geometry, fanout=np.asarray(fanout, dtype=np.int64),
     )
 
 
@@ -149,10 +185,10 @@ def reset_state(net: LIFNetwork, state: LIFState, t0: int) -> None:
 
 
 def max_spikes_per_event(net: LIFNetwork) -> int:
-    """Upper bound on the spikes one input event can cause (layer l fires at most once per
-    neuron per delivered input)."""
+    """Upper bound on the spikes one input event can cause (each spike delivered to layer l makes
+    at most ``fanout[l]`` of its neurons fire once: all of a dense layer)."""
     total, previous = 0, 1
-    for n in net.sizes[1:].tolist():  # Python ints: a numpy scalar per step costs several times more
+    for n in net.fanout.tolist():  # Python ints: a numpy scalar per step costs several times more
         previous *= n
         total += previous
     return total
@@ -166,8 +202,8 @@ def potentials(net: LIFNetwork, state: LIFState, layer: int, t: int) -> np.ndarr
 
 
 @njit(cache=True, nogil=True)
-def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
-         u, t0, ref_until, in_t, in_idx, bound,
+def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, kind, geometry,
+         fanout, u, t0, ref_until, in_t, in_idx, bound,
          out_t, out_neuron, out_layer, out_v, out_src):
     """Process input events in order until done or fewer than ``bound`` output slots remain.
 
@@ -181,9 +217,11 @@ def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
     n = 0
     capacity = len(out_t)
     last = len(sizes) - 2
-    # per neuron of the delivered layer: 1 if it fires (uint8, read 8 at a time as uint64)
+    # per neuron of the delivered dense layer: 1 if it fires (uint8, read 8 at a time as uint64)
     crossed = np.zeros((sizes[1:].max() + 7) & ~7, np.uint8)
     words = crossed.view(np.uint64)
+    # the neurons of the delivered conv layer that fire, in index order
+    conv_hits = np.empty(fanout.max(), np.int64)
     for e in range(len(in_t)):
         if n + bound > capacity:
             return e, n
@@ -204,49 +242,78 @@ def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
                     x = 0.0
                 g = np.exp(x)
                 g_layer = layer
-            # one pass over a contiguous weight row, multiply-add and threshold test, in the
-            # form LLVM vectorises: unsigned indices, since numba's wraparound of negative
-            # indices (on signed ones) keeps the loop scalar
-            r = np.uint64(w_off[layer] + pre * n_out)
-            uo = np.uint64(o)
             hits = 0
-            if refractory[layer] == 0:
-                for j in range(np.uint64(n_out)):
-                    v = u[uo + j] + w[r + j] * g
-                    u[uo + j] = v
-                    c = v >= thr[uo + j] * g
-                    crossed[j] = c
-                    hits += c
+            if kind[layer] == DENSE:
+                # one pass over a contiguous weight row, multiply-add and threshold test, in the
+                # form LLVM vectorises: unsigned indices, since numba's wraparound of negative
+                # indices (on signed ones) keeps the loop scalar
+                r = np.uint64(w_off[layer] + pre * n_out)
+                uo = np.uint64(o)
+                if refractory[layer] == 0:
+                    for j in range(np.uint64(n_out)):
+                        v = u[uo + j] + w[r + j] * g
+                        u[uo + j] = v
+                        c = v >= thr[uo + j] * g
+                        crossed[j] = c
+                        hits += c
+                else:
+                    for j in range(np.uint64(n_out)):
+                        open_ = t >= ref_until[uo + j]
+                        v = u[uo + j] + w[r + j] * g * open_
+                        u[uo + j] = v
+                        c = open_ & (v >= thr[uo + j] * g)
+                        crossed[j] = c
+                        hits += c
             else:
-                for j in range(np.uint64(n_out)):
-                    open_ = t >= ref_until[uo + j]
-                    v = u[uo + j] + w[r + j] * g * open_
-                    u[uo + j] = v
-                    c = open_ & (v >= thr[uo + j] * g)
-                    crossed[j] = c
-                    hits += c
-            # the crossed neurons in index order, skipping 8 clear ones at a time; bytes past
-            # the layer (stale, from a wider one) come after the last hit and are never acted on
-            q = -1
-            while hits:
-                q += 1
-                bits = words[q]
-                while bits and hits:
+                # the kernel's neighbourhood of input (ci, yi, xi), in neuron index order
+                # ((oy * W' + ox) * O + q): rows oy with ky = yi + py - oy * sy in [0, kh),
+                # columns likewise, every output channel q, weights K[q, ci, ky, kx] contiguous
+                in_c, out_c = geometry[layer, IN_C], geometry[layer, OUT_C]
+                kh, kw = geometry[layer, KH], geometry[layer, KW]
+                sy, sx = geometry[layer, SY], geometry[layer, SX]
+                ci = pre % in_c
+                ay = pre // in_c // geometry[layer, IN_W] + geometry[layer, PY]
+                ax = pre // in_c % geometry[layer, IN_W] + geometry[layer, PX]
+                for oy in range(max(0, (ay - kh + sy) // sy),
+                                min(geometry[layer, OUT_H] - 1, ay // sy) + 1):
+                    for ox in range(max(0, (ax - kw + sx) // sx),
+                                    min(geometry[layer, OUT_W] - 1, ax // sx) + 1):
+                        row = w_off[layer] + ((ci * kh + ay - oy * sy) * kw + ax - ox * sx) * out_c
+                        k0 = o + (oy * geometry[layer, OUT_W] + ox) * out_c
+                        for q in range(out_c):
+                            k = k0 + q
+                            if t >= ref_until[k]:
+                                v = u[k] + w[row + q] * g
+                                u[k] = v
+                                if v >= thr[k] * g:
+                                    conv_hits[hits] = k - o
+                                    hits += 1
+            # the neurons that fire in index order: of a dense layer, from its flags, skipping 8
+            # clear ones at a time (bytes past the layer, stale from a wider one, come after the
+            # last hit and are never read); of a conv layer, as listed
+            q, h, bits = -1, 0, np.uint64(0)
+            while h < hits:
+                if kind[layer] == DENSE:
+                    while not bits:
+                        q += 1
+                        bits = words[q]
                     j = (q << 3) + (trailing_zeros(bits) >> 3)
                     bits &= bits - np.uint64(1)
-                    hits -= 1
-                    k = o + j
-                    out_t[n] = t
-                    out_neuron[n] = j
-                    out_layer[n] = layer
-                    out_v[n] = rest[k] + u[k] / g
-                    out_src[n] = e
-                    n += 1
-                    if reset[layer] == RESET_ZERO:
-                        u[k] = -rest[k] * g
-                    else:
-                        u[k] -= theta[k] * g
-                    ref_until[k] = t + refractory[layer]
+                else:
+                    j = conv_hits[h]
+                h += 1
+                k = o + j
+                out_t[n] = t
+                out_neuron[n] = j
+                out_layer[n] = layer
+                out_v[n] = rest[k] + u[k] / g
+                out_src[n] = e
+                n += 1
+                if reset[layer] == RESET_ZERO:
+                    u[k] = -rest[k] * g
+                else:
+                    u[k] -= theta[k] * g
+                ref_until[k] = t + refractory[layer]
             while next_ < n and out_layer[next_] == last:
                 next_ += 1
             if next_ == n:
@@ -302,8 +369,8 @@ def packet_cursor() -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def run_packet(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr,
-               u, t0, ref_until, records, width, height, cell, channels, keep_layer, t_last,
+def run_packet(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, kind,
+               geometry, fanout, u, t0, ref_until, records, width, height, cell, channels, keep_layer, t_last,
                cursor, out):
     """One packet through the network in one compiled call: input mapping, ``_run``, potentials
     and the output records.
@@ -334,8 +401,8 @@ def run_packet(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, 
     n_samples = sizes[last + 1]
     bound = np.int64(0)
     previous = np.int64(1)
-    for l in range(1, len(sizes)):
-        previous *= sizes[l]
+    for l in range(len(fanout)):
+        previous *= fanout[l]
         bound += previous
     in_t = np.empty(n_in, np.int64)
     in_idx = np.empty(n_in, np.int64)
@@ -356,7 +423,8 @@ def run_packet(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, 
             cursor[DONE], cursor[WRITTEN] = done, n
             return -1
         consumed, written = _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta,
-                                 rest, thr, u, t0, ref_until, in_t[done:], in_idx[done:], bound,
+                                 rest, thr, kind, geometry, fanout, u, t0, ref_until,
+                                 in_t[done:], in_idx[done:], bound,
                                  out_t[:room], out_neuron[:room], out_layer[:room],
                                  out_v[:room], out_src[:room])
         for s in range(written):

@@ -7,8 +7,16 @@ Keys (L layers, see docs/snn.md):
 - ``input``: ``"events"`` (channel = polarity) or ``"features"`` (channel = feature index);
   ``width``, ``height`` (sensor pixels), ``cell`` (pixels per input cell side), ``channels``:
   the input mapping of ``kernels.snn_input`` (raw pixels: cell 1, channels 2).
-- ``w0`` .. ``w{L-1}``: float32 (n_in, n_out) weights; ``w0`` has
+- ``kind{l}``: str, ``"dense"`` or ``"conv"``; absent means ``"dense"`` (files written before conv
+  layers existed load unchanged).
+- dense layer: ``w{l}``, float32 (n_in, n_out) weights; a first dense layer has
   ``ceil(width/cell) * ceil(height/cell) * channels`` rows.
+- conv layer (``kernels.conv``): ``kernel{l}``, float32 (out_c, in_c, kh, kw), cross-correlation
+  as torch's ``Conv2d``; ``in_shape{l}``, int64 [3], the input map (channels, height, width),
+  for a first layer ``(channels, ceil(height/cell), ceil(width/cell))``; ``stride{l}`` and
+  ``padding{l}``, int64 [2] (rows, columns; px, zero padding). Its n_out = out_c * H' * W'
+  neurons are indexed channel-last, ``(y * W' + x) * out_c + c``, as the input mapping indexes
+  its cells, so a dense layer after it has its rows in that order.
 - ``threshold{l}``, ``bias{l}``: float64 [n_out] (bias in potential per us, leaky layers only).
 - ``tau_us``: float64 [L], membrane time constants in us, ``inf`` for non-leaky IF layers.
 - ``reset``: str [L], ``"zero"`` or ``"subtract"``; ``refractory_us``: int64 [L].
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels import lif
+from kernels.conv import ConvShape
 from kernels.snn_input import n_inputs
 
 FORMAT = "evpipe-snn/1"
@@ -34,7 +43,9 @@ INPUT_KINDS = ("events", "features")
 
 @dataclass(frozen=True, eq=False)
 class SnnModel:
-    """A network with its input mapping and class names; ``net`` is the packed kernel form."""
+    """A network with its input mapping and class names; ``net`` is the packed kernel form.
+    ``convs[l]`` is a ``kernels.conv.ConvShape`` for a conv layer (``weights[l]`` its kernel,
+    out_c x in_c x kh x kw) and ``None`` for a dense one; empty: every layer dense."""
 
     weights: tuple
     thresholds: tuple
@@ -48,32 +59,47 @@ class SnnModel:
     height: int = 34
     cell: int = 1
     channels: int = 2
+    convs: tuple = ()
 
     def __post_init__(self):
         if self.input not in INPUT_KINDS:
             raise ValueError(f"input must be one of {INPUT_KINDS}, got {self.input!r}")
+        if self.convs and len(self.convs) != self.n_layers:
+            raise ValueError(f"{len(self.convs)} layer kinds for {self.n_layers} layers")
         expected = n_inputs(self.width, self.height, self.cell, self.channels)
-        if np.shape(self.weights[0])[0] != expected:
+        first = self.layer_conv(0)
+        if first is None and np.shape(self.weights[0])[0] != expected:
             raise ValueError(f"w0 has {np.shape(self.weights[0])[0]} rows, the input mapping "
                              f"needs {expected}")
-        if np.shape(self.weights[-1])[1] != len(self.classes):
-            raise ValueError(f"{len(self.classes)} class names for "
-                             f"{np.shape(self.weights[-1])[1]} output neurons")
-        object.__setattr__(self, "net", lif.make_network(
-            list(self.weights), list(self.thresholds), list(self.taus_us), list(self.resets),
-            list(self.refractory_us), list(self.biases)))
+        cells = (self.channels, -(-self.height // self.cell), -(-self.width // self.cell))
+        if first is not None and tuple(int(n) for n in np.ravel(first.in_shape)) != cells:
+            raise ValueError(f"in_shape0 is {tuple(np.ravel(first.in_shape))}, the input mapping "
+                             f"gives (channels, height, width) = {cells}")
+        net = self.network(self.taus_us)
+        if net.sizes[-1] != len(self.classes):
+            raise ValueError(f"{len(self.classes)} class names for {net.sizes[-1]} output "
+                             f"neurons")
+        object.__setattr__(self, "net", net)
 
     @property
     def n_layers(self) -> int:
         return len(self.weights)
 
+    def layer_conv(self, layer: int) -> ConvShape | None:
+        """The conv shape of ``layer``, or None for a dense layer."""
+        return self.convs[layer] if self.convs else None
+
+    def network(self, taus_us) -> lif.LIFNetwork:
+        """The packed network with these membrane time constants (us, one per layer)."""
+        return lif.make_network(list(self.weights), list(self.thresholds), list(taus_us),
+                                list(self.resets), list(self.refractory_us), list(self.biases),
+                                [self.layer_conv(l) for l in range(self.n_layers)])
+
     def leaky_network(self, tau_us: float) -> lif.LIFNetwork:
         """The same network with every layer leaky with membrane time constant ``tau_us`` (us):
         what it integrated fades, so it can run on a stream without resets (docs/snn.md, "Live
         read-out")."""
-        return lif.make_network(list(self.weights), list(self.thresholds),
-                                [float(tau_us)] * self.n_layers, list(self.resets),
-                                list(self.refractory_us), list(self.biases))
+        return self.network([float(tau_us)] * self.n_layers)
 
     def save(self, path, extra: dict | None = None) -> None:
         """Write the model; ``extra`` adds arrays under other keys (feature prototypes, training
@@ -85,9 +111,18 @@ class SnnModel:
                   "tau_us": np.asarray(self.taus_us, np.float64),
                   "reset": np.array(self.resets, dtype=str),
                   "refractory_us": np.asarray(self.refractory_us, np.int64)}
+        sizes = self.net.sizes
         for l in range(self.n_layers):
-            n = np.shape(self.weights[l])[1]
-            arrays[f"w{l}"] = np.asarray(self.weights[l], np.float32)
+            n = int(sizes[l + 1])
+            shape = self.layer_conv(l)
+            if shape is None:
+                arrays[f"w{l}"] = np.asarray(self.weights[l], np.float32)
+            else:
+                arrays[f"kind{l}"] = np.array("conv")
+                arrays[f"kernel{l}"] = np.asarray(self.weights[l], np.float32)
+                arrays[f"in_shape{l}"] = np.asarray(shape.in_shape, np.int64)
+                arrays[f"stride{l}"] = np.broadcast_to(np.asarray(shape.stride, np.int64), (2,))
+                arrays[f"padding{l}"] = np.broadcast_to(np.asarray(shape.padding, np.int64), (2,))
             arrays[f"threshold{l}"] = np.broadcast_to(np.asarray(self.thresholds[l], float), (n,))
             arrays[f"bias{l}"] = np.broadcast_to(np.asarray(self.biases[l], float), (n,))
         with open(path, "wb") as f:
@@ -111,9 +146,18 @@ def load_model(path) -> SnnModel:
             raise ValueError(f"{path}: format {str(get('format'))!r}, expected {FORMAT!r}")
         taus = get("tau_us")
         layers = range(len(taus))
+        kinds = [str(archive[f"kind{l}"]) if f"kind{l}" in archive else "dense" for l in layers]
+        for l, kind in enumerate(kinds):
+            if kind not in lif.KINDS:
+                raise ValueError(f"{path}: kind{l} is {kind!r}, expected one of "
+                                 f"{sorted(lif.KINDS)}")
+        convs = tuple(ConvShape(get(f"in_shape{l}"), get(f"stride{l}"), get(f"padding{l}"))
+                      if kind == "conv" else None for l, kind in enumerate(kinds))
         try:
             return SnnModel(
-                weights=tuple(get(f"w{l}") for l in layers),
+                weights=tuple(get(f"kernel{l}" if kind == "conv" else f"w{l}")
+                              for l, kind in enumerate(kinds)),
+                convs=convs if "conv" in kinds else (),
                 thresholds=tuple(get(f"threshold{l}") for l in layers),
                 biases=tuple(get(f"bias{l}") for l in layers),
                 taus_us=tuple(float(t) for t in taus),
