@@ -184,16 +184,6 @@ def reset_state(net: LIFNetwork, state: LIFState, t0: int) -> None:
     state.ref_until[:] = np.iinfo(np.int64).min
 
 
-def max_spikes_per_event(net: LIFNetwork) -> int:
-    """Upper bound on the spikes one input event can cause (each spike delivered to layer l makes
-    at most ``fanout[l]`` of its neurons fire once: all of a dense layer)."""
-    total, previous = 0, 1
-    for n in net.fanout.tolist():  # Python ints: a numpy scalar per step costs several times more
-        previous *= n
-        total += previous
-    return total
-
-
 def potentials(net: LIFNetwork, state: LIFState, layer: int, t: int) -> np.ndarray:
     """Membrane potentials v (float64) of ``layer`` at time ``t`` (us, >= the last input)."""
     o, n = net.n_off[layer], net.sizes[layer + 1]
@@ -202,19 +192,35 @@ def potentials(net: LIFNetwork, state: LIFState, layer: int, t: int) -> np.ndarr
 
 
 @njit(cache=True, nogil=True)
-def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, kind, geometry,
-         fanout, u, t0, ref_until, in_t, in_idx, bound,
-         out_t, out_neuron, out_layer, out_v, out_src):
-    """Process input events in order until done or fewer than ``bound`` output slots remain.
+def _grown(a, n, room):
+    """A copy of ``a[:n]`` with room for ``room`` items."""
+    b = np.empty(room, a.dtype)
+    b[:n] = a[:n]
+    return b
 
-    Negative input indices are skipped. Returns (input events consumed, spikes written).
+
+# slots of ``_run``'s resume array (int64[RESUME_SIZE]): the input event to go on with, 1 if it
+# stopped inside that event, and then the pending delivery (layer, presynaptic neuron) and the
+# position of the next queued spike in the output arrays
+EVENT, PENDING, LAYER, PRE, NEXT = range(5)
+RESUME_SIZE = 5
+
+
+@njit(cache=True, nogil=True)
+def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, kind, geometry,
+         fanout, u, t0, ref_until, in_t, in_idx, out_t, out_neuron, out_layer, out_v, out_src,
+         n, resume):
+    """Process input events in order from ``resume``, writing spikes to the ``out_*`` arrays
+    from slot ``n``, until done (``resume[PENDING]`` 0) or until a delivery could overflow them
+    (a delivery to layer l writes at most ``fanout[l]`` spikes): then ``resume`` says where it
+    stopped, inside an event, and a call with larger copies of the arrays goes on from there.
+    Returns the number of spikes in the arrays. Negative input indices are skipped.
 
     One loop body delivers every presynaptic spike: the input event to layer 0, then the spikes
     already written at ``out[next:n]`` in order (breadth first, so layer by layer), each to the
     layer after its own. Keeping it in one function without array-passing calls or slices keeps
     numba's reference counting out of the per-spike path.
     """
-    n = 0
     capacity = len(out_t)
     last = len(sizes) - 2
     # per neuron of the delivered dense layer: 1 if it fires (uint8, read 8 at a time as uint64)
@@ -222,14 +228,21 @@ def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, k
     words = crossed.view(np.uint64)
     # the neurons of the delivered conv layer that fire, in index order
     conv_hits = np.empty(fanout.max(), np.int64)
-    for e in range(len(in_t)):
-        if n + bound > capacity:
-            return e, n
-        if in_idx[e] < 0:
-            continue
+    start = resume[EVENT]
+    for e in range(start, len(in_t)):
         t = in_t[e]
-        layer, pre, next_, g_layer = 0, in_idx[e], n, -1
+        if e == start and resume[PENDING]:
+            # g of the pending layer is computed again: the same value, t0 is not moved twice
+            layer, pre, next_, g_layer = resume[LAYER], resume[PRE], resume[NEXT], -1
+        elif in_idx[e] < 0:
+            continue
+        else:
+            layer, pre, next_, g_layer = 0, in_idx[e], n, -1
         while True:
+            if n + fanout[layer] > capacity:
+                resume[EVENT], resume[PENDING] = e, 1
+                resume[LAYER], resume[PRE], resume[NEXT] = layer, pre, next_
+                return n
             n_out = sizes[layer + 1]
             o = n_off[layer]
             if layer != g_layer:  # first delivery to this layer for this event
@@ -320,7 +333,31 @@ def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, k
                 break
             layer, pre = out_layer[next_] + 1, out_neuron[next_]
             next_ += 1
-    return len(in_t), n
+    resume[EVENT], resume[PENDING] = len(in_t), 0
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _run_all(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, kind, geometry,
+             fanout, u, t0, ref_until, in_t, in_idx, room):
+    """``_run`` over all of ``in_t``, ``in_idx`` into output arrays of ``room`` spikes at first,
+    doubled whenever full. Returns (spikes written, out_t, out_neuron, out_layer, out_v, out_src).
+    """
+    out_t, out_neuron = np.empty(room, np.int64), np.empty(room, np.int32)
+    out_layer, out_v = np.empty(room, np.int16), np.empty(room, np.float32)
+    out_src = np.empty(room, np.int64)
+    resume = np.zeros(RESUME_SIZE, np.int64)
+    n = 0
+    while True:
+        n = _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, kind,
+                 geometry, fanout, u, t0, ref_until, in_t, in_idx, out_t, out_neuron, out_layer,
+                 out_v, out_src, n, resume)
+        if not resume[PENDING]:
+            return n, out_t, out_neuron, out_layer, out_v, out_src
+        room = 2 * room + fanout.max()
+        out_t, out_neuron = _grown(out_t, n, room), _grown(out_neuron, n, room)
+        out_layer, out_v = _grown(out_layer, n, room), _grown(out_v, n, room)
+        out_src = _grown(out_src, n, room)
 
 
 SPIKE_FIELDS = ("t", "neuron", "layer", "v", "src")
@@ -331,36 +368,21 @@ def run(net: LIFNetwork, state: LIFState, t: np.ndarray, idx: np.ndarray,
     """Run input events (t int64 us, sorted; idx int64 input neuron, < 0 skipped) through the
     network, updating ``state``. Returns the spikes of every layer in emission order as arrays
     ``t`` (us), ``neuron`` (index within its layer), ``layer``, ``v`` (potential at the crossing,
-    before reset) and ``src`` (index of the input event that caused it)."""
+    before reset) and ``src`` (index of the input event that caused it). ``capacity``: the
+    spikes the output arrays hold at first (they grow as needed)."""
     t = np.ascontiguousarray(t, dtype=np.int64)
     idx = np.ascontiguousarray(idx, dtype=np.int64)
     if len(idx) and (idx.max() >= net.sizes[0]):
         raise ValueError(f"input index {int(idx.max())} out of range for {net.sizes[0]} inputs")
-    bound = max_spikes_per_event(net)
-    # sized for the call: a small packet allocates little, a large one resumes in pieces
-    capacity = min(max(capacity, 2 * bound), max(len(t), 1) * bound)
-    buffers = [np.empty(capacity, np.int64), np.empty(capacity, np.int32),
-               np.empty(capacity, np.int16), np.empty(capacity, np.float32),
-               np.empty(capacity, np.int64)]
-    pieces, done = [], 0
-    while True:
-        consumed, written = _run(*net, *state, t[done:], idx[done:], bound, *buffers)
-        piece = [b[:written] for b in buffers]
-        piece[4] += done
-        done += consumed
-        if done == len(t) and not pieces:  # one pass: the buffers are this call's own
-            return dict(zip(SPIKE_FIELDS, piece))
-        pieces.append([p.copy() for p in piece])
-        if done == len(t):
-            break
-    return {name: np.concatenate([p[k] for p in pieces]) for k, name in enumerate(SPIKE_FIELDS)}
+    room = min(capacity, 4 * len(t) + 64)  # sized for the call: a small packet allocates little
+    n, *spikes = _run_all(*net, *state, t, idx, room)
+    return {name: column[:n] for name, column in zip(SPIKE_FIELDS, spikes)}
 
 
-# slots of ``run_packet``'s cursor (int64[CURSOR_SIZE]): input records done and records written
-# (of a packet left unfinished), input events seen since the last reset, the time the network
-# has been run to (us), the first time of the last packet's output (us)
-DONE, WRITTEN, SEEN, T_NOW, T_FIRST = range(5)
-CURSOR_SIZE = 5
+# slots of ``run_packet``'s cursor (int64[CURSOR_SIZE]): input events seen since the last reset,
+# the time the network has been run to (us), the first time of the last packet's output (us)
+SEEN, T_NOW, T_FIRST = range(3)
+CURSOR_SIZE = 3
 
 
 def packet_cursor() -> np.ndarray:
@@ -370,71 +392,54 @@ def packet_cursor() -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def run_packet(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, kind,
-               geometry, fanout, u, t0, ref_until, records, width, height, cell, channels, keep_layer, t_last,
-               cursor, out):
+               geometry, fanout, u, t0, ref_until, records, width, height, cell, channels,
+               keep_layer, t_last, cursor, out):
     """One packet through the network in one compiled call: input mapping, ``_run``, potentials
     and the output records.
 
     ``records``: structured events (fields t in us, sorted, x, y and p) or feature events (f
     instead of p), mapped to input neurons by ``kernels.snn_input.input_index`` with the layout
     (``width``, ``height``, ``cell``, ``channels``), which must fit the network's inputs.
-    ``out``: a structured array with fields t, seen, neuron, v, layer and kind; it receives the
-    spikes (of every layer with ``keep_layer < 0``, else of that layer only), in emission order,
-    kind ``SPIKE``, seen = input events since the last reset up to and including the causing one,
-    then one potential sample per output neuron (kind ``SAMPLE``) at
-    ``t_end = max(last input time, t_last, cursor[T_NOW])`` (us; the potentials are never read
-    before an input already run).
+    ``out``: a structured array with fields t, seen, neuron, v, layer and kind, replaced by a
+    larger one of the same dtype when too small; it receives the spikes (of every layer with
+    ``keep_layer < 0``, else of that layer only), in emission order, kind ``SPIKE``, seen = input
+    events since the last reset up to and including the causing one, then one potential sample
+    per output neuron (kind ``SAMPLE``) at ``t_end = max(last input time, t_last,
+    cursor[T_NOW])`` (us; the potentials are never read before an input already run).
 
-    ``cursor`` (``packet_cursor``) carries the progress and the running counts. Returns the
-    number of records written when the packet is done (``cursor[T_FIRST]`` and ``cursor[T_NOW]``
-    the output's first and last time), or -1 when ``out`` filled up first: the caller copies the
-    ``cursor[WRITTEN]`` records into a larger ``out`` and calls again with the same cursor (the
-    first ``cursor[DONE]`` records have been run). Spikes and potentials
-    equal those of ``map_inputs``, ``run`` and ``potentials``; the samples' decay factor comes
-    from libm's exp here, numpy's own there (they may differ in the last bit; float32 samples
-    at most by one float32 step, IF output layers not at all: exp(0) = 1).
+    ``cursor`` (``packet_cursor``) carries the running counts. Returns (records written, the
+    array holding them); ``cursor[T_FIRST]`` and ``cursor[T_NOW]`` are the output's first and
+    last time. Spikes and potentials equal those of ``map_inputs``, ``run`` and ``potentials``;
+    the samples' decay factor comes from libm's exp here, numpy's own there (they may differ in
+    the last bit; float32 samples at most by one float32 step, IF output layers not at all:
+    exp(0) = 1).
     """
     n_in = len(records)
-    done, n = cursor[DONE], cursor[WRITTEN]
     seen0 = cursor[SEEN]
     last = len(sizes) - 2
     n_samples = sizes[last + 1]
-    bound = np.int64(0)
-    previous = np.int64(1)
-    for l in range(len(fanout)):
-        previous *= fanout[l]
-        bound += previous
     in_t = np.empty(n_in, np.int64)
     in_idx = np.empty(n_in, np.int64)
-    for e in range(done, n_in):
+    for e in range(n_in):
         in_t[e] = records[e].t
         k = input_index(records[e].x, records[e].y, channel(records, e), width, height, cell,
                         channels)
         if k >= sizes[0]:
             raise ValueError("input index out of range for the network's inputs")
         in_idx[e] = k
-    capacity = min(max(1 << 16, 2 * bound), max(n_in - done, 1) * bound)
-    out_t, out_neuron = np.empty(capacity, np.int64), np.empty(capacity, np.int32)
-    out_layer, out_v = np.empty(capacity, np.int16), np.empty(capacity, np.float32)
-    out_src = np.empty(capacity, np.int64)
-    while done < n_in:
-        room = min(capacity, len(out) - n_samples - n)
-        if room < bound:
-            cursor[DONE], cursor[WRITTEN] = done, n
-            return -1
-        consumed, written = _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta,
-                                 rest, thr, kind, geometry, fanout, u, t0, ref_until,
-                                 in_t[done:], in_idx[done:], bound,
-                                 out_t[:room], out_neuron[:room], out_layer[:room],
-                                 out_v[:room], out_src[:room])
-        for s in range(written):
-            if keep_layer < 0 or out_layer[s] == keep_layer:
-                record = out[n]
-                record.t, record.neuron, record.v = out_t[s], out_neuron[s], out_v[s]
-                record.layer, record.kind = out_layer[s], SPIKE
-                record.seen = seen0 + done + out_src[s] + 1
-                n += 1
-        done += consumed
+    written, out_t, out_neuron, out_layer, out_v, out_src = _run_all(
+        sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, kind, geometry,
+        fanout, u, t0, ref_until, in_t, in_idx, 4 * n_in + 64)
+    if written + n_samples > len(out):
+        out = np.empty(written + n_samples, out.dtype)
+    n = 0
+    for s in range(written):
+        if keep_layer < 0 or out_layer[s] == keep_layer:
+            record = out[n]
+            record.t, record.neuron, record.v = out_t[s], out_neuron[s], out_v[s]
+            record.layer, record.kind = out_layer[s], SPIKE
+            record.seen = seen0 + out_src[s] + 1
+            n += 1
     t_now = cursor[T_NOW]
     t_end = max(in_t[n_in - 1] if n_in else t_now, t_last, t_now)
     o = n_off[last]
@@ -445,6 +450,6 @@ def run_packet(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, 
         record.v = rest[o + j] + u[o + j] * decay
         record.layer, record.kind = last, SAMPLE
         n += 1
-    cursor[DONE], cursor[WRITTEN], cursor[SEEN] = 0, 0, seen0 + n_in
+    cursor[SEEN] = seen0 + n_in
     cursor[T_NOW], cursor[T_FIRST] = t_end, records[0].t if n_in else t_end
-    return n
+    return n, out

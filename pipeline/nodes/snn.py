@@ -110,10 +110,9 @@ class SnnStage(Stage):
         self.keep_layer = -1 if params.layers == "all" else self.output_layer
         self.layout = (m.width, m.height, m.cell, m.channels)
         self.dtype = EVENTS if m.input == EVENTS else FEATURES
-        # input events since the last reset (activity: since the stream began), the time (us)
-        # the network has been run to, and run_packet's progress
+        # input events since the last reset (activity: since the stream began) and the time
+        # (us) the network has been run to
         self.cursor = lif.packet_cursor()
-        self.bound = lif.max_spikes_per_event(self.net)
         self.warned_unmarked = False
 
     def warm_up(self) -> None:
@@ -151,18 +150,13 @@ class SnnStage(Stage):
 
     def _run(self, header: Header, records: np.ndarray, segment: Segment | None) -> Packet:
         """The packet's spikes and potential samples (``lif.run_packet``) in a new array, sized
-        for up to two spikes per input event and grown when a packet has more (numpy copies
-        a slice of structured records several times slower than it allocates one)."""
+        for up to two spikes per input event; the kernel replaces it by a larger one when a
+        packet has more (numpy copies a slice of structured records several times slower than
+        it allocates one)."""
         cursor, n_samples = self.cursor, self.net.sizes[-1]
         out = np.empty(n_samples + 16 + 2 * len(records), SPIKE_DTYPE)
-        n = lif.run_packet(*self.net, *self.state, records, *self.layout, self.keep_layer,
-                           header.t_last, cursor, out)
-        while n < 0:
-            larger = np.empty(2 * len(out) + self.bound, SPIKE_DTYPE)
-            larger[:len(out)] = out
-            out = larger
-            n = lif.run_packet(*self.net, *self.state, records, *self.layout, self.keep_layer,
-                               header.t_last, cursor, out)
+        n, out = lif.run_packet(*self.net, *self.state, records, *self.layout, self.keep_layer,
+                                header.t_last, cursor, out)
         t_end, t_first = int(cursor[lif.T_NOW]), int(cursor[lif.T_FIRST])
         return Packet(Header(header.stream, header.seq, SPIKES, header.width, header.height,
                              t_first, t_end, n, header.clock, header.sent_ns, DATA, segment),

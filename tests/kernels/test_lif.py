@@ -267,8 +267,8 @@ def test_agrees_with_snntorch_clock_driven_at_1us(recordings):
 def test_run_packet_equals_map_inputs_run_and_potentials(seed):
     """The fused per-packet entry against the separate kernels it replaces in the snn stage:
     camera events (cell 1) and feature events (cells of 2 px), events outside the layout,
-    packets of 0 to 300 events, every layer or the output layer kept, and an output buffer that
-    starts too small, so packets resume after it grows."""
+    packets of 0 to 300 events, every layer or the output layer kept, and an output array that
+    starts too small, so the kernel replaces it."""
     from pipeline.core.events import EVENT_DTYPE, FEATURE_DTYPE
     from pipeline.nodes.snn import SPIKE_DTYPE
 
@@ -298,12 +298,8 @@ def test_run_packet_equals_map_inputs_run_and_potentials(seed):
     for a, b in itertools.pairwise(cuts):
         packet = events[a:b]
         t_last = int(packet["t"][-1]) + int(rng.integers(0, 2)) if len(packet) else 0
-        written = lif.run_packet(*net, *mine, packet, width, height, cell, channels, keep, t_last,
-                                 cursor, out)
-        while written < 0:
-            out = np.concatenate([out, np.empty(len(out), SPIKE_DTYPE)])
-            written = lif.run_packet(*net, *mine, packet, width, height, cell, channels, keep,
-                                     t_last, cursor, out)
+        written, out = lif.run_packet(*net, *mine, packet, width, height, cell, channels, keep,
+                                      t_last, cursor, out)
         want = lif.run(net, theirs, events["t"][a:b], idx[a:b])
         kept = want["layer"] == keep if keep >= 0 else slice(None)
         got = out[:written]
