@@ -20,6 +20,7 @@ hidden ReLU layer, on the prefix rows of ``Examples.rows``, then normalised laye
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,20 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, params: TrainParams,
                     np.sqrt(v[l] / (1 - 0.999 ** step)) + 1e-8)
     weights[0] = weights[0] * scale
     return weights
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread inside the block: the small matrices of these networks gain nothing
+    from more, and lose much on a machine whose cores are busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
