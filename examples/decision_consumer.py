@@ -14,6 +14,13 @@ one whose clock is synchronised with it. A robot drops decisions older than its 
 
     python examples/decision_consumer.py tcp://127.0.0.1:5560
     python examples/decision_consumer.py tcp://127.0.0.1:5560 --json --count 10
+    python examples/decision_consumer.py tcp://HOST:5560 --server-key keys/sink --client-key keys/robot
+
+A sink secured with CURVE (``curve_server``, ``curve_clients``) takes only consumers whose public
+certificate it lists: give the sink's public certificate (``--server-key keys/sink`` reads
+``keys/sink.key``) and this consumer's pair (``--client-key keys/robot`` reads
+``keys/robot.key_secret``), as written by ``evpipe keys``. Without them, or with a pair the sink
+does not list, nothing arrives.
 
 In a ROS 2 node, run ``receive`` in a thread (or poll the socket from a timer with
 ``zmq.NOBLOCK``) and publish a message built from the fields you need from ``handle``. A record
@@ -26,20 +33,43 @@ import sys
 import time
 
 import zmq
+import zmq.auth
 
 # Fields every decision carries (docs/decisions.md): checked so a mismatch is reported, not guessed.
 REQUIRED = ("stream", "segment", "class", "class_name", "score", "margin", "rule", "t", "t_start",
             "events", "decoder_ns", "label", "origin_ns", "e2e_latency_ns", "seq", "published_ns")
 
 
-def receive(address, topic="decisions", count=0, timeout_s=0.0, idle_s=0.0):
+def secure(sock, server_key, client_key):
+    """Make ``sock`` a CURVE client of the sink whose public certificate is ``server_key``.key,
+    with the pair ``client_key``.key_secret (ValueError naming a file that cannot be used)."""
+    try:
+        server_public, _ = zmq.auth.load_certificate(server_key + ".key")
+        public, secret = zmq.auth.load_certificate(client_key + ".key_secret")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"not a readable ZeroMQ certificate: {exc}") from None
+    if not secret:
+        raise ValueError(f"{client_key}.key_secret holds no secret key")
+    sock.curve_serverkey = server_public
+    sock.curve_publickey, sock.curve_secretkey = public, secret
+
+
+def receive(address, topic="decisions", count=0, timeout_s=0.0, idle_s=0.0, server_key="",
+            client_key=""):
     """Yield (decision dict, host time of its arrival in ns) from ``address``; the time is taken
     right after the message was read. Stop after ``count`` (0: never), after
     ``timeout_s`` in total or ``idle_s`` without a message (0: no limit). Malformed messages are
-    reported on stderr and skipped."""
+    reported on stderr and skipped. ``server_key`` and ``client_key``: certificate base paths
+    for a sink secured with CURVE (both or neither)."""
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, 10000)
+    if server_key or client_key:
+        try:
+            secure(sock, server_key, client_key)
+        except ValueError:
+            sock.close(linger=0)
+            raise
     sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
     sock.connect(address)
     start = last = time.monotonic()
@@ -100,18 +130,27 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=0.0, help="exit after this many seconds")
     parser.add_argument("--idle", type=float, default=0.0, help="exit after this many seconds without a decision")
     parser.add_argument("--json", action="store_true", help="print each decision as one JSON line")
+    parser.add_argument("--server-key", default="", help="CURVE: base path of the sink's public "
+                                                         "certificate (reads PATH.key)")
+    parser.add_argument("--client-key", default="", help="CURVE: base path of this consumer's "
+                                                         "certificate pair (reads PATH.key_secret)")
     args = parser.parse_args(argv)
+    if bool(args.server_key) != bool(args.client_key):
+        parser.error("--server-key and --client-key go together")
     print(f"listening on {args.address}, topic {args.topic!r}", file=sys.stderr, flush=True)
     expected = None
     try:
         for decision, received_ns in receive(args.address, args.topic, args.count, args.timeout,
-                                             args.idle):
+                                             args.idle, args.server_key, args.client_key):
             if expected is not None and decision["seq"] != expected:
                 print(f"missed {decision['seq'] - expected} decision(s)", file=sys.stderr, flush=True)
             expected = decision["seq"] + 1
             print(json.dumps(decision) if args.json else handle(decision, received_ns), flush=True)
     except KeyboardInterrupt:
         pass
+    except ValueError as exc:  # a certificate that cannot be used
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

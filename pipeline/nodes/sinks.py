@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from pipeline.core.events import EVENT_DTYPE, JSON_DTYPE_NAME
 from pipeline.core.nodetype import (
@@ -35,6 +37,7 @@ from pipeline.core.nodetype import (
 from pipeline.core.packet import Packet, origin_fields
 from pipeline.core.stage import Sink
 from pipeline.nodes.snn import SPIKES
+from pipeline.security import CertificateError, Guard, check_link
 from sensors.dv_server import DvServer
 from sensors.writers import Aedat4Writer
 
@@ -51,10 +54,17 @@ def _event_records(sink: str, packet: Packet) -> np.ndarray:
 
 # ---- decisions: ZeroMQ PUB ------------------------------------------------------------------
 
+# the handshake failures a CURVE server's socket monitor reports: a key the ZAP handler refused
+# (AUTH), and a client with no keys or another mechanism (PROTOCOL or NO_DETAIL, as it happens)
+HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
 @dataclass(frozen=True)
 class DecisionsParams(Params):
     """The decisions sink binds a ZeroMQ PUB socket at ``address`` and publishes each decision
-    record as one message [``topic``, JSON]."""
+    record as one message [``topic``, JSON]; with ``curve_server`` and ``curve_clients`` only the
+    listed clients get them, encrypted (CurveZMQ, docs/wire.md "Security")."""
 
     accepts = (JSON,)
 
@@ -68,10 +78,25 @@ class DecisionsParams(Params):
                                "subscriber", unit="s", ge=0)
     linger_ms: int = param(1000, "at close, how long queued decisions may still be delivered",
                            unit="ms", ge=0)
+    curve_server: str = path_field("", "CURVE: base path of this sink's certificate pair "
+                                       "(.key_secret read here; consumers hold .key)")
+    curve_clients: str = path_field("", "CURVE: folder of the public certificates (.key) of the "
+                                        "consumers accepted")
 
     def check(self):
         if "://" not in self.address:
             raise ParamError("address", f"expected tcp://HOST:PORT or ipc://PATH, got {self.address!r}")
+        if bool(self.curve_server) != bool(self.curve_clients):
+            key = "curve_clients" if self.curve_server else "curve_server"
+            raise ParamError(key, "a CURVE decisions sink names curve_server and curve_clients")
+        if self.curve_server:
+            if not self.address.startswith("tcp://"):
+                raise ParamError("curve_server", f"CURVE needs a tcp:// address, got {self.address!r}")
+            try:
+                check_link(self.curve_server, "", self.curve_clients, sending=True, receiving=False)
+            except CertificateError as exc:
+                raise ParamError("curve_server" if exc.args[0].startswith(self.curve_server)
+                                 else "curve_clients", str(exc)) from None
 
 
 @node_type("decisions", SINK, DecisionsParams)
@@ -79,11 +104,15 @@ class DecisionsSink(Sink):
     """Publishes each decision record as one ZeroMQ message [topic, JSON] (docs/decisions.md).
 
     The socket is an XPUB with ``XPUB_NODROP``: a decision that finds a subscriber's queue full
-    is not sent and is counted in ``dropped``, the pipeline never blocks. Each message adds
-    ``origin_ns`` (when the source obtained the deciding events: the origin of the packet the
-    record came with), ``e2e_latency_ns`` (``published_ns - origin_ns``), ``seq`` (+1 per
-    decision, so a consumer sees losses), ``published_ns`` (taken right before the send) and
-    ``publish_latency_ns`` to the decoder's record.
+    is not sent and is counted in ``dropped``, the pipeline never blocks. ``XPUB_VERBOSER``
+    passes every subscription and unsubscription up, so the sink knows whether anyone listens:
+    a decision published while no subscription matches the topic reaches nobody (PUB sockets
+    keep nothing for later subscribers) and is counted in ``unheard``. With CURVE, every failed
+    handshake (wrong keys, no keys) is logged once per kind and counted in ``refused``; the sink
+    goes on. Each message adds ``origin_ns`` (when the source obtained the deciding events: the
+    origin of the packet the record came with), ``e2e_latency_ns`` (``published_ns -
+    origin_ns``), ``seq`` (+1 per decision, so a consumer sees losses), ``published_ns`` (taken
+    right before the send) and ``publish_latency_ns`` to the decoder's record.
     """
 
     def __init__(self, name: str, params: DecisionsParams):
@@ -91,30 +120,51 @@ class DecisionsSink(Sink):
         self.params = params
         self.topic = params.topic.encode()
         self.ctx = zmq.Context()
+        self.guard = Guard(self.ctx)
         self.sock = self.ctx.socket(zmq.XPUB)
         self.sock.setsockopt(zmq.SNDHWM, params.hwm)
         self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self.sock.setsockopt(zmq.XPUB_VERBOSER, 1)
         self.sock.setsockopt(zmq.LINGER, params.linger_ms)
-        try:
-            self.sock.bind(params.address)
-        except zmq.ZMQError as exc:
-            self.close()
-            raise ValueError(f"{name}: cannot bind {params.address} ({exc})") from None
-        self.subscribers = 0
+        self.monitor = None
+        self.subscriptions: Counter[bytes] = Counter()  # topic prefix -> subscriptions to it
         self.seq = 0
-        self.published = 0
-        self.dropped = 0
+        self.published = 0  # handed to ZeroMQ while a subscription matched
+        self.dropped = 0  # a subscriber's queue was full
+        self.unheard = 0  # no subscription matched: delivered to nobody
         self.ignored = 0
+        self.refused: Counter[str] = Counter()  # failed CURVE handshakes by reason
+        try:
+            if params.curve_server:
+                self.guard.secure_sender(self.sock, params.curve_server, params.curve_clients, name)
+                self.monitor = self.sock.get_monitor_socket(HANDSHAKE_FAILED)
+            self.sock.bind(params.address)
+        except (zmq.ZMQError, CertificateError) as exc:
+            self._release()
+            raise ValueError(f"{name}: cannot serve on {params.address} ({exc})") from None
         self._waited = params.wait_s == 0
+
+    @property
+    def subscribers(self) -> int:
+        """Subscriptions matching the topic now (one per subscribed consumer)."""
+        return sum(n for prefix, n in self.subscriptions.items() if self.topic.startswith(prefix))
 
     def _read_subscriptions(self, timeout_ms: int = 0) -> None:
         while self.sock.poll(timeout_ms, zmq.POLLIN):
             timeout_ms = 0
             message = self.sock.recv()
             if message[:1] == b"\x01":
-                self.subscribers += 1
-            elif message[:1] == b"\x00":
-                self.subscribers -= 1
+                self.subscriptions[message[1:]] += 1
+            elif message[:1] == b"\x00" and self.subscriptions[message[1:]] > 0:
+                self.subscriptions[message[1:]] -= 1
+        while self.monitor is not None and self.monitor.poll(0, zmq.POLLIN):
+            event = recv_monitor_message(self.monitor)["event"]
+            reason = ("a key not in curve_clients" if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                      else "no CURVE keys, or a failed handshake")
+            self.refused[reason] += 1
+            if self.refused[reason] == 1:
+                log.warning("%s: refused a client on %s (%s); counting the others", self.name,
+                            self.params.address, reason)
 
     def _wait_for_subscriber(self) -> None:
         deadline = time.monotonic() + self.params.wait_s
@@ -133,6 +183,7 @@ class DecisionsSink(Sink):
         if not self._waited:
             self._wait_for_subscriber()
         self._read_subscriptions()
+        heard = self.subscribers > 0
         for record in packet.records:
             if not isinstance(record, dict) or "class" not in record:
                 self._ignore(f"a JSON record that is not a decision: {str(record)[:80]}")
@@ -143,9 +194,11 @@ class DecisionsSink(Sink):
                            publish_latency_ns=(record.get("decoder_ns", 0) + now - header.sent_ns)
                            if header.sent_ns else None)
             self.seq += 1
+            if not heard:
+                self.unheard += 1
             try:
                 self.sock.send_multipart([self.topic, json.dumps(message).encode()], zmq.NOBLOCK)
-                self.published += 1
+                self.published += heard
             except zmq.Again:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -156,11 +209,24 @@ class DecisionsSink(Sink):
         if self.ignored == 1:
             log.warning("%s: ignoring %s (this sink publishes decision records)", self.name, what)
 
+    def summary(self) -> str:
+        """One line: decisions published, dropped, unheard, and clients refused."""
+        refused = sum(self.refused.values())
+        return (f"{self.name}: {self.seq} decisions on {self.params.address}: {self.published} "
+                f"published, {self.dropped} dropped (subscriber queues full), {self.unheard} "
+                f"unheard (no subscriber)" + (f", {refused} refused handshakes" if refused else ""))
+
     def close(self) -> None:
-        if self.dropped:
-            log.warning("%s: %d of %d decisions dropped (subscriber queues full)", self.name,
-                        self.dropped, self.seq)
+        self._read_subscriptions()
+        (log.warning if self.dropped or self.unheard else log.info)("%s", self.summary())
+        self._release()
+
+    def _release(self) -> None:
+        if self.monitor is not None:
+            self.sock.disable_monitor()
+            self.monitor.close(linger=0)
         self.sock.close()
+        self.guard.stop()
         self.ctx.term()
 
 

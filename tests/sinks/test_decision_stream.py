@@ -1,21 +1,30 @@
 """The decision stream end to end: real N-MNIST replay -> snn -> decoder -> decisions PUB, JSON
-lines and console; read by examples/decision_consumer.py in a separate process."""
+lines and console; read by examples/decision_consumer.py in a separate process, which may join
+late; subscribers that come and go; a sink secured with CURVE, serving only the consumers it
+lists."""
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
+import threading
+import time
 
+import pytest
 import zmq
 
 from pipeline.core.events import empty_events
+from pipeline.core.nodetype import ParamError
 from pipeline.core.packet import events_packet, json_packet
 from pipeline.core.stage import run_chain
 from pipeline.nodes.sinks import DecisionsParams, DecisionsSink
 from pipeline.nodes.snn import DecoderParams, DecoderStage, SnnParams, SnnStage
 from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
+from pipeline.security import secure_receiver, write_keys
 from sensors.replay import Replay, dataset_files
 from tests.conftest import ROOT
 from tests.pipeline.helpers import free_port, linked, snn_decoder_tables, write_config
@@ -128,3 +137,151 @@ def test_a_subscriber_that_stops_reading_costs_drops_never_a_block(tmp_path):
         sink.close()
         stuck.close(linger=0)
         ctx.term()
+
+
+def subscribed(sink: DecisionsSink, want: int, timeout_s: float = 30.0) -> bool:
+    """Let ``sink`` read (un)subscriptions (an empty decision packet publishes nothing) until
+    ``want`` subscribers match its topic; whether they did within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while sink.subscribers != want and time.monotonic() < deadline:
+        sink.consume(json_packet("s", 0, []))
+        time.sleep(0.01)
+    return sink.subscribers == want
+
+
+def drain(sock: zmq.Socket, wait_ms: int = 300) -> list[dict]:
+    """Every decision ``sock`` receives until it has been quiet for ``wait_ms``."""
+    got = []
+    while sock.poll(wait_ms, zmq.POLLIN):
+        got.append(json.loads(sock.recv_multipart()[1]))
+    return got
+
+
+def test_a_subscriber_that_leaves_and_returns_misses_only_what_was_published_meanwhile(tmp_path):
+    """A PUB socket keeps nothing for absent subscribers: the decisions published while nobody
+    listens are lost to everyone and counted as unheard; the sink goes on, and a subscriber that
+    comes back receives from then on."""
+    address = f"ipc://{tmp_path}/decisions.sock"
+    sink = DecisionsSink("robot", DecisionsParams(address=address, linger_ms=0))
+    ctx = zmq.Context()
+    try:
+        for visit, first in enumerate((0, 10)):
+            sub = ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.SUBSCRIBE, b"decisions")
+            sub.connect(address)
+            assert subscribed(sink, 1)
+            sink.consume(json_packet("s", first, [decision(i) for i in range(first, first + 5)]))
+            assert [d["seq"] for d in drain(sub)] == list(range(first, first + 5))
+            sub.close(linger=0)  # the subscriber leaves
+            assert subscribed(sink, 0)
+            sink.consume(json_packet("s", first + 5, [decision(i) for i in range(first + 5, first + 10)]))
+        assert sink.seq == 20 and sink.published == 10 and sink.unheard == 10 and sink.dropped == 0
+    finally:
+        sink.close()
+        ctx.term()
+
+
+def test_a_consumer_that_joins_a_running_graph_receives_every_decision_from_then_on(tmp_path, caplog):
+    data, n_samples = nmnist_subset(tmp_path / "data", per_class=2)
+    model = random_model(tmp_path / "model.npz", sorted(p.name for p in data.iterdir()))
+    address = f"tcp://127.0.0.1:{free_port()}"
+    jsonl = tmp_path / "decisions.jsonl"
+    config = write_config(tmp_path / "graph.toml", f"""
+[graph]
+summary = false
+
+[source.replay]
+type = "replay"
+path = "{data}"
+speed = 1.0
+
+{snn_decoder_tables(model, 3)}
+[sink.robot]
+type = "decisions"
+address = "{address}"
+
+[sink.file]
+type = "jsonl"
+path = "{jsonl}"
+""" + linked("replay -> snn", "snn -> decoder", "decoder -> robot", "decoder -> file"))
+    results = []
+    graph = threading.Thread(target=lambda: results.append(run(load(config))))
+    caplog.set_level(logging.INFO, logger="pipeline.nodes.sinks")
+    graph.start()
+    deadline = time.monotonic() + 60
+    while (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.02)  # two decisions published before anyone listens
+    consumer = subprocess.run([sys.executable, str(CONSUMER), address, "--json", "--idle", "2",
+                               "--timeout", "60"], capture_output=True, text=True, timeout=90)
+    graph.join(60)
+    assert results and results[0].ok
+    assert consumer.returncode == 0 and "missed" not in consumer.stderr, consumer.stderr
+    received = [json.loads(line) for line in consumer.stdout.splitlines()]
+    written = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(written) == n_samples
+    first = received[0]["seq"]
+    assert 2 <= first < n_samples - 5  # joined late, well before the end
+    assert [d["seq"] for d in received] == list(range(first, n_samples))
+    assert [d["segment"] for d in received] == [d["segment"] for d in written[first:]]
+    summary = next(r.getMessage() for r in caplog.records if "decisions on" in r.getMessage())
+    unheard = int(re.search(r"(\d+) unheard", summary).group(1))
+    assert first <= unheard <= first + 1  # + 1: a subscription that arrived during a send
+    assert f"robot: {n_samples} decisions on {address}: {n_samples - unheard} published, 0 dropped" in summary
+
+
+@pytest.fixture
+def curve_keys(tmp_path):
+    """Certificates: the sink's, an accepted consumer's (robot, listed in clients/) and a
+    stranger's, not listed."""
+    for name in ("sink", "robot", "stranger"):
+        write_keys(str(tmp_path / "keys"), name)
+    (tmp_path / "keys" / "clients").mkdir()
+    (tmp_path / "keys" / "clients" / "robot.key").write_bytes((tmp_path / "keys" / "robot.key").read_bytes())
+    return tmp_path / "keys"
+
+
+def test_a_curve_sink_serves_only_the_listed_consumer_and_counts_the_others(curve_keys):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    sink = DecisionsSink("robot", DecisionsParams(
+        address=address, wait_s=30, linger_ms=1000, curve_server=str(curve_keys / "sink"),
+        curve_clients=str(curve_keys / "clients")))
+    ctx = zmq.Context()
+    intruders = {}
+    for who in ("stranger", None):  # wrong keys, no keys
+        sock = intruders[who] = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        if who:
+            secure_receiver(sock, str(curve_keys / "sink"), str(curve_keys / who))
+        sock.connect(address)
+    consumer = subprocess.Popen([sys.executable, str(CONSUMER), address, "--json", "--count", "50",
+                                 "--timeout", "60", "--server-key", str(curve_keys / "sink"),
+                                 "--client-key", str(curve_keys / "robot")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        sink.consume(json_packet("s", 0, [decision(i) for i in range(50)]))  # waits for robot
+        out, err = consumer.communicate(timeout=60)
+        assert consumer.returncode == 0, err
+        deadline = time.monotonic() + 10
+        while len(sink.refused) < 2 and time.monotonic() < deadline:
+            sink.consume(json_packet("s", 0, []))
+            time.sleep(0.05)
+        assert [json.loads(line)["seq"] for line in out.splitlines()] == list(range(50))
+        assert all(drain(sock, 100) == [] for sock in intruders.values())
+        assert sink.refused["a key not in curve_clients"] >= 1
+        assert sink.refused["no CURVE keys, or a failed handshake"] >= 1
+        assert sink.published == 50 and sink.unheard == 0
+        assert subscribed(sink, 0)  # the consumer left; the sink goes on
+    finally:
+        consumer.kill()
+        sink.close()
+        for sock in intruders.values():
+            sock.close(linger=0)
+        ctx.term()
+
+
+def test_a_curve_sink_with_a_missing_certificate_is_a_param_error_naming_the_file(curve_keys):
+    with pytest.raises(ParamError, match=rf"curve_server: {curve_keys / 'nobody'}.key_secret: not a readable"):
+        DecisionsParams(address="tcp://127.0.0.1:5560", curve_server=str(curve_keys / "nobody"),
+                        curve_clients=str(curve_keys / "clients")).check()
+    with pytest.raises(ParamError, match="curve_clients: a CURVE decisions sink names"):
+        DecisionsParams(curve_server=str(curve_keys / "sink")).check()
