@@ -188,6 +188,8 @@ class Replay:
         self.pacer = Pacer(speed, stopping)
         self.order = TimeOrder(timestamps)  # .backwards counts out-of-order events
         self.skipped: list[str] = []  # errors of recordings that could not be read
+        self.skip = 0  # packets() passes over its first `skip` packets, unpaced (a resume)
+        self._made = 0  # packets made so far, passed over or not
 
     def packets(self) -> Iterator[Packet]:
         """All packets, segment after segment, each stamped with its release time (``origin_ns``);
@@ -208,13 +210,16 @@ class Replay:
                 try:
                     for packet in self._segment(item, segment):
                         started = packet
-                        yield released(packet)
+                        self._made += 1
+                        if self._made > self.skip:
+                            yield released(packet)
                         if self.stopping():
                             return
                 except FormatError as exc:
                     self.skipped.append(str(exc))
                     log.error("skipping unreadable recording: %s", exc)
-                    if started is not None:
+                    self._made += started is not None
+                    if started is not None and self._made > self.skip:
                         yield released(events_packet(self.stream, 0, np.empty(0, EVENT_DTYPE),
                                                      started.header.width, started.header.height,
                                                      replace(segment, end=True)))
@@ -231,6 +236,6 @@ class Replay:
         self.order.latest = None  # each file has its own time base
         for packet in segment_packets(self.stream, chunks, reader.width, reader.height, packetizer,
                                       segment, self.order):
-            if len(packet.records):
+            if len(packet.records) and self._made >= self.skip:
                 self.pacer.wait_until(packet.header.t_last)
             yield packet

@@ -53,7 +53,15 @@ class Stage:
 
 
 class Sink(Stage):
-    """A stage with no outputs; ``process`` returns nothing downstream."""
+    """A stage with no outputs; ``process`` returns nothing downstream.
+
+    ``resume()`` is called once, before any packet, when the sink's process is restarted after
+    it died having handled packets (``pipeline.runtime.recovery``): the runtime passes it only
+    what it had not handled yet, so a sink that writes a file must add to it rather than start
+    it again. Sinks that keep everything until ``finish`` cannot resume what they held."""
+
+    def resume(self) -> None:
+        """Go on from what an earlier process of this sink delivered (default: nothing to do)."""
 
     def process(self, packet: Packet) -> list[Packet]:
         self.consume(packet)
@@ -79,6 +87,13 @@ class Source:
 
     def packets(self) -> Iterator[Packet]:
         raise NotImplementedError
+
+    def resume_at(self, n: int) -> bool:
+        """Make ``packets()`` begin with its packet ``n`` (0-based), those before it passed over
+        quickly, as when the source started afresh: a restart after its process died
+        (``pipeline.runtime.recovery``). False when it cannot make them again (a live sensor):
+        it then goes on with what comes now."""
+        return False
 
     def stop(self) -> None:
         """Ask ``packets()`` to end early (SIGINT, shutdown); safe from any thread."""

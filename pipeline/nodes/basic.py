@@ -103,6 +103,10 @@ class ReplaySource(Source):
     def packets(self) -> Iterator[Packet]:
         return self.replay.packets()
 
+    def resume_at(self, n: int) -> bool:
+        self.replay.skip = n
+        return True
+
 
 @dataclass(frozen=True)
 class NoParams(Params):
@@ -336,13 +340,25 @@ class JsonLinesSink(RecordSink):
 
     def __init__(self, name: str, params: JsonLinesParams):
         super().__init__(name)
-        self.handle = open_for_writing(params.path, "w")
+        # opened to add, emptied before the first record unless resumed (Sink.resume)
+        self.handle = open_for_writing(params.path, "a")
+        self.fresh = True
+
+    def resume(self) -> None:
+        self.fresh = False
+
+    def _start(self) -> None:
+        if self.fresh:
+            self.handle.truncate(0)
+            self.fresh = False
 
     def write(self, record: dict) -> None:
+        self._start()
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
 
     def close(self) -> None:
+        self._start()
         self.handle.close()
 
 

@@ -75,6 +75,11 @@ class GraphSettings(Params):
     metrics_address: str = param("", "PUB address where `evpipe top` reads per-node metrics; "
                                      "empty: ipc://<temp folder>/evpipe-<name>-metrics.sock")
     summary: bool = param(True, "print the end summary table")
+    restarts: int = param(3, "processes runner: how many times a worker process that dies (killed, "
+                             "crashed) is restarted before the graph gives up and ends with exit "
+                             "code 1; 0: never (docs/architecture.md, Recovery)", ge=0)
+    restart_backoff_s: float = param(0.1, "wait before the first restart of a worker, doubled at "
+                                          "each further one", unit="s", ge=0)
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,18 @@ class LinkSettings(Params):
     max_message_bytes: int = param(64 * 2**20, "largest message the receiving end accepts "
                                                "(ZMQ_MAXMSGSIZE): a peer that sends more is "
                                                "disconnected", unit="bytes", ge=1)
+    exactly_once: bool = param(True, "lossless links: acknowledged resume points, a resend buffer "
+                                     "and duplicates dropped by sequence number, so the link "
+                                     "survives a restart of either end (docs/architecture.md, "
+                                     "Recovery); false: no acknowledgements or buffer")
+    resend_packets: int = param(65536, "exactly-once links: packets the sender keeps for a "
+                                       "restarted receiver, at most", ge=1)
+    resend_bytes: int = param(256 * 2**20, "exactly-once links: payload bytes the sender keeps "
+                                           "for a restarted receiver, at most", unit="bytes", ge=1)
+    heartbeat_s: float = param(1.0, "both ends say they are alive after this long without "
+                                    "sending", unit="s", gt=0)
+    peer_timeout_s: float = param(5.0, "a peer not heard from for this long is reported silent "
+                                       "(and a tcp connection to it dropped)", unit="s", gt=0)
     curve_server: str = path_field("", "CURVE: base path of the sending end's certificate "
                                        "(.key_secret read by the sender, .key by the receiver); "
                                        "docs/wire.md, Security")
@@ -108,6 +125,9 @@ class LinkSettings(Params):
             raise ParamError(key, "a CURVE link names curve_server, curve_client and curve_clients")
         if all(given) and not self.address:
             raise ParamError("curve_server", "a CURVE link needs an address (tcp://HOST:PORT)")
+        if self.peer_timeout_s <= self.heartbeat_s:
+            raise ParamError("peer_timeout_s", f"must be longer than heartbeat_s "
+                                               f"({self.heartbeat_s} s), got {self.peer_timeout_s}")
 
     @property
     def curve(self) -> bool:

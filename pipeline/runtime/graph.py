@@ -35,6 +35,7 @@ from pipeline.runtime.worker import Worker
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0
+CRASHED = 3  # exit code of a worker process whose runtime broke (not a node's failure)
 START_POLL_MS = 5  # how often the orchestrator looks for the last worker to open, until it has
 PUBLISH_LINGER_MS = 1000  # how long closing waits to deliver the last metrics to `evpipe top`
 
@@ -77,6 +78,7 @@ class Collector:
                 self._socket_file = (path, os.stat(path).st_ino)
         self.latest: dict[str, dict] = {}
         self.finals: dict[str, dict] = {}
+        self.restarts: dict[str, int] = {}  # node -> restarts of its worker, set by the supervisor
 
     def poll(self, timeout_ms: int) -> None:
         while self.sock.poll(timeout_ms, zmq.POLLIN):
@@ -88,6 +90,9 @@ class Collector:
             except (ValueError, KeyError, TypeError):
                 log.warning("malformed metrics message ignored: %r", raw[:80])
                 continue
+            if node in self.restarts:
+                snap["restarts"] = self.restarts[node]
+                raw = json.dumps(snap).encode()
             self.latest[node] = snap
             if snap.get("final"):
                 self.finals[node] = snap
@@ -218,19 +223,26 @@ def _child(config_path: str, names: tuple[str, ...], direct: list, run_dir: str,
            ready, opened, go) -> None:
     """Entry point of a worker process: SIGINT is left to the orchestrator, SIGTERM stops; sets
     ``ready`` once SIGTERM is handled (until then the orchestrator holds it back), ``opened``
-    once its links are open; a source starts at ``go``."""
+    once its links are open; a source starts at ``go``. Exit code 0: ended well; 1: a node
+    failed and the worker drained; ``CRASHED``: the worker's own code broke (restarted like a
+    killed one)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     label = "+".join(names)
     setproctitle.setproctitle(f"evpipe:{label}")  # what `ps` and `top` show for this worker
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{label}] %(message)s")
-    config = load(config_path)
-    ctx = zmq.Context()
-    worker = Worker(config, names, ctx, "processes", run_dir=run_dir, collector=collector,
-                    direct=frozenset(map(tuple, direct)), opened=opened, go=go)
-    signal.signal(signal.SIGTERM, lambda *_: worker.interrupt())
-    ready.set()
-    worker.run()
-    ctx.term()
+    try:
+        config = load(config_path)
+        ctx = zmq.Context()
+        worker = Worker(config, names, ctx, "processes", run_dir=run_dir, collector=collector,
+                        direct=frozenset(map(tuple, direct)), opened=opened, go=go,
+                        resume_dir=run_dir)
+        signal.signal(signal.SIGTERM, lambda *_: worker.interrupt())
+        ready.set()
+        worker.run()
+        ctx.term()
+    except Exception:  # a bug of the runtime itself: logged, and the worker is restarted
+        log.exception("worker %s crashed", label)
+        os._exit(CRASHED)
     os._exit(1 if worker.failed else 0)
 
 
@@ -251,6 +263,11 @@ class _SourceStops:
         if self.first_at is None:
             self.first_at = time.monotonic()
 
+    def restarted(self, name: str) -> None:
+        """A new process runs worker ``name``: it has been asked nothing yet."""
+        if name in self.sent:
+            self.sent[name] = 0
+
     def deliver(self) -> None:
         for name, sent in self.sent.items():
             proc = self.procs[name]
@@ -260,8 +277,83 @@ class _SourceStops:
                 self.sent[name] = self.wanted
 
 
+def _ending(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+class _Supervisor:
+    """Starts the worker processes and restarts one that dies (killed, or ``CRASHED``) after
+    ``restart_backoff_s``, doubled at each further restart of it, at most ``restarts`` times;
+    a restarted worker resumes from its resume points (``pipeline.runtime.recovery``). When a
+    worker has died once more than that, the supervisor gives up: it aborts every other worker,
+    so each ends its nodes (sinks flush what they received) and the run exits 1."""
+
+    def __init__(self, config: Config, spawn, make_args, ready: dict, stops: _SourceStops,
+                 collector: Collector):
+        self.config, self.spawn, self.make_args = config, spawn, make_args
+        self.ready, self.stops, self.collector = ready, stops, collector
+        self.plans = {plan.name: plan for plan in config.placement.workers}
+        self.procs: dict = {}
+        self.restarts = dict.fromkeys(ready, 0)
+        self.due: dict[str, float] = {}  # worker -> monotonic time of its restart
+        self.gave_up = False
+
+    def start(self, name: str) -> None:
+        self.procs[name] = self.spawn.Process(target=_child, name=f"evpipe-{name}",
+                                              args=self.make_args(name))
+        self.procs[name].start()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.due) or any(proc.is_alive() for proc in self.procs.values())
+
+    def died(self) -> list[str]:
+        """Workers that ended without ending their streams and are not yet being restarted."""
+        return [name for name, proc in self.procs.items()
+                if proc.exitcode not in (None, 0, 1) and name not in self.due]
+
+    def watch(self) -> None:
+        """Schedule the restart of every worker that died; start those that are due."""
+        now = time.monotonic()
+        for name in self.died():
+            if self.gave_up:
+                continue
+            code = self.procs[name].exitcode
+            nodes = "+".join(self.plans[name].nodes)
+            if self.restarts[name] >= self.config.graph.restarts:
+                log.error("worker %s (%s) %s, and it was restarted %d time(s) already: giving up; "
+                          "ending the graph", name, nodes, _ending(code), self.restarts[name])
+                self.give_up()
+                continue
+            delay = self.config.graph.restart_backoff_s * 2 ** self.restarts[name]
+            self.restarts[name] += 1
+            self.due[name] = now + delay
+            log.warning("worker %s (%s) %s; restarting it in %.1f s (restart %d of at most %d)",
+                        name, nodes, _ending(code), delay, self.restarts[name],
+                        self.config.graph.restarts)
+            for node in self.plans[name].nodes:
+                self.collector.restarts[node] = self.restarts[name]
+        for name, at in list(self.due.items()):
+            if now >= at:
+                del self.due[name]
+                self.ready[name].clear()
+                self.stops.restarted(name)
+                self.start(name)
+
+    def give_up(self) -> None:
+        """Abort every other worker (twice SIGTERM: stop, then give up on blocked sends)."""
+        self.gave_up = True
+        self.due.clear()
+        self.stops.request()
+        for name, proc in self.procs.items():
+            if proc.is_alive():
+                for _ in range(2 if self.ready[name].is_set() else 1):
+                    os.kill(proc.pid, signal.SIGTERM)
+
+
 def run_processes(config: Config) -> RunResult:
-    """Run every worker of ``config`` in its own process (spawned), linked over ipc by default."""
+    """Run every worker of ``config`` in its own process (spawned), linked over ipc by default,
+    under a ``_Supervisor``."""
     with contextlib.ExitStack() as cleanup:
         run_dir = tempfile.mkdtemp(prefix="evpipe-")
         cleanup.callback(shutil.rmtree, run_dir, ignore_errors=True)
@@ -271,29 +363,33 @@ def run_processes(config: Config) -> RunResult:
         ready = {name: spawn.Event() for name in plans}
         start = _Start({name: spawn.Event() for name in plans}, spawn.Event())
         direct = sorted(config.placement.direct)
-        procs = {name: spawn.Process(target=_child, name=f"evpipe-{name}",
-                                     args=(os.path.abspath(config.path), plan.nodes, direct,
-                                           run_dir, collector.address, ready[name],
-                                           start.opened[name], start.go))
-                 for name, plan in plans.items()}
+
+        def make_args(name: str) -> tuple:
+            return (os.path.abspath(config.path), plans[name].nodes, direct, run_dir,
+                    collector.address, ready[name], start.opened[name], start.go)
+
         sources = [name for name, plan in plans.items()
                    if any(config.nodes[node].kind == SOURCE for node in plan.nodes)]
+        procs: dict = {}
         stops = _SourceStops(procs, ready, sources)
+        supervisor = _Supervisor(config, spawn, make_args, ready, stops, collector)
+        supervisor.procs = procs
 
         with _Signals(stops.request):
-            for proc in procs.values():
-                proc.start()
-            while any(proc.is_alive() for proc in procs.values()):
+            for name in plans:
+                supervisor.start(name)
+            while supervisor.running:
                 start.check(ended=any(proc.exitcode is not None for proc in procs.values()))
                 collector.poll(START_POLL_MS if start.went is None else 100)
-                if stops.wanted == 0 and any(p.exitcode not in (None, 0) for p in procs.values()):
-                    stops.request()
+                if stops.wanted == 0 and any(p.exitcode == 1 for p in procs.values()):
+                    stops.request()  # a node failed: stop the sources, let the graph drain
+                supervisor.watch()
                 stops.deliver()
                 if stops.first_at is not None and time.monotonic() - stops.first_at > DRAIN_TIMEOUT_S:
-                    dead = [n for n, p in procs.items() if p.exitcode not in (None, 0)]
-                    if dead:
-                        log.error("worker process(es) %s ended abnormally and the graph did not drain "
-                                  "within %.0f s; ending the rest", ", ".join(dead), DRAIN_TIMEOUT_S)
+                    stuck = supervisor.gave_up or any(p.exitcode == 1 for p in procs.values())
+                    if stuck and not supervisor.due:
+                        log.error("the graph did not drain within %.0f s of the stop; ending the "
+                                  "rest", DRAIN_TIMEOUT_S)
                         for proc in procs.values():
                             if proc.is_alive():
                                 proc.kill()  # SIGTERM would only ask for the drain that cannot come
@@ -301,10 +397,10 @@ def run_processes(config: Config) -> RunResult:
             for proc in procs.values():
                 proc.join(5)
             collector.poll(200)
-        ok = all(proc.exitcode == 0 for proc in procs.values())
+        ok = all(proc.exitcode == 0 for proc in procs.values()) and not supervisor.gave_up
         for name, proc in procs.items():
             if proc.exitcode != 0:
-                log.error("worker %r exited with code %s", name, proc.exitcode)
+                log.error("worker %r ended: %s", name, _ending(proc.exitcode))
         return _finish(collector, config, ok, start)
 
 
@@ -330,12 +426,14 @@ def run(config: Config) -> RunResult:
 
 def run_one(config: Config, name: str, run_dir: str, collector: str = "") -> int:
     """Run a single node in this process, every link a socket (``evpipe stage``);
-    SIGINT/SIGTERM stop it gracefully."""
+    SIGINT/SIGTERM stop it gracefully. Its resume points live in ``run_dir``: started again
+    after its process died (by systemd, Kubernetes, a shell loop), it resumes from them like a
+    worker the processes runner restarts."""
     setproctitle.setproctitle(f"evpipe:{name}")
     check_certificates(config, [name])
     ctx = zmq.Context()
     worker = Worker(config, [name], ctx, "processes", run_dir=run_dir, collector=collector,
-                    standalone=True)
+                    standalone=True, resume_dir=run_dir)
     with _Signals(worker.interrupt):
         finals = worker.run()
     ctx.term()

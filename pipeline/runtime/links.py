@@ -18,6 +18,26 @@
   ``LIVE_EOS_SPACING_S``, since a full receiving queue may drop any one copy; receivers ignore
   the duplicates.
 
+An **exactly-once** lossless link (``exactly_once=True``, the runtime's default) also survives a
+restart of either end. Both ends talk back on the same DEALER pair with one-frame control
+messages (``tag`` or ``tag value``, ASCII): the receiver opens with ``hello Q`` (it resumes at
+sequence number Q: 0 on a fresh start), acknowledges with ``ack Q`` that it will never ask for a
+packet before Q again (its resume point, ``pipeline.runtime.recovery``), and answers end of
+stream with ``end``. A restarted sender whose packets cannot be made again (a live source)
+says ``anew Q`` instead: its next packet is Q, and the receiver takes it as new. The sender keeps every packet from the receiver's resume point on (at most
+``resend_packets`` and ``resend_bytes`` of payload; beyond that the oldest go and are counted
+as ``overflow``), resends them
+when a ``hello`` asks, and the receiver drops every packet whose sequence number it has already
+had (counted as ``duplicates``). So each packet is delivered once and in order, whichever end
+restarts, in the manner of upstream backup (Hwang et al., "High-availability algorithms for
+distributed stream processing", ICDE 2005).
+
+**Heartbeats.** An end that has sent nothing for ``heartbeat_s`` sends ``beat``; an end that has
+heard nothing from its peer for ``peer_timeout_s`` logs it once and counts it (``silences``),
+and logs again when the peer is back. ZeroMQ's own ZMTP heartbeats (``ZMQ_HEARTBEAT_IVL``,
+``ZMQ_HEARTBEAT_TIMEOUT``) drop a tcp connection to a peer that stopped answering, so a peer
+that returns reconnects. Live links carry heartbeats from sender to receiver only.
+
 The sending side binds and the receiving side connects, so a stage can be restarted, or moved to
 another host, without touching its upstream. Addresses are ``inproc://``, ``ipc://`` or
 ``tcp://``. Every queue is bounded by ``hwm`` messages on both sides, and a receiver takes no
@@ -57,6 +77,9 @@ class SendStats:
     packets: int = 0
     events: int = 0
     dropped: int = 0  # live links: messages refused because the queue was full
+    resent: int = 0  # exactly-once links: packets sent again to a restarted receiver
+    overflow: int = 0  # exactly-once links: packets the resend buffer had to let go
+    silences: int = 0  # times the receiving end went unheard for peer_timeout_s
 
 
 @dataclass
@@ -64,11 +87,13 @@ class ReceiveStats:
     packets: int = 0
     events: int = 0
     gaps: int = 0  # packets missing by sequence number (live links)
+    duplicates: int = 0  # exactly-once links: packets already received, dropped
+    silences: int = 0  # times the sending end went unheard for peer_timeout_s
     malformed: Counter = field(default_factory=Counter)  # reason -> count
 
 
 LINGER_MS = 2000  # how long unsent messages may delay closing a socket
-ACK = b"ack"
+HELLO, RESUMED, ENDED, BEAT, ANEW = b"hello", b"ack", b"end", b"beat", b"anew"  # control messages
 LIVE_EOS_REPEATS = 5
 LIVE_EOS_SPACING_S = 0.1
 ZERO_COPY_BYTES = 64 * 1024  # payloads at least this large are sent without copying
@@ -76,10 +101,52 @@ BATCH_PACKETS = 32  # a batching sender holds back at most this many packets
 BATCH_BYTES = 256 * 1024  # or about this many payload bytes
 
 
-def _configure(sock: zmq.Socket, hwm: int) -> None:
+def _configure(sock: zmq.Socket, hwm: int, heartbeat_s: float, peer_timeout_s: float) -> None:
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, int(heartbeat_s * 1e3))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(peer_timeout_s * 1e3))
+
+
+def control_message(tag: bytes, value: int | None = None) -> bytes:
+    return tag if value is None else tag + b" %d" % value
+
+
+def parse_control(message: bytes) -> tuple[bytes, int | None]:
+    """(tag, value) of a control message; ValueError when it is none."""
+    tag, _, value = message.partition(b" ")
+    if tag not in (HELLO, RESUMED, ENDED, BEAT, ANEW) or (value and not value.isdigit()):
+        raise ValueError(f"not a control message: {message[:40]!r}")
+    return tag, int(value) if value else None
+
+
+class PeerWatch:
+    """When this end last sent and last heard anything (monotonic s), and whether its peer is
+    currently reported silent (module docstring, Heartbeats)."""
+
+    def __init__(self, heartbeat_s: float, peer_timeout_s: float, what: str):
+        self.heartbeat_s, self.peer_timeout_s, self.what = heartbeat_s, peer_timeout_s, what
+        self.last_sent = self.last_heard = time.monotonic()
+        self.silent = False
+
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+        if self.silent:
+            self.silent = False
+            log.info("%s is heard again", self.what)
+
+    def due(self, now: float) -> bool:
+        """Whether this end should send a heartbeat now."""
+        return now - self.last_sent >= self.heartbeat_s
+
+    def fell_silent(self, now: float) -> bool:
+        """True once when the peer has been unheard for ``peer_timeout_s`` (logged)."""
+        if self.silent or now - self.last_heard < self.peer_timeout_s:
+            return False
+        self.silent = True
+        log.warning("%s: nothing heard for %.1f s", self.what, now - self.last_heard)
+        return True
 
 
 class Sender:
@@ -87,12 +154,15 @@ class Sender:
     ``batch``: a lossless link holds packets back until ``flush`` (module docstring)."""
 
     def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
-                 aborting=lambda: False, batch: bool = False, curve=None):
+                 aborting=lambda: False, batch: bool = False, curve=None,
+                 exactly_once: bool = False, resend_packets: int = 65536,
+                 resend_bytes: int = 256 * 2**20,
+                 heartbeat_s: float = 1.0, peer_timeout_s: float = 5.0):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode, self.aborting = address, mode, aborting
         self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.XPUB)
-        _configure(self.sock, hwm)
+        _configure(self.sock, hwm, heartbeat_s, peer_timeout_s)
         if mode == LIVE:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
         if curve is not None:
@@ -104,6 +174,17 @@ class Sender:
         self.batching = batch and mode == LOSSLESS
         self.held: list[list] = []  # frames of the packets held back by a batching sender
         self.held_bytes = 0
+        self.held_seq = -1
+        self.exactly_once = exactly_once and mode == LOSSLESS
+        self.resend_packets, self.resend_bytes = resend_packets, resend_bytes
+        self.backlog_bytes = 0
+        # exactly-once: (seq, frames, is end of stream) of every packet from the receiver's
+        # resume point on, the last seq handed to ZeroMQ, and that resume point
+        self.backlog: deque[tuple[int, list, bool]] = deque()
+        self.sent_seq = -1
+        self.acked = 0
+        self.end_acknowledged = False
+        self.watch = PeerWatch(heartbeat_s, peer_timeout_s, f"receiving end of {address}")
 
     def wait_for_subscriber(self, timeout_s: float) -> bool:
         """Live links: wait until a receiver has subscribed (avoids losing the first packets)."""
@@ -125,14 +206,93 @@ class Sender:
             elif message[:1] == b"\x00":
                 self.subscribers = max(self.subscribers - 1, 0)
 
+    def control(self) -> None:
+        """Read what the receiving end said: subscriptions (live), or the control messages of
+        a lossless link (module docstring)."""
+        if self.mode == LIVE:
+            self._follow_subscriptions()
+            return
+        while self.sock.poll(0, zmq.POLLIN):
+            message = self.sock.recv()
+            try:
+                tag, value = parse_control(message)
+            except ValueError as exc:
+                log.warning("%s: %s", self.address, exc)
+                continue
+            self.watch.heard()
+            if tag == ENDED:
+                self.end_acknowledged = True
+            elif tag == RESUMED and self.exactly_once:
+                self._trim(value)
+            elif tag == HELLO and self.exactly_once:
+                self._trim(value)
+                self._resend(value)
+
+    def _trim(self, resume_seq: int) -> None:
+        """The receiver will not ask for a packet before ``resume_seq`` again: let them go."""
+        self.acked = max(self.acked, resume_seq)
+        while self.backlog and self.backlog[0][0] < self.acked:
+            self.backlog_bytes -= len(self.backlog.popleft()[1][2])
+
+    def _resend(self, resume_seq: int) -> None:
+        """A receiver (re)started at ``resume_seq``: send again what it may not have had."""
+        again = [entry for entry in self.backlog if resume_seq <= entry[0] <= self.sent_seq]
+        if not again:
+            return
+        if again[0][0] > resume_seq:
+            log.error("%s: the receiver resumes at packet %d but the resend buffer starts at %d "
+                      "(resend_packets %d too small): packets %d-%d are lost", self.address,
+                      resume_seq, again[0][0], self.resend_packets, resume_seq, again[0][0] - 1)
+        log.info("%s: a receiver resumed at packet %d; sending %d packets again", self.address,
+                 resume_seq, len(again))
+        data = [frames for _, frames, is_eos in again if not is_eos]
+        for start in range(0, len(data), BATCH_PACKETS):
+            chunk = data[start:start + BATCH_PACKETS]
+            self._blocking_send(chunk[0] if len(chunk) == 1 else wire.batch_frames(chunk))
+        if again[-1][2]:
+            self._blocking_send(again[-1][1])
+        self.stats.resent += len(again)
+
+    def _keep(self, seq: int, frames, is_eos: bool = False) -> None:
+        """Exactly-once: hold ``frames`` for a receiver that may restart."""
+        self.backlog.append((seq, frames, is_eos))
+        self.backlog_bytes += len(frames[2])
+        while len(self.backlog) > self.resend_packets or self.backlog_bytes > self.resend_bytes:
+            self.backlog_bytes -= len(self.backlog.popleft()[1][2])
+            if not self.stats.overflow:
+                log.warning("%s: more than resend_packets = %d packets or resend_bytes = %d "
+                            "bytes since the receiver's resume point; a receiver restarted now "
+                            "would miss the oldest", self.address, self.resend_packets,
+                            self.resend_bytes)
+            self.stats.overflow += 1
+
+    def announce(self, seq: int) -> None:
+        """Exactly-once, after a restart that cannot make its packets again: the next packet
+        is ``seq``, and the receiver is to take it as new."""
+        if self.exactly_once:
+            self._blocking_send([control_message(ANEW, seq)])
+
+    def beat(self, now: float) -> None:
+        """Heartbeat when idle; report a receiving end unheard for ``peer_timeout_s`` (lossless:
+        it answers; live links cannot hear their subscribers)."""
+        if self.watch.due(now) and (self.mode == LOSSLESS or self.subscribers):
+            try:
+                self.sock.send(BEAT, zmq.NOBLOCK)
+                self.watch.last_sent = now
+            except zmq.Again:
+                pass  # no receiver connected, or its queue is full: it has news enough
+        if self.mode == LOSSLESS and self.watch.fell_silent(now):
+            self.stats.silences += 1
+
     def _send_now(self, frames) -> None:
         """Send a message's frames without blocking (zmq.Again when the queue is full).
 
         Topics and headers are small and copied; a payload goes zero-copy when it is large
         enough for that to pay (ZeroMQ copies small frames anyway).
         """
-        self.sock.send(frames[0], zmq.NOBLOCK | zmq.SNDMORE)
         last = len(frames) - 1
+        self.sock.send(frames[0], zmq.NOBLOCK | (zmq.SNDMORE if last else 0))
+        self.watch.last_sent = time.monotonic()
         for index in range(1, last + 1):  # later parts of a message never block
             frame = frames[index]
             self.sock.send(frame, 0 if index == last else zmq.SNDMORE,
@@ -151,9 +311,11 @@ class Sender:
     def send(self, packet: Packet) -> bool:
         """Send ``packet`` stamped with the current host time; False if a live link dropped it."""
         frames = wire.encode(packet, sent_ns=time.time_ns())
+        if self.exactly_once:
+            self._keep(packet.header.seq, frames, packet.is_eos)
         if packet.is_eos:
             self.flush()
-            self._end(frames)
+            self._end(frames, packet.header.seq)
             return True
         if self.mode == LIVE:
             self._follow_subscriptions()
@@ -167,11 +329,13 @@ class Sender:
                 return False
         elif self.batching:
             self.held.append(frames)
+            self.held_seq = packet.header.seq
             self.held_bytes += len(frames[2])
             if len(self.held) >= BATCH_PACKETS or self.held_bytes >= BATCH_BYTES:
                 self.flush()
         else:
             self._blocking_send(frames)
+            self.sent_seq = packet.header.seq
         self.stats.packets += 1
         self.stats.events += packet.header.count
         return True
@@ -182,8 +346,11 @@ class Sender:
             return
         held, self.held, self.held_bytes = self.held, [], 0
         self._blocking_send(held[0] if len(held) == 1 else wire.batch_frames(held))
+        self.sent_seq = self.held_seq
+        if self.exactly_once:
+            self.control()
 
-    def _end(self, frames) -> None:
+    def _end(self, frames, seq: int) -> None:
         """Deliver end of stream: acknowledged on lossless links, repeated on live ones."""
         if self.mode == LIVE:
             for _ in range(LIVE_EOS_REPEATS):
@@ -191,10 +358,10 @@ class Sender:
                 time.sleep(LIVE_EOS_SPACING_S)
             return
         self._blocking_send(frames)
-        while True:
+        self.sent_seq = seq
+        while not self.end_acknowledged:
             if self.sock.poll(POLL_MS, zmq.POLLIN):
-                if self.sock.recv() == ACK:
-                    return
+                self.control()  # a receiver that restarts meanwhile is sent the rest again
             elif self.aborting():
                 raise Aborted(f"end of stream on {self.address} not acknowledged")
 
@@ -204,15 +371,20 @@ class Sender:
 
 class Receiver:
     """Receiving end of one edge: validated packets, per-reason malformed counts, gap counts.
-    ``receive`` returns the packets of a batch one by one; ``queued`` says some are left."""
+    ``receive`` returns the packets of a batch one by one; ``queued`` says some are left.
+    ``resume_seq``: exactly-once links after a restart, the sequence number this end resumes at
+    (its ``hello``); None on a fresh start.
+    ``defer_end``: the caller acknowledges end of stream itself (``acknowledge_end``)."""
 
     def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
-                 max_message_bytes: int = -1, curve=None):
+                 max_message_bytes: int = -1, curve=None, exactly_once: bool = False,
+                 resume_seq: int | None = None, heartbeat_s: float = 1.0, peer_timeout_s: float = 5.0,
+                 defer_end: bool = False):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode = address, mode
         self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.SUB)
-        _configure(self.sock, hwm)
+        _configure(self.sock, hwm, heartbeat_s, peer_timeout_s)
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         if curve is not None:
             secure_receiver(self.sock, *curve)
@@ -223,43 +395,110 @@ class Receiver:
         self._next_seq: dict[str, int] = {}
         self._queued: deque[Packet] = deque()  # the rest of a received batch
         self.ended = False
+        self.defer_end = defer_end
+        self.exactly_once = exactly_once and mode == LOSSLESS
+        self.expected = resume_seq or 0  # exactly-once: the next sequence number to take
+        # after a restart, until the resent packets begin: what the sender sent before it read
+        # the hello comes first and is dropped (the resend holds it too)
+        self.resuming = resume_seq is not None
+        self.watch = PeerWatch(heartbeat_s, peer_timeout_s, f"sending end of {address}")
+        if self.exactly_once and resume_seq is not None:
+            self._say(HELLO, resume_seq)  # queued until the connection is up
 
     @property
     def queued(self) -> bool:
         return bool(self._queued)
 
+    def _say(self, tag: bytes, value: int | None = None) -> None:
+        """Send a control message upstream, unless the queue towards it is full (a later one
+        says as much)."""
+        try:
+            self.sock.send(control_message(tag, value), zmq.NOBLOCK)
+            self.watch.last_sent = time.monotonic()
+        except zmq.Again:
+            pass
+
+    def resumed(self, seq: int) -> None:
+        """Exactly-once: this end will never again ask for a packet before ``seq``."""
+        self._say(RESUMED, seq)
+
+    def beat(self, now: float) -> None:
+        """Heartbeat upstream when idle (lossless links); report a silent sending end."""
+        if self.mode == LOSSLESS and self.watch.due(now):
+            self._say(BEAT)
+        if self.watch.fell_silent(now):
+            self.stats.silences += 1
+
     def receive(self, timeout_ms: int | None = None) -> Packet | None:
-        """The next valid packet, or None on timeout or after a malformed message (counted)."""
+        """The next valid packet, or None on timeout, after a control message, a duplicate or
+        a malformed message (counted)."""
         if not self._queued:
             if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
                 return None
             frames = self.sock.recv_multipart(copy=False)
+            self.watch.heard()
             try:
+                if len(frames) == 1:
+                    self._control(frames[0].bytes)
+                    return None
                 self._queued.extend(wire.decode_message(frames))
             except wire.Malformed as exc:
                 self.stats.malformed[exc.reason] += 1
                 log.warning("malformed message on %s dropped: %s", self.address, exc)
                 return None
         packet = self._queued.popleft()
-        if packet.is_eos:
-            if self.ended:
-                return None  # a repeated end of stream (live links)
-            if self.mode == LOSSLESS:
-                self.sock.send(ACK, zmq.NOBLOCK)
-        self._track(packet)
+        if not self._track(packet):
+            return None
+        if packet.is_eos and not self.defer_end:
+            self.acknowledge_end()
         return packet
 
-    def _track(self, packet: Packet) -> None:
+    def acknowledge_end(self) -> None:
+        """Lossless links: tell the sender its end of stream is through, so it may close. The
+        runtime says so once everything that follows from it has ended downstream, so a
+        receiver that restarts before then still finds its sender."""
+        if self.mode == LOSSLESS:
+            self._say(ENDED)
+
+    def _control(self, message: bytes) -> None:
+        """A one-frame message: a heartbeat, or a restarted sender's ``anew``; anything else is
+        malformed."""
+        try:
+            tag, value = parse_control(message)
+        except ValueError:
+            tag = value = None
+        if tag == ANEW and self.exactly_once:
+            log.info("%s: the sending end restarted; its packets from %d on are new",
+                     self.address, value)
+            self.expected = value
+            self.resuming = False
+        elif tag != BEAT:
+            raise wire.Malformed("frame_count", f"expected 3 frames or a heartbeat, got "
+                                                f"{message[:40]!r}")
+
+    def _track(self, packet: Packet) -> bool:
+        """Count the packet; False for a duplicate (exactly-once) or a repeated end of stream."""
         header = packet.header
-        expected = self._next_seq.get(header.stream, 0)
-        if header.seq > expected:
-            self.stats.gaps += header.seq - expected
-        self._next_seq[header.stream] = max(expected, header.seq + 1)
+        if self.exactly_once:
+            if header.seq < self.expected or (self.resuming and header.seq > self.expected):
+                self.stats.duplicates += 1
+                return False
+            self.resuming = False
+            self.stats.gaps += header.seq - self.expected
+            self.expected = header.seq + 1
+        else:
+            if packet.is_eos and self.ended:
+                return False  # a repeated end of stream (live links)
+            expected = self._next_seq.get(header.stream, 0)
+            if header.seq > expected:
+                self.stats.gaps += header.seq - expected
+            self._next_seq[header.stream] = max(expected, header.seq + 1)
         if packet.is_eos:
             self.ended = True
         else:
             self.stats.packets += 1
             self.stats.events += header.count
+        return True
 
     def close(self) -> None:
         self.sock.close()

@@ -14,7 +14,11 @@ Snapshot keys: node, kind, final, error, elapsed_s, records_in, packets_in, reco
 packets_out, unit_in, unit_out (what the records are: the record dtype name of the packets,
 "events", "features", "spikes", ...; "JSON records" for JSON payloads; "records" when a node saw
 several kinds; "" before its first packet), dropped (live sends refused), gaps (packets lost
-upstream, from sequence numbers), malformed ({reason: count}), records_in_per_s,
+upstream, from sequence numbers), duplicates (packets received twice on exactly-once links and
+dropped), resent (packets sent again to a restarted receiver), overflow (packets the resend
+buffer let go), silences (times a peer went unheard for its link's ``peer_timeout_s``),
+restarts (times the orchestrator restarted the node's worker process; counts start again
+with each process), malformed ({reason: count}), records_in_per_s,
 records_out_per_s, packets_in_per_s, packets_out_per_s (over the last interval), busy_s (time
 inside process), max_drained (the longest run of input messages read back to back without
 waiting, over the last interval: each was already queued when read, so an input that keeps up
@@ -116,6 +120,11 @@ class NodeMetrics:
             "unit_in": unit(self.dtypes_in), "unit_out": unit(self.dtypes_out),
             "dropped": sum(stats.dropped for stats in sent),
             "gaps": sum(stats.gaps for stats in received),
+            "duplicates": sum(stats.duplicates for stats in received),
+            "resent": sum(stats.resent for stats in sent),
+            "overflow": sum(stats.overflow for stats in sent),
+            "silences": sum(stats.silences for stats in received) + sum(stats.silences for stats in sent),
+            "restarts": 0,
             "malformed": dict(malformed),
             "records_in_per_s": round((records_in - last_ri) / span, 1),
             "records_out_per_s": round((self.records_out - last_ro) / span, 1),
@@ -201,5 +210,6 @@ def summary_table(snapshots: list[dict]) -> str:
             f"{packets:>9,} {snap['dropped'] + snap['gaps']:>7,} {sum(snap['malformed'].values()):>9,} "
             f"{rate_text(snap, rate):>24} {'-' if p99 is None else f'{p99:.0f}':>9} "
             f"{ms_text(snap.get('e2e_p50_us')):>10} {ms_text(snap.get('e2e_p99_us')):>10}"
+            + (f"  restarted {snap['restarts']}x" if snap.get("restarts") else "")
             + (f"  ERROR: {snap['error']}" if snap.get("error") else ""))
     return "\n".join(rows)

@@ -23,6 +23,13 @@ uses it). For every node, the worker:
   stops, after emptying what its inputs already hold. A send still blocked ``STOP_DRAIN_S`` after
   the stop (its receiver is gone, or never came) gives up: the node reports what it could not
   deliver as its error, and the worker ends;
+- with a resume folder (the processes runner, ``evpipe stage``): keeps the worker's resume
+  points and its sinks' marks there (``pipeline.runtime.recovery``), and, when it finds them at
+  start, resumes: every node numbers its packets as it did at the resume point, each socket
+  input asks its sender to resend from there, a replay source passes over what it had sent,
+  and each sink skips what it had handled;
+- sends heartbeats on idle links and reports peers it has not heard from
+  (``pipeline.runtime.links``);
 - when a node raises: logs the traceback, records the error, keeps draining that node's inputs
   (discarding) so upstream never blocks, still ends its outputs so downstream flushes, and
   reports failure; the graph then stops its sources and exits non-zero.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import select
 import sys
 import threading
@@ -40,11 +48,14 @@ import traceback
 
 import zmq
 
-from pipeline.core.nodetype import SOURCE
+from collections import deque
+
+from pipeline.core.nodetype import SINK, SOURCE
 from pipeline.core.packet import Packet, eos_packet
 from pipeline.runtime.config import Config, LinkSettings, NodeSettings
 from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiveStats, Sender
 from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
+from pipeline.runtime.recovery import ResumeFile
 from pipeline.runtime.registry import lookup
 from pipeline.security import Guard
 
@@ -53,6 +64,7 @@ log = logging.getLogger(__name__)
 SUBSCRIBER_WAIT_S = 10.0  # live links: how long a sender waits for its receiver to join
 QUIET_WAIT_S = 1.0  # ... of which the first second without saying so (graphs start that fast)
 STOP_DRAIN_S = 10.0  # after a stop, how long sends may wait for receivers that take nothing
+SAVE_INTERVAL_S = 0.02  # resume points are saved, and acknowledged upstream, at most this often
 
 
 def default_address(link: LinkSettings, runner: str, run_dir: str) -> str:
@@ -93,9 +105,11 @@ def build_node(settings: NodeSettings):
 class Slot:
     """One node inside a worker: the node object, its metrics and its ends of the links."""
 
-    def __init__(self, settings: NodeSettings):
-        self.settings, self.name = settings, settings.name
+    def __init__(self, settings: NodeSettings, index: int):
+        self.settings, self.name, self.index = settings, settings.name, index
         self.is_source = settings.kind == SOURCE
+        self.is_sink = settings.kind == SINK
+        self.mark = -1  # a sink: sequence number of the last packet an earlier process handled
         self.node = build_node(settings)
         self.metrics = NodeMetrics(settings.name, settings.kind)
         self.seq = 0
@@ -118,14 +132,17 @@ class Worker:
     ``run`` returns their final snapshots. ``direct``: the (source, target) links inside the
     worker that are direct calls; every other link of these nodes is a socket. ``opened`` and
     ``go`` (threading or multiprocessing events, or None to start at once): the worker sets
-    ``opened`` when its links are open, and its source starts reading at ``go``."""
+    ``opened`` when its links are open, and its source starts reading at ``go``.
+    ``resume_dir``: where the worker keeps its resume points ("" for none: threads cannot die
+    alone, so their lossless links need no acknowledgements)."""
 
     def __init__(self, config: Config, names, ctx: zmq.Context, runner: str = "threads",
                  run_dir: str = "", collector: str = "", standalone: bool = False,
-                 direct=frozenset(), opened=None, go=None):
+                 direct=frozenset(), opened=None, go=None, resume_dir: str = ""):
         self.config, self.ctx, self.runner = config, ctx, runner
         self.run_dir, self.collector, self.standalone = run_dir, collector, standalone
-        self.slots = {name: Slot(config.nodes[name]) for name in names}
+        self.resume_dir = resume_dir
+        self.slots = {name: Slot(config.nodes[name], index) for index, name in enumerate(names)}
         self.direct = frozenset(direct)
         self.source = next((slot for slot in self.slots.values() if slot.is_source), None)
         self.opened, self.go = opened, go
@@ -134,6 +151,17 @@ class Worker:
         self._give_up: threading.Timer | None = None  # started by the first stop
         self._gave_up = False
         self.guard = Guard(ctx)  # ZAP handler of CURVE links, started by the first one
+        # recovery (pipeline.runtime.recovery): the resume file, the inputs (the source, or the
+        # socket receivers) in its order, the candidate points not yet safe (input index, seq,
+        # every node's next seq), the inputs given a point since the last wait, the saved
+        # resume seq of each input, and when the next save may happen
+        self.resume: ResumeFile | None = None
+        self.sinks_only = all(slot.is_sink for slot in self.slots.values())
+        self.inputs: list = []
+        self.candidates: deque = deque()
+        self.pointed: set[int] = set()
+        self.resume_seqs: list[int] = []
+        self.next_save = 0.0
 
     @property
     def failed(self) -> bool:
@@ -186,7 +214,11 @@ class Worker:
                              if link.curve else None)
                     slot.senders.append(Sender(self.ctx, self._address(link), link.mode, link.hwm,
                                                aborting=self._abort.is_set, batch=True,
-                                               curve=curve))
+                                               curve=curve, exactly_once=self._exactly_once(link),
+                                               resend_packets=link.resend_packets,
+                                               resend_bytes=link.resend_bytes,
+                                               heartbeat_s=link.heartbeat_s,
+                                               peer_timeout_s=link.peer_timeout_s))
         for slot in self.slots.values():
             for sender in slot.senders:
                 if sender.wait_for_subscriber(QUIET_WAIT_S):
@@ -197,13 +229,51 @@ class Worker:
                     log.warning("node %r: nobody subscribed to %s within %.0f s; going on, every "
                                 "packet nobody receives counted as dropped", slot.name,
                                 sender.address, SUBSCRIBER_WAIT_S)
-        for slot in self.slots.values():
-            for link in self.config.inputs(slot.name):
-                if (link.source, link.target) not in self.direct:
-                    curve = (link.curve_server, link.curve_client) if link.curve else None
-                    slot.receivers.append(Receiver(self.ctx, self._address(link), link.mode,
-                                                   link.hwm, link.max_message_bytes, curve))
-                    slot.open_inputs += 1
+        links = [(slot, link) for slot in self.slots.values()
+                 for link in self.config.inputs(slot.name)
+                 if (link.source, link.target) not in self.direct]
+        resume_seqs = self._load_resume_point(len(links) if self.source is None else 1)
+        for index, (slot, link) in enumerate(links):
+            curve = (link.curve_server, link.curve_client) if link.curve else None
+            receiver = Receiver(self.ctx, self._address(link), link.mode, link.hwm,
+                                link.max_message_bytes, curve, self._exactly_once(link),
+                                self._resume_seq(resume_seqs[index]), link.heartbeat_s,
+                                link.peer_timeout_s, defer_end=True)
+            slot.receivers.append(receiver)
+            self.inputs.append(receiver)
+            slot.open_inputs += 1
+
+    def _resume_seq(self, saved: int) -> int | None:
+        """Where an input resumes: None on a fresh start, else its saved point (0 when the
+        worker died before saving any)."""
+        if self.resume is None or not self.resume.restarted:
+            return None
+        return max(saved, 0)
+
+    def _exactly_once(self, link: LinkSettings) -> bool:
+        return link.exactly_once and bool(self.resume_dir)
+
+    def _load_resume_point(self, n_inputs: int) -> list[int]:
+        """Open the resume file; when it holds a point, number every node's packets from it
+        and tell each sink its mark. The resume seq of each input (-1: start afresh)."""
+        self.resume_seqs = [-1] * n_inputs
+        if not self.resume_dir:
+            return self.resume_seqs
+        name = "+".join(self.slots)
+        self.resume = ResumeFile(os.path.join(self.resume_dir, f"{name}.resume"), n_inputs,
+                                 len(self.slots))
+        point = self.resume.point
+        if point is None:
+            return self.resume_seqs
+        self.resume_seqs, seqs = point
+        for slot, seq, mark in zip(self.slots.values(), seqs, self.resume.marks.tolist()):
+            slot.seq = max(seq, 0)
+            if slot.is_sink and mark >= 0:
+                slot.mark = mark
+                slot.node.resume()
+        log.info("resuming %s at packet(s) %s of its input(s), after a restart", name,
+                 ", ".join(map(str, self.resume_seqs)))
+        return self.resume_seqs
 
     # the packet path -------------------------------------------------------------------------
     def _emit(self, slot: Slot, packets: list[Packet], arrival_ns: int | None = None,
@@ -240,6 +310,8 @@ class Worker:
         slot.last_origin = origin = packet.header.origin_ns
         if slot.failed:
             return  # draining after an error: discard, keep upstream moving
+        if packet.header.seq <= slot.mark:
+            return  # a resumed sink: an earlier process of it handled this packet
         start = time.perf_counter_ns()
         try:
             out = slot.node.process(packet)
@@ -247,6 +319,8 @@ class Worker:
             self._fail(slot, f"process(packet seq {packet.header.seq} from {packet.header.stream})", exc)
             return
         slot.metrics.busy_ns += time.perf_counter_ns() - start
+        if slot.is_sink and self.resume is not None:
+            self.resume.marks[slot.index] = packet.header.seq
         self._emit(slot, out, arrival_ns, origin)
 
     def _end(self, slot: Slot) -> None:
@@ -303,6 +377,64 @@ class Worker:
             for sender in slot.senders:
                 sender.flush()
 
+    def _waiting(self) -> None:
+        """The worker is about to wait: send what is held back, then ``_maintain``."""
+        self._flush()
+        self._maintain()
+
+    def _maintain(self) -> None:
+        """At most every ``SAVE_INTERVAL_S``: save the resume point if a newer one is safe, and
+        keep idle links' heartbeats going."""
+        now = time.monotonic()
+        if now < self.next_save:
+            return
+        self.next_save = now + SAVE_INTERVAL_S
+        self.pointed.clear()
+        self._save_point()
+        for slot in self.slots.values():
+            for link in slot.senders + slot.receivers:
+                link.beat(now)
+
+    def _candidate(self, index: int, seq: int, packet: Packet) -> None:
+        """Note a possible resume point of input ``index`` at ``packet`` (sequence number ``seq``),
+        before the worker handles it: a segment start, or, on a stream without segments, the
+        first packet after a wait; in a worker of sinks alone (no state to rebuild but what
+        their marks cover), any first packet after a wait."""
+        if self.resume is None:
+            return
+        segment = packet.header.segment
+        if segment is None or self.sinks_only:
+            if index in self.pointed:
+                return
+            self.pointed.add(index)
+        elif not segment.start:
+            return
+        self.candidates.append((index, seq, [slot.seq for slot in self.slots.values()]))
+
+    def _save_point(self) -> None:
+        """Save the newest candidate every downstream worker has acknowledged (it will never
+        need a packet made before it), then acknowledge it upstream."""
+        if not self.candidates:
+            return
+        senders = [(sender, slot.index) for slot in self.slots.values() for sender in slot.senders
+                   if sender.exactly_once]
+        for sender, _ in senders:
+            sender.control()
+        safe = None
+        while self.candidates:
+            index, seq, seqs = self.candidates[0]
+            if any(sender.acked < seqs[node] for sender, node in senders):
+                break
+            self.candidates.popleft()
+            self.resume_seqs[index] = seq
+            safe = seqs
+        if safe is None:
+            return
+        self.resume.save(self.resume_seqs, safe)
+        for receiver, seq in zip(self.inputs, self.resume_seqs):
+            if seq >= 0 and receiver.exactly_once:
+                receiver.resumed(seq)
+
     def _report(self, reporter: MetricsReporter) -> None:
         if reporter.due():
             for slot in self.slots.values():
@@ -314,12 +446,16 @@ class Worker:
             pass  # the rest of the graph is still loading
         for each in self.slots.values():
             each.metrics.start()
+        self._resume_source(slot)
         try:
             paced = slot.node.paced
             for packet in slot.node.packets():
+                self._candidate(0, slot.seq, packet)
                 self._emit(slot, [packet])
                 if paced:
-                    self._flush()
+                    self._waiting()
+                else:
+                    self._maintain()
                 self._report(reporter)
                 if self._abort.is_set():
                     break
@@ -328,6 +464,19 @@ class Worker:
         except Exception as exc:  # reported; end of stream still goes downstream
             self._fail(slot, "run", exc)
         self._end(slot)
+
+    def _resume_source(self, slot: Slot) -> None:
+        """After a restart: the source begins where the resume point says, or, when it cannot
+        make its packets again, tells every receiver that what follows is new."""
+        start = self.resume_seqs[0] if self.resume_seqs else -1
+        if start < 0:
+            return
+        if slot.node.resume_at(start):
+            slot.seq = start
+            return
+        for each in self.slots.values():
+            for sender in each.senders:
+                sender.announce(each.seq)
 
     def _run_inputs(self, reporter: MetricsReporter) -> None:
         """Process what the socket inputs deliver until every one has ended."""
@@ -338,9 +487,10 @@ class Worker:
                 poller.register(receiver.sock, zmq.POLLIN)
                 by_socket[receiver.sock] = (receiver, slot)
         open_sockets = len(by_socket)
+        position = {receiver: index for index, receiver in enumerate(self.inputs)}
         leaving = self.standalone  # a node run alone stops once its inputs are empty
         while open_sockets and not self._abort.is_set():
-            self._flush()
+            self._waiting()
             stopping = leaving and self._stop.is_set()
             ready = dict(poller.poll(0 if stopping else POLL_MS))
             if not ready and stopping:
@@ -355,10 +505,12 @@ class Worker:
                         continue
                     arrival = time.time_ns()
                     slot.metrics.transit_ns.append(arrival - packet.header.sent_ns)
+                    self._candidate(position[receiver], packet.header.seq, packet)
                     if packet.is_eos:
                         poller.unregister(sock)
                         open_sockets -= 1
                         self._input_ended(slot)
+                        receiver.acknowledge_end()  # once what follows from it has ended
                         break
                     self._process(slot, packet, arrival)
                 slot.metrics.max_drained = max(slot.metrics.max_drained, drained)
@@ -388,6 +540,9 @@ class Worker:
             for slot in self.slots.values():  # aborted, or a standalone stop: end the rest
                 if not slot.ended:
                     self._end(slot)
+            if self.resume is not None and not self.failed and not self._abort.is_set():
+                self.resume.remove()  # ended cleanly: the next start is a fresh one
+                self.resume = None
         finally:
             if self._give_up is not None:
                 self._give_up.cancel()

@@ -1,0 +1,104 @@
+"""Surviving a killed process (docs/architecture.md, "Recovery"): the default graph, one process per
+node, replaying the bundled samples at twice real time; a stage or sink process is killed with
+SIGKILL mid-run. The supervisor restarts it, the exactly-once links resend what it had not
+finished, and the run ends by itself with exactly the decisions of an undisturbed run
+(tests/golden/default_decisions.json), each once. With no restarts allowed, the graph gives up and
+ends with exit code 1, keeping every decision it had written."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.golden.test_default_decisions import GOLDEN, KEPT
+from tests.pipeline.test_cli import EVPIPE
+from tests.sinks.helpers import demo_config
+
+
+def replaying_config(folder: pathlib.Path, **graph) -> str:
+    """config.toml, one process per node, the replay at twice real time (about 3 s of data)."""
+    path = pathlib.Path(demo_config(folder, name=f"recovery-{folder.name}", placement="per_node",
+                                    **graph))
+    text, found = re.subn(r"(?m)^speed = 0\.0", "speed = 2.0", path.read_text())
+    assert found == 1
+    path.write_text(text)
+    return str(path)
+
+
+def pid_named(title: str, parent: int) -> int | None:
+    """The child of ``parent`` whose process title is ``title`` (setproctitle)."""
+    children = pathlib.Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    for pid in children:
+        with contextlib.suppress(OSError):
+            name = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            if name == title:
+                return int(pid)
+    return None
+
+
+def decisions(folder: pathlib.Path) -> list[dict]:
+    path = folder / "demo.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def kill_after(proc: subprocess.Popen, folder: pathlib.Path, node: str, written: int) -> int:
+    """SIGKILL the process of ``node`` once ``written`` decisions are in the JSON lines; the
+    number of decisions written at that moment."""
+    deadline = time.monotonic() + 120
+    while len(decisions(folder)) < written:
+        assert proc.poll() is None and time.monotonic() < deadline, "the graph ended too early"
+        time.sleep(0.02)
+    pid = pid_named(f"evpipe:{node}", proc.pid)
+    assert pid is not None, f"no process evpipe:{node}"
+    os.kill(pid, signal.SIGKILL)
+    return len(decisions(folder))
+
+
+def run_and_kill(folder: pathlib.Path, node: str, written: int, **graph):
+    proc = subprocess.Popen(EVPIPE + ["run", replaying_config(folder, **graph)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        before = kill_after(proc, folder, node, written)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, before, stdout, stderr
+
+
+@pytest.mark.parametrize("node,written", [("denoise", 2), ("hots", 6), ("snn", 10),
+                                          ("decoder", 14), ("jsonl", 4)])
+def test_a_killed_process_is_restarted_and_no_decision_is_lost_or_doubled(tmp_path, node, written):
+    code, _, stdout, stderr = run_and_kill(tmp_path, node, written)
+    assert code == 0, stderr[-3000:]
+    assert f"worker {node} ({node}) killed by SIGKILL; restarting it" in stderr
+    got = [{key: record[key] for key in KEPT} for record in decisions(tmp_path)]
+    assert got == json.loads(GOLDEN.read_text())  # every decision, once, in order
+    row = next(line for line in stdout.splitlines() if line.startswith(f"{node} "))
+    assert "restarted 1x" in row
+
+
+def test_a_graph_that_may_not_restart_ends_by_itself_keeping_what_it_wrote(tmp_path):
+    """restarts = 0: the supervisor gives up at once; the other processes end their nodes, the
+    sink closes its file with every decision written before, and the run exits 1."""
+    started = time.monotonic()
+    code, before, _, stderr = run_and_kill(tmp_path, "hots", 5, restarts=0)
+    assert code == 1
+    assert "giving up; ending the graph" in stderr
+    kept = decisions(tmp_path)
+    golden = json.loads(GOLDEN.read_text())
+    assert before <= len(kept) < len(golden)
+    assert [{key: record[key] for key in KEPT} for record in kept] == golden[:len(kept)]
+    assert time.monotonic() - started < 90
