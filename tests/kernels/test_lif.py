@@ -316,3 +316,84 @@ def test_run_packet_equals_map_inputs_run_and_potentials(seed):
         np.testing.assert_array_max_ulp(samples["v"], lif.potentials(
             net, theirs, last, t_end).astype(np.float32), maxulp=1)
         assert cursor[lif.T_FIRST] == (packet["t"][0] if len(packet) else t_end)
+
+
+def deep_layers(rng, sizes):
+    """Dense layers for ``sizes``, weights scaled to the fan-in so that every layer fires: LIF and
+    IF layers, both resets, a refractory layer."""
+    layers = []
+    for l in range(len(sizes) - 1):
+        scale = 1.0 / math.sqrt(sizes[l]) if l else 0.1
+        layers.append({
+            "w": rng.normal(0.3 * scale, scale, (sizes[l], sizes[l + 1])).astype(np.float32),
+            "theta": 1.0, "tau": [20_000.0, np.inf][l % 2], "bias": 0.0,
+            "reset": ["subtract", "zero"][l % 2], "ref": [0, 300][l == 1]})
+    return layers
+
+
+@pytest.mark.parametrize("sizes, n_events", [((2312, 64, 32, 10), 3000),
+                                             ((2312, 48, 40, 24, 16, 10), 3000),
+                                             ((2312, 512, 512, 512, 10), 200)])
+def test_deep_networks_match_reference(recordings, sizes, n_events):
+    """Three to five dense layers on a real N-MNIST sample, every layer spiking. The widest
+    (three hidden layers of 512) may cause up to 512 + 512**2 + 512**3 + 10 * 512**3 spikes per
+    input event, so its output arrays are grown while an event is being delivered."""
+    t, idx, _ = nmnist_pixels(recordings, 21)
+    t, idx = t[:n_events], idx[:n_events]
+    layers = deep_layers(np.random.default_rng(len(sizes)), list(sizes))
+    out, _, _ = kernel_spikes(layers, t, idx, capacity=64)
+    ref = reference(layers, t, idx)
+    per_layer = np.bincount([s[1] for s in ref], minlength=len(layers))
+    assert np.all(per_layer > 1000), per_layer
+    assert_same_spikes(out, ref)
+
+
+@pytest.mark.parametrize("rule", ["count", "first", "rate"])
+def test_decoder_reads_the_output_layer_of_a_deep_network(recordings, tmp_path, rule):
+    """A 2312 -> 64 -> 32 -> 10 model in the snn stage emitting every layer's spikes, then the
+    decoder: its early decision is the first output-layer spike after which the leader leads by
+    k (rule rate: within the window), counted here from ``lif.run`` alone; hidden spikes, whose
+    neuron indices go past the 10 classes, are not counted."""
+    from pipeline.core.model import SnnModel
+    from pipeline.core.packet import Packetizer, Segment, events_packet
+    from pipeline.core.stage import run_chain
+    from pipeline.nodes.snn import DecoderParams, DecoderStage, SnnParams, SnnStage
+
+    layers = deep_layers(np.random.default_rng(3), [2312, 64, 32, 10])
+    model = SnnModel(weights=tuple(l["w"] for l in layers), thresholds=(1.0,) * 3,
+                     biases=(0.0,) * 3, taus_us=tuple(l["tau"] for l in layers),
+                     resets=tuple(l["reset"] for l in layers),
+                     refractory_us=tuple(l["ref"] for l in layers), classes=tuple("abcdefghij"))
+    path = tmp_path / "deep.npz"
+    model.save(path)
+    files = sorted((recordings / "nmnist" / "Train").glob("*/*.bin"))
+    events = read_all(files[21])[1]
+    packetizer = Packetizer(max_us=1000)
+    chunks = packetizer.push(events) + packetizer.flush()
+    packets = [events_packet("nmnist", k, chunk, 34, 34, Segment(0, start=k == 0,
+                                                                 end=k == len(chunks) - 1))
+               for k, chunk in enumerate(chunks)]
+    snn = SnnStage("snn", SnnParams(model=str(path), layers="all"))
+    spikes = run_chain(packets, [snn])
+    hidden = np.concatenate([p.records[p.records["layer"] < 2] for p in spikes])
+    assert len(hidden) > 1000 and hidden["neuron"].max() >= 10
+    decoder = DecoderStage("decoder", DecoderParams(model=str(path), rule=rule, k=4,
+                                                    window_us=20_000))
+    (first, *_), = [p.records for p in run_chain(spikes, [decoder])]
+
+    t, idx, _ = nmnist_pixels(recordings, 21)
+    out = lif.run(model.net, lif.init_state(model.net, int(t[0])), t, idx)
+    output = np.flatnonzero(out["layer"] == 2)
+    k = 1 if rule == "first" else 4
+    for n, i in enumerate(output):
+        recent = output[:n + 1]
+        if rule == "rate":
+            recent = recent[out["t"][recent] > out["t"][i] - 20_000]
+        counts = np.sort(np.bincount(out["neuron"][recent], minlength=10))
+        if counts[-1] - counts[-2] >= k:
+            break
+    else:
+        pytest.fail("the output layer never reached the lead")
+    leader = int(np.argmax(np.bincount(out["neuron"][recent], minlength=10)))
+    assert (first["rule"], first["class"], first["t"]) == (rule, leader, int(out["t"][i]))
+    assert first["events"] == int(out["src"][i]) + 1
