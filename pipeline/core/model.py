@@ -72,9 +72,9 @@ class SnnModel:
             raise ValueError(f"w0 has {np.shape(self.weights[0])[0]} rows, the input mapping "
                              f"needs {expected}")
         cells = (self.channels, -(-self.height // self.cell), -(-self.width // self.cell))
-        if first is not None and tuple(int(n) for n in np.ravel(first.in_shape)) != cells:
-            raise ValueError(f"in_shape0 is {tuple(np.ravel(first.in_shape))}, the input mapping "
-                             f"gives (channels, height, width) = {cells}")
+        if first is not None and tuple(np.ravel(first.in_shape).tolist()) != cells:
+            raise ValueError(f"in_shape0 is {tuple(np.ravel(first.in_shape).tolist())}, the "
+                             f"input mapping gives (channels, height, width) = {cells}")
         net = self.network(self.taus_us)
         if net.sizes[-1] != len(self.classes):
             raise ValueError(f"{len(self.classes)} class names for {net.sizes[-1]} output "

@@ -175,3 +175,70 @@ def test_bad_conv_shapes_are_named():
                                                       ConvShape((2, 10, 10))])
     with pytest.raises(ValueError, match=r"out_c, in_c, kh, kw"):
         lif.make_network([k[0]], 1.0, np.inf, convs=[ConvShape((2, 10, 10))])
+
+
+def conv_model(layers):
+    from pipeline.core.model import SnnModel
+
+    return SnnModel(weights=tuple(l["w"] for l in layers),
+                    thresholds=tuple(l["theta"] for l in layers),
+                    biases=tuple(l["bias"] for l in layers), taus_us=tuple(l["tau"] for l in layers),
+                    resets=tuple(l["reset"] for l in layers),
+                    refractory_us=tuple(l["ref"] for l in layers), classes=tuple("0123456789"),
+                    convs=tuple(l["conv"] for l in layers))
+
+
+def test_conv_model_file_round_trip_through_the_snn_stage(recordings, tmp_path):
+    """A conv -> conv -> dense model saved, loaded (same packed network) and run by the snn stage
+    on a real sample in 1 ms packets: every layer's spikes equal ``lif.run``'s."""
+    from pipeline.core.model import load_model
+    from pipeline.core.packet import Packetizer, Segment, events_packet
+    from pipeline.core.stage import run_chain
+    from pipeline.nodes.snn import SPIKE, SnnParams, SnnStage
+
+    model = conv_model(conv_conv_dense(np.random.default_rng(5)))
+    path = tmp_path / "conv.npz"
+    model.save(path)
+    with np.load(path) as archive:
+        assert str(archive["kind0"]) == "conv" and archive["kernel0"].shape == (6, 2, 5, 5)
+        assert archive["in_shape1"].tolist() == [6, 16, 16] and "w0" not in archive
+        assert archive["stride0"].tolist() == [2, 2] and archive["padding1"].tolist() == [1, 1]
+        assert "kind2" not in archive and archive["w2"].shape == (2048, 10)
+    loaded = load_model(path)
+    for field, a, b in zip(model.net._fields, model.net, loaded.net):
+        np.testing.assert_array_equal(a, b, err_msg=field)
+    ev, idx = nmnist_events(recordings, 9)
+    packetizer = Packetizer(max_us=1000)
+    chunks = packetizer.push(ev) + packetizer.flush()
+    packets = [events_packet("nmnist", k, chunk, 34, 34, Segment(0, start=k == 0))
+               for k, chunk in enumerate(chunks)]
+    out = run_chain(packets, [SnnStage("snn", SnnParams(model=str(path), layers="all"))])
+    got = np.concatenate([p.records for p in out])
+    got = got[got["kind"] == SPIKE]
+    want = lif.run(loaded.net, lif.init_state(loaded.net, int(ev["t"][0])),
+                   ev["t"].astype(np.int64), idx)
+    assert np.all(np.bincount(want["layer"]) > 100)
+    for name in ("t", "layer", "neuron", "v"):
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_conv_model_file_errors_name_the_key(tmp_path):
+    from pipeline.core.model import load_model
+
+    model = conv_model(asymmetric_with_bias(np.random.default_rng(0)))
+    path = tmp_path / "conv.npz"
+    model.save(path)
+    with np.load(path) as archive:
+        keys = dict(archive)
+    cases = [({"kind0": np.array("pool")}, "kind0 is 'pool', expected one of"),
+             ({"stride0": None}, "lacks key 'stride0'"),
+             ({"in_shape0": np.array([2, 30, 30])}, r"in_shape0 is \(2, 30, 30\), the input "
+                                                    r"mapping gives"),
+             ({"kernel0": np.zeros((5, 3, 4, 3), np.float32)}, "takes 3 input channels")]
+    for change, message in cases:
+        broken = {k: v for k, v in {**keys, **change}.items() if v is not None}
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, **broken)
+        with pytest.raises(ValueError, match=message) as error:
+            load_model(bad)
+        assert str(bad) in str(error.value)
