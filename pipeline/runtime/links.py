@@ -28,7 +28,9 @@ says ``anew Q`` instead: its next packet is Q, and the receiver takes it as new.
 ``resend_packets`` and ``resend_bytes`` of payload; beyond that the oldest go and are counted
 as ``overflow``), resends them
 when a ``hello`` asks, and the receiver drops every packet whose sequence number it has already
-had (counted as ``duplicates``). So each packet is delivered once and in order, whichever end
+had (counted as ``duplicates``). A receiver that finds packets missing (a connection dropped
+with messages in its queues: ZeroMQ discards them) asks for them again with ``hello``, and
+drops what comes before them. So each packet is delivered once and in order, whichever end
 restarts, in the manner of upstream backup (Hwang et al., "High-availability algorithms for
 distributed stream processing", ICDE 2005).
 
@@ -238,11 +240,17 @@ class Sender:
         """A receiver (re)started at ``resume_seq``: send again what it may not have had."""
         again = [entry for entry in self.backlog if resume_seq <= entry[0] <= self.sent_seq]
         if not again:
+            if resume_seq <= self.sent_seq:  # all of it gone from the buffer
+                log.error("%s: the receiver resumes at packet %d, no longer in the resend "
+                          "buffer: packets %d-%d are lost", self.address, resume_seq, resume_seq,
+                          self.sent_seq)
+                self._blocking_send([control_message(ANEW, self.sent_seq + 1)])
             return
         if again[0][0] > resume_seq:
             log.error("%s: the receiver resumes at packet %d but the resend buffer starts at %d "
-                      "(resend_packets %d too small): packets %d-%d are lost", self.address,
-                      resume_seq, again[0][0], self.resend_packets, resume_seq, again[0][0] - 1)
+                      "(resend_packets or resend_bytes too small): packets %d-%d are lost",
+                      self.address, resume_seq, again[0][0], resume_seq, again[0][0] - 1)
+            self._blocking_send([control_message(ANEW, again[0][0])])
         log.info("%s: a receiver resumed at packet %d; sending %d packets again", self.address,
                  resume_seq, len(again))
         data = [frames for _, frames, is_eos in again if not is_eos]
@@ -468,8 +476,9 @@ class Receiver:
         except ValueError:
             tag = value = None
         if tag == ANEW and self.exactly_once:
-            log.info("%s: the sending end restarted; its packets from %d on are new",
-                     self.address, value)
+            log.info("%s: the sending end restarted or lost packets %d-%d; its packets from %d "
+                     "on are new", self.address, self.expected, value - 1, value)
+            self.stats.gaps += max(value - self.expected, 0)
             self.expected = value
             self.resuming = False
         elif tag != BEAT:
@@ -483,8 +492,14 @@ class Receiver:
             if header.seq < self.expected or (self.resuming and header.seq > self.expected):
                 self.stats.duplicates += 1
                 return False
+            if header.seq > self.expected:  # lost in a dropped connection: ask again
+                log.info("%s: packets %d-%d missing (a connection dropped); asking for them "
+                         "again", self.address, self.expected, header.seq - 1)
+                self._say(HELLO, self.expected)
+                self.resuming = True
+                self.stats.duplicates += 1
+                return False
             self.resuming = False
-            self.stats.gaps += header.seq - self.expected
             self.expected = header.seq + 1
         else:
             if packet.is_eos and self.ended:
