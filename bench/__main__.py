@@ -12,7 +12,8 @@ Each benchmark module defines ``run() -> list[dict]`` whose records have the key
 A row prints "ok" when its target is met, "LOW" when it is missed and "--" when it has no target.
 Every record also gets ``module`` and ``run`` (the UTC start of this invocation); results.json
 keeps the records of the modules not run this time and replaces those of the modules run, so
-the rows of one module always come from one run.
+the rows of one module always come from one run. Options the parser does not know go to the
+modules' ``run(options)``, e.g. ``python -m bench bench_soak --minutes 10``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("only", nargs="*", help="module names to run (default: all)")
     parser.add_argument("--out", default=str(HERE / "results.json"))
-    args = parser.parse_args(argv)
+    args, options = parser.parse_known_args(argv)
     sys.path.insert(0, str(HERE.parent))
     names = args.only or sorted(p.stem for p in HERE.glob("bench_*.py"))
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         module = importlib.import_module(f"bench.{name}")
         print(f"== {name}", flush=True)
-        for record in module.run():
+        for record in module.run(options) if options else module.run():
             missing = [k for k in KEYS if k not in record]
             if missing:
                 raise ValueError(f"{name}: result {record.get('name')!r} lacks {missing}")
