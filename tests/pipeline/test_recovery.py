@@ -102,3 +102,38 @@ def test_a_graph_that_may_not_restart_ends_by_itself_keeping_what_it_wrote(tmp_p
     assert before <= len(kept) < len(golden)
     assert [{key: record[key] for key in KEPT} for record in kept] == golden[:len(kept)]
     assert time.monotonic() - started < 90
+
+
+def test_a_stage_run_alone_resumes_when_an_external_supervisor_starts_it_again(tmp_path):
+    """Each node as its own `evpipe stage` (as systemd or Kubernetes would run them); the hots
+    stage is killed and started again by hand: it resumes from the resume point in its run
+    folder, and the decisions are exactly the pinned ones."""
+    config = replaying_config(tmp_path)
+    run_dir = tmp_path / "run"
+    names = ["replay", "denoise", "hots", "snn", "decoder", "console", "jsonl"]
+
+    def stage(name: str) -> subprocess.Popen:
+        return subprocess.Popen(EVPIPE + ["stage", name, "-c", config, "--run-dir", str(run_dir)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+
+    procs = {name: stage(name) for name in names}
+    try:
+        deadline = time.monotonic() + 120
+        while len(decisions(tmp_path)) < 6:
+            assert time.monotonic() < deadline and procs["jsonl"].poll() is None
+            time.sleep(0.02)
+        procs["hots"].kill()
+        procs["hots"].wait()
+        assert (run_dir / "hots.resume").exists()  # what the next start resumes from
+        procs["hots"] = stage("hots")
+        codes = {name: proc.wait(120) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert codes == dict.fromkeys(names, 0), {n: p.stderr.read()[-2000:] for n, p in procs.items()}
+    assert "resuming hots at packet" in procs["hots"].stderr.read()
+    got = [{key: record[key] for key in KEPT} for record in decisions(tmp_path)]
+    assert got == json.loads(GOLDEN.read_text())
+    assert not list(run_dir.glob("*.resume"))  # every stage ended cleanly: the next run is fresh

@@ -28,7 +28,7 @@ def rows(table: str) -> dict[str, dict[str, str]]:
     """The rows of one printed table by node name: {heading: cell text}, cut at the column widths."""
     lines = table.strip().splitlines()
     assert lines[0].split() == ["node", "kind", "rate", "packets/s", "drops", "malformed", "drained",
-                                "p50", "us", "p99", "us", "e2e", "p50", "ms", "e2e", "p99", "ms",
+                                "restarts", "p50", "us", "p99", "us", "e2e", "p50", "ms", "e2e", "p99", "ms",
                                 "state"]
     found = {}
     for line in lines[2:]:

@@ -28,7 +28,8 @@ from pipeline.runtime.metrics import (
 )
 
 NAME = "top"
-HELP = "live table of per-node metrics (records/s by kind, packets/s, drops, latency, end-to-end latency)"
+HELP = ("live table of per-node metrics (records/s by kind, packets/s, drops, restarts, latency, "
+        "end-to-end latency)")
 
 log = logging.getLogger("evpipe")
 NUMBER = (int, float)
@@ -45,6 +46,7 @@ COLUMNS = (
     ("drops", 8, lambda s: f"{s['dropped'] + s['gaps']:,}"),
     ("malformed", 9, lambda s: f"{sum(s.get('malformed', {}).values()):,}"),
     ("drained", 7, lambda s: f"{s['max_drained']:,}"),
+    ("restarts", 8, lambda s: f"{s.get('restarts', 0):,}"),
     ("p50 us", 9, lambda s: _number(s.get("latency_p50_us"))),
     ("p99 us", 9, lambda s: _number(s.get("latency_p99_us"))),
     ("e2e p50 ms", 10, lambda s: ms_text(s.get("e2e_p50_us"))),
