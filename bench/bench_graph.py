@@ -55,15 +55,17 @@ def samples(folder: pathlib.Path, part: slice = slice(0, PER_CLASS)) -> pathlib.
 
 
 def default_config(folder: pathlib.Path, data: pathlib.Path, placement: str,
-                   cores: int = 0) -> pathlib.Path:
+                   cores: int = 0, link: str = "") -> pathlib.Path:
     """config.toml on ``data``, its paths absolute, its JSON lines in ``folder``, its nodes
-    placed by ``placement`` over ``cores`` (0: all)."""
+    placed by ``placement`` over ``cores`` (0: all), ``link`` (a TOML line) added to every link."""
     text = (ROOT / "config.toml").read_text()
     text = text.replace('"recordings/nmnist"', f'"{data}"').replace('"recordings/', f'"{ROOT}/recordings/')
     text = text.replace('"out/demo.jsonl"', f'"{folder / data.name}.jsonl"')
     text = re.sub(r'(?m)^placement = "\w+"', f'placement = "{placement}"\ncores = {cores}', text)
-    text = re.sub(r'(?m)^name = "demo"', f'name = "bench-graph-{placement}-{cores}-{data.name}"', text)
-    path = folder / f"{data.name}-{placement}-{cores}.toml"
+    tag = f"{data.name}-{placement}-{cores}" + re.sub(r"[^A-Za-z0-9]+", "_", f" {link}").rstrip("_")
+    text = re.sub(r'(?m)^name = "demo"', f'name = "bench-graph-{tag}"', text)
+    text = text.replace("[[link]]\n", f"[[link]]\n{link}\n")
+    path = folder / f"{tag}.toml"
     path.write_text(text)
     return path
 

@@ -162,6 +162,7 @@ class Worker:
         self.pointed: set[int] = set()
         self.resume_seqs: list[int] = []
         self.next_save = 0.0
+        self.first_after_restart = False  # log the first packet handled after a resume
 
     @property
     def failed(self) -> bool:
@@ -273,6 +274,7 @@ class Worker:
                 slot.node.resume()
         log.info("resuming %s at packet(s) %s of its input(s), after a restart", name,
                  ", ".join(map(str, self.resume_seqs)))
+        self.first_after_restart = True
         return self.resume_seqs
 
     # the packet path -------------------------------------------------------------------------
@@ -452,6 +454,8 @@ class Worker:
             for packet in slot.node.packets():
                 self._candidate(0, slot.seq, packet)
                 self._emit(slot, [packet])
+                if self.first_after_restart:
+                    self._first_packet_again(packet)
                 if paced:
                     self._waiting()
                 else:
@@ -464,6 +468,11 @@ class Worker:
         except Exception as exc:  # reported; end of stream still goes downstream
             self._fail(slot, "run", exc)
         self._end(slot)
+
+    def _first_packet_again(self, packet: Packet) -> None:
+        self.first_after_restart = False
+        log.info("first packet handled again after the restart: seq %d of %s",
+                 packet.header.seq, packet.header.stream)
 
     def _resume_source(self, slot: Slot) -> None:
         """After a restart: the source begins where the resume point says, or, when it cannot
@@ -513,6 +522,8 @@ class Worker:
                         receiver.acknowledge_end()  # once what follows from it has ended
                         break
                     self._process(slot, packet, arrival)
+                    if self.first_after_restart:
+                        self._first_packet_again(packet)
                 slot.metrics.max_drained = max(slot.metrics.max_drained, drained)
             self._report(reporter)
 
