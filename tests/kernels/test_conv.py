@@ -232,8 +232,8 @@ def test_conv_model_file_errors_name_the_key(tmp_path):
         keys = dict(archive)
     cases = [({"kind0": np.array("pool")}, "kind0 is 'pool', expected one of"),
              ({"stride0": None}, "lacks key 'stride0'"),
-             ({"in_shape0": np.array([2, 30, 30])}, r"in_shape0 is \(2, 30, 30\), the input "
-                                                    r"mapping gives"),
+             ({"in_shape0": np.array([2, 30, 30])},
+              r"in_shape0 is \(2, 30, 30\), the input mapping gives"),
              ({"kernel0": np.zeros((5, 3, 4, 3), np.float32)}, "takes 3 input channels")]
     for change, message in cases:
         broken = {k: v for k, v in {**keys, **change}.items() if v is not None}
