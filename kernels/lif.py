@@ -291,16 +291,24 @@ def _run(sizes, w, w_off, n_off, inv_tau, reset, refractory, theta, rest, thr, k
                                 min(geometry[layer, OUT_H] - 1, ay // sy) + 1):
                     for ox in range(max(0, (ax - kw + sx) // sx),
                                     min(geometry[layer, OUT_W] - 1, ax // sx) + 1):
-                        row = w_off[layer] + ((ci * kh + ay - oy * sy) * kw + ax - ox * sx) * out_c
-                        k0 = o + (oy * geometry[layer, OUT_W] + ox) * out_c
-                        for q in range(out_c):
-                            k = k0 + q
-                            if t >= ref_until[k]:
-                                v = u[k] + w[row + q] * g
-                                u[k] = v
-                                if v >= thr[k] * g:
-                                    conv_hits[hits] = k - o
-                                    hits += 1
+                        # as a dense row: one vectorised pass over the out_c neurons of this
+                        # position, then the crossed ones listed
+                        r = np.uint64(w_off[layer] + ((ci * kh + ay - oy * sy) * kw + ax
+                                                      - ox * sx) * out_c)
+                        first = (oy * geometry[layer, OUT_W] + ox) * out_c  # within the layer
+                        uo = np.uint64(o + first)
+                        here = 0
+                        for j in range(np.uint64(out_c)):
+                            open_ = t >= ref_until[uo + j]
+                            v = u[uo + j] + w[r + j] * g * open_
+                            u[uo + j] = v
+                            c = open_ & (v >= thr[uo + j] * g)
+                            crossed[j] = c
+                            here += c
+                        for j in range(out_c if here else 0):
+                            if crossed[j]:
+                                conv_hits[hits] = first + j
+                                hits += 1
             # the neurons that fire in index order: of a dense layer, from its flags, skipping 8
             # clear ones at a time (bytes past the layer, stale from a wider one, come after the
             # last hit and are never read); of a conv layer, as listed
