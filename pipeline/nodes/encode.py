@@ -14,8 +14,8 @@ segment's end, encodes the frame with ``kernels.encoders``:
   apart (ties: lower input index first).
 
 The spikes leave as records of the input's kind (events: x, y of the input cell's first pixel, p
-the channel; features: f the channel) at times ``t_end + code time`` (us), ``t_end`` the last
-time of the segment, cut into packets of ``packet_us``; the first is marked segment start, the
+the channel; features: f the channel) at times ``t_end + code time`` (us), ``t_end`` the
+segment's last event time, cut into packets of ``packet_us``; the first is marked segment start, the
 last segment end, with the segment's id, label and name. A frame needs the whole segment, so the
 code starts when the events have all arrived: its decisions come ``t_end - t_start`` later than
 the time into the code. Segments come from replay markers; a stream without them has no frames.
@@ -109,6 +109,7 @@ class EncodeStage(Stage):
         self.cells_x = -(-m.width // m.cell)
         self.counts = np.zeros(int(m.net.sizes[0]), np.int64)
         self.segment: Segment | None = None
+        self.t_end = 0  # the open segment's last time (us)
         self.seq = 0
 
     def warm_up(self) -> None:
@@ -134,22 +135,23 @@ class EncodeStage(Stage):
                              f"markers; the encode stage makes one frame per segment (replay)")
         if segment.start or self.segment is None or segment.id != self.segment.id:
             self.counts[:] = 0
-            self.segment = segment
+            self.segment, self.t_end = segment, header.t_first
+        self.t_end = max(self.t_end, header.t_last)  # an empty packet says 0
         idx = np.empty(len(records), np.int64)
         map_inputs(records["x"], records["y"], records[self.channel], *self.layout, idx)
         self.counts += np.bincount(idx[idx >= 0], minlength=len(self.counts))
         if not segment.end:
             return []
-        return self._encode(header)
+        return self._encode()
 
-    def _encode(self, header) -> list[Packet]:
-        """The spike packets of the finished segment's frame, from ``header.t_last`` (us)."""
+    def _encode(self) -> list[Packet]:
+        """The spike packets of the finished segment's frame, from its last time (us)."""
         top = self.counts.max()
         values = self.counts / top if top else np.zeros(len(self.counts))
         t, idx = encode_frame(self.params, values, self.segment.id)
         width, height, cell, channels = self.layout
         spikes = np.zeros(len(t), EVENT_DTYPE if self.dtype == EVENTS else FEATURE_DTYPE)
-        t0 = header.t_last
+        t0 = self.t_end
         spikes["t"] = t0 + t
         where = idx // channels
         spikes["x"], spikes["y"] = where % self.cells_x * cell, where // self.cells_x * cell
