@@ -24,6 +24,13 @@ one warm-up call then the median wall time of ``REPEATS`` calls. Each row report
 output spike counts and the share of samples whose spike-count leader (most output spikes,
 lowest index on ties) is the same on both sides.
 
+The conv row runs one event-driven conv layer (``kernels.conv``: 2 x 34 x 34 raw N-MNIST events
+-> 16 x 34 x 34 LIF neurons, 3 x 3 kernel, padding 1, tau 20 ms, reset by subtraction, seeded
+random kernel) on ``CONV_SAMPLES`` samples in 1 ms packets, reset at each sample start, beside
+the same layer clock-driven as torch users write it: per 1 ms step of each sample, the events
+counted into a [1, 2, 34, 34] frame (frames built untimed), ``nn.Conv2d`` then ``snn.Leaky``
+with the membrane carried along.
+
 The target row runs the kernel alone on raw N-MNIST events through a seeded random
 2312 -> 256 -> 10 LIF network (tau 20 ms, reset by subtraction, threshold 1): synaptic events
 (256 per input event plus 10 per hidden spike) per second against a goal of 1e9.
@@ -40,6 +47,7 @@ import numpy as np
 
 from bench.common import RECORDINGS
 from kernels import lif
+from kernels.conv import ConvShape
 from kernels.snn_input import map_inputs
 from pipeline.core.model import load_model
 from pipeline.core.stage import run_chain
@@ -54,6 +62,8 @@ REPEATS = 5  # timed calls per measurement, after one warm-up call; the median i
 SYNAPTIC_GOAL = 1e9  # syn ev/s
 TAU_US = 20_000.0  # the random rate-goal network
 GAP_US = 50_000
+CONV_SAMPLES = 40  # 4 per class
+CONV_CHANNELS = 16  # output channels of the conv row's layer, 3 x 3 kernel, padding 1
 
 
 # ---- input: the shipped model's feature events ---------------------------------------------
@@ -92,14 +102,18 @@ def feature_samples(n_samples: int = N_SAMPLES):
 
 # ---- timing ---------------------------------------------------------------------------------
 
-def timed(fn, repeats: int = REPEATS):
-    """(median wall seconds of ``repeats`` calls after one warm-up call, the last result)."""
+def timed(fn, repeats: int = REPEATS, cpu: list | None = None):
+    """(median wall seconds of ``repeats`` calls after one warm-up call, the last result); the
+    median CPU seconds of this thread is appended to ``cpu`` when given."""
     result = fn()
-    walls = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         result = fn()
         walls.append(time.perf_counter() - start)
+        cpus.append(time.thread_time() - start_cpu)
+    if cpu is not None:
+        cpu.append(float(np.median(cpus)))
     return float(np.median(walls)), result
 
 
@@ -315,6 +329,107 @@ def exact_goal(net, t, idx, repeats: int):
     return float(np.median(walls)), float(np.median(cpus)), int(layers[0]), int(layers[1])
 
 
+# ---- the conv layer (raw events) ----------------------------------------------------------
+
+def conv_layer():
+    """(kernel (16, 2, 3, 3) float32, the packed one-layer network) of the conv row."""
+    kernel = np.random.default_rng(0).normal(0.05, 0.3, (CONV_CHANNELS, 2, 3, 3))
+    kernel = kernel.astype(np.float32)
+    return kernel, lif.make_network([kernel], 1.0, TAU_US, "subtract",
+                                    convs=[ConvShape((2, 34, 34), 1, 1)])
+
+
+def conv_samples(n_samples: int) -> list[dict]:
+    """Per raw sample (spread over the classes): its 1 ms packets ``(t us, input index)`` from
+    its first event, and its events' step (1 ms), polarity, y and x for the frames."""
+    files = sorted(TRAIN.glob("*/*.bin"))
+    samples = []
+    for path in files[:: max(1, len(files) // n_samples)][:n_samples]:
+        events = read_all(path)[1]
+        idx = np.empty(len(events), np.int64)
+        map_inputs(events["x"], events["y"], events["p"], 34, 34, 1, 2, idx)
+        t = events["t"].astype(np.int64)
+        step = (t - t[0]) // 1000
+        cuts = np.flatnonzero(np.diff(step)) + 1
+        samples.append({"packets": list(zip(np.split(t, cuts), np.split(idx, cuts))),
+                        "step": step, "p": events["p"].astype(np.int64),
+                        "y": events["y"].astype(np.int64), "x": events["x"].astype(np.int64)})
+    return samples
+
+
+def exact_conv(net, samples):
+    """A function running every packet through ``lif.run`` (reset at each sample start), and one
+    counting its spikes per sample."""
+    def run():
+        state = lif.init_state(net)
+        out = []
+        for sample in samples:
+            lif.reset_state(net, state, int(sample["packets"][0][0][0]))
+            out.append([lif.run(net, state, t, idx)["t"].size for t, idx in sample["packets"]])
+        return out
+
+    return run, lambda out: np.array([[sum(counts)] for counts in out])
+
+
+def torch_conv(kernel, samples):
+    """The same layer clock-driven at 1 ms: per sample, every step's event-count frame through
+    ``nn.Conv2d`` (no bias) and ``snn.Leaky`` (beta = exp(-1 ms / tau), reset by subtraction),
+    and its spike counter."""
+    snn, torch = _torch()
+    conv = torch.nn.Conv2d(2, CONV_CHANNELS, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(kernel))
+    neuron = snn.Leaky(beta=math.exp(-1000 / TAU_US), threshold=1.0, reset_mechanism="subtract")
+    frames = []
+    for sample in samples:
+        data = torch.zeros(int(sample["step"][-1]) + 1, 1, 2, 34, 34)
+        index = (torch.from_numpy(sample["step"]), torch.zeros(len(sample["step"]), dtype=torch.long),
+                 *(torch.from_numpy(sample[key]) for key in ("p", "y", "x")))
+        data.index_put_(index, torch.ones(len(sample["step"])), accumulate=True)
+        frames.append(data)
+
+    def run():
+        out = []
+        with torch.no_grad():
+            for data in frames:
+                mem, spikes = torch.zeros(1, CONV_CHANNELS, 34, 34), 0
+                for step in range(data.size(0)):
+                    spk, mem = neuron(conv(data[step]), mem)
+                    spikes += int(spk.sum())
+                out.append(spikes)
+        return out
+
+    return run, lambda out: np.array([[spikes] for spikes in out])
+
+
+def conv_row(n_samples: int = CONV_SAMPLES) -> dict:
+    """The conv row: both sides timed as the other peer rows, rates in input events/s."""
+    kernel, net = conv_layer()
+    samples = conv_samples(n_samples)
+    cpu = []
+    ours_s, ours = timed(exact_conv(net, samples)[0], cpu=cpu)
+    peer_s, peer = timed(torch_conv(kernel, samples)[0], cpu=cpu)
+    events = sum(len(sample["step"]) for sample in samples)
+    packets = sum(len(sample["packets"]) for sample in samples)
+    steps = sum(int(sample["step"][-1]) + 1 for sample in samples)
+    # synaptic events: the neurons each input event reaches (edge pixels reach fewer)
+    reach = np.ones((34, 34))
+    reach[[0, -1], :] *= 2 / 3
+    reach[:, [0, -1]] *= 2 / 3
+    synaptic = sum(float(reach[s["y"], s["x"]].sum()) for s in samples) * 9 * CONV_CHANNELS
+    return {
+        "name": f"snn conv layer 2x34x34 -> {CONV_CHANNELS}x34x34 (3x3), 1 ms packets, batch 1, "
+                f"vs torch Conv2d + snnTorch Leaky at dt=1ms",
+        "ours": events / ours_s, "peer": events / peer_s, "unit": "ev/s",
+        "ratio": peer_s / ours_s, "target": None, "samples": n_samples, "input_events": events,
+        "packets": packets, "steps": steps, "runs": REPEATS, "ours_s": ours_s, "peer_s": peer_s,
+        "ours_cpu_s": cpu[0], "peer_cpu_s": cpu[1], "cpu_ratio": cpu[1] / cpu[0],
+        "ours_synaptic_per_s": synaptic / ours_s,
+        "exact_spikes": int(sum(sum(counts) for counts in ours)),
+        "snntorch_spikes": int(sum(peer)),
+    }
+
+
 # ---- rows -----------------------------------------------------------------------------------
 
 def compare(name: str, ours, peer, samples, target: float | None, **extra) -> dict:
@@ -352,6 +467,8 @@ def run() -> list[dict]:
             exact_offline(net, samples), snntorch_offline(model, data, dt_us), samples,
             5.0 if dt_us == 100 else None, steps=int(data.size(0))))
         del data
+
+    results.append(conv_row())
 
     goal_net = random_network()
     t, idx = nmnist_stream(200)
