@@ -36,14 +36,14 @@ CLASSIFIERS = ("softmax", "mlp")
 @dataclass(frozen=True)
 class TrainParams:
     """method: the training method (``pipeline.learn.methods``); classifier: "softmax" or "mlp"
-    (one hidden ReLU layer of ``hidden`` units; methods with a hidden layer use ``hidden`` as its
-    width); epochs, batch, lr (Adam step), l2 (weight decay): the optimiser; percentile:
+    (one hidden ReLU layer); hidden: the width of the hidden layer of "mlp" and of the methods
+    with one (0: the method's own default, ``hidden_width``); epochs, batch, lr (Adam step), l2 (weight decay): the optimiser; percentile:
     normalisation (100 = max); prototype_samples: samples the HOTS layer learns from; k: decoder
     spike lead (0 = calibrate); seed: every random choice."""
 
     method: str = "conversion"
     classifier: str = "softmax"
-    hidden: int = 128
+    hidden: int = 0
     epochs: int = 40
     batch: int = 64
     lr: float = 2e-3
@@ -56,6 +56,16 @@ class TrainParams:
     def __post_init__(self):
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+
+
+def hidden_width(params: TrainParams, default: int) -> int:
+    """``params.hidden``, or the method's ``default`` when it is 0."""
+    if params.hidden < 0:
+        raise ValueError(f"hidden must be >= 0 (0: the method's default), got {params.hidden}")
+    return params.hidden or default
+
+
+MLP_HIDDEN = 128  # the default width of the "mlp" classifier's hidden layer
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,8 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, params: TrainParams,
     rng = np.random.default_rng(params.seed)
     scale = np.sqrt(x.shape[1])
     x = x * scale
-    sizes = [x.shape[1]] + ([params.hidden] if params.classifier == "mlp" else []) + [n_classes]
+    hidden = [hidden_width(params, MLP_HIDDEN)] if params.classifier == "mlp" else []
+    sizes = [x.shape[1]] + hidden + [n_classes]
     weights = [rng.normal(0, np.sqrt(2.0 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
     m = [np.zeros_like(w) for w in weights]
     v = [np.zeros_like(w) for w in weights]

@@ -30,10 +30,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.learn.classifier import Examples, Trained, TrainParams, accuracy, one_thread
+from pipeline.learn.classifier import (
+    Examples,
+    Trained,
+    TrainParams,
+    accuracy,
+    hidden_width,
+    one_thread,
+)
 from pipeline.learn.convert import normalise
 
 BITS = 8  # weight precision of every layer (levels: -(2**(BITS-1)-1) .. 2**(BITS-1)-1, times a scale)
+HIDDEN = 128  # hidden units unless --hidden says otherwise
 RATE_LIMIT = 1.0  # spikes per input event an IF neuron with threshold 1 can reach
 
 
@@ -51,11 +59,12 @@ def hidden_rates(x: np.ndarray, w1: np.ndarray) -> np.ndarray:
 
 
 def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
-    """One hidden layer of ``params.hidden`` clipped-ReLU units, quantised weights, no biases;
+    """One hidden layer of ``params.hidden`` (default ``HIDDEN``) clipped-ReLU units, quantised weights, no biases;
     trained with Adam (``params``: epochs, batch, lr, l2, seed), converted to two IF layers."""
     x, y = examples.rows()
     with one_thread():
-        first, second = _train(x * np.sqrt(x.shape[1]), y, len(examples.classes), params, desc)
+        first, second = _train(x * np.sqrt(x.shape[1]), y, len(examples.classes),
+                               hidden_width(params, HIDDEN), params, desc)
     first = first * np.sqrt(x.shape[1])
     h = hidden_rates(x, first)
     (out,), (lam,) = normalise([second], h, params.percentile)
@@ -65,14 +74,14 @@ def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
         "train_accuracy_ann": accuracy(full @ out, examples.y)})
 
 
-def _train(x, y, n_out, params, desc):
+def _train(x, y, n_out, width, params, desc):
     """Quantised weights (numpy) of the clipped network trained on rows ``x`` (conditioned:
     ``x * sqrt(n_in)``, as ``classifier.fit`` does) and classes ``y``."""
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     n_in = x.shape[1]
-    w1 = torch.nn.Parameter(torch.randn(n_in, params.hidden) * np.sqrt(2.0 / n_in))
-    w2 = torch.nn.Parameter(torch.randn(params.hidden, n_out) * np.sqrt(2.0 / params.hidden))
+    w1 = torch.nn.Parameter(torch.randn(n_in, width) * np.sqrt(2.0 / n_in))
+    w2 = torch.nn.Parameter(torch.randn(width, n_out) * np.sqrt(2.0 / width))
     optimiser = torch.optim.Adam([w1, w2], lr=params.lr)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
     for _ in tqdm(range(params.epochs), desc=desc, unit="epoch", disable=None if desc else True,

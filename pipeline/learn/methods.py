@@ -18,12 +18,14 @@ fits on the other four fifths, and the model file. Adding a method is one entry 
 
 from __future__ import annotations
 
-from pipeline.learn import constrained
+from pipeline.learn import binary, constrained, stdp
 from pipeline.learn.classifier import conversion
 
 METHODS = {
     "conversion": conversion,  # 3.2: ANN trained freely, then converted (Diehl et al. 2015)
     "constrained": constrained.fit,  # 3.3: ANN trained under the SNN's constraints, converted
+    "binary": binary.fit,  # 3.1: binary activations and 1-bit weights (Courbariaux et al. 2016)
+    "stdp": stdp.fit,  # 3.5: unsupervised STDP feature layer, supervised read-out
 }
 
 
