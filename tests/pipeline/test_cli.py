@@ -244,6 +244,19 @@ def test_worker_processes_are_named_after_their_nodes(tmp_path):
     assert expected <= names, names
 
 
+def wait_until_handled(pid: int, sig: signal.Signals, timeout_s: float = 60) -> None:
+    """Wait until process ``pid`` has a handler for ``sig`` (the SigCgt mask of /proc/PID/status):
+    it has started far enough to take the signal as a request rather than die of it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+        caught = int(re.search(r"(?m)^SigCgt:\s*([0-9a-f]+)", status)[1], 16)
+        if caught >> (sig - 1) & 1:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} never handled {sig.name}")
+
+
 def test_sigterm_ends_a_lossless_publisher_nobody_receives(tmp_path):
     """`evpipe replay F --publish ADDRESS --mode lossless` with no receiver: its sends block;
     SIGTERM still ends it, once the drain time has passed, saying what was not delivered."""
@@ -251,7 +264,8 @@ def test_sigterm_ends_a_lossless_publisher_nobody_receives(tmp_path):
     proc = subprocess.Popen(EVPIPE + ["replay", str(AEDAT4_SAMPLE), "--publish", address,
                                       "--mode", "lossless"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # started, and blocked on the link nobody reads
+    wait_until_handled(proc.pid, signal.SIGTERM)
+    time.sleep(1)  # blocked on the link nobody reads
     proc.send_signal(signal.SIGTERM)
     try:
         _, stderr = proc.communicate(timeout=30)
