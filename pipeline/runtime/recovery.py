@@ -35,6 +35,11 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+def resume_path(folder: str, nodes) -> str:
+    """The resume file of the worker running ``nodes`` (names, in order) in ``folder``."""
+    return os.path.join(folder, "+".join(nodes) + ".resume")
+
+
 class ResumeFile:
     """The resume points of a worker with ``n_inputs`` inputs (socket inputs, or its source) and
     ``n_nodes`` nodes. ``point``: the last saved point, or None; ``marks``: the sinks' marks;

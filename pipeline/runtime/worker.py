@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import select
 import sys
 import threading
@@ -55,7 +54,7 @@ from pipeline.core.packet import Packet, eos_packet
 from pipeline.runtime.config import Config, LinkSettings, NodeSettings
 from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiveStats, Sender
 from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
-from pipeline.runtime.recovery import ResumeFile
+from pipeline.runtime.recovery import ResumeFile, resume_path
 from pipeline.runtime.registry import lookup
 from pipeline.security import Guard
 
@@ -261,7 +260,7 @@ class Worker:
         if not self.resume_dir:
             return self.resume_seqs
         name = "+".join(self.slots)
-        self.resume = ResumeFile(os.path.join(self.resume_dir, f"{name}.resume"), n_inputs,
+        self.resume = ResumeFile(resume_path(self.resume_dir, self.slots), n_inputs,
                                  len(self.slots))
         point = self.resume.point
         if point is None:

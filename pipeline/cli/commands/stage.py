@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 
 from pipeline.runtime.config import ConfigError, load
 from pipeline.runtime.graph import run_one
+from pipeline.runtime.recovery import resume_path
 from sensors.readers import FormatError
 
 NAME = "stage"
@@ -22,6 +24,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--run-dir", default="", help="folder for default ipc:// link addresses "
                         "(default: <tmp>/evpipe-<graph name>); links between hosts need tcp:// addresses")
     parser.add_argument("--metrics", default="", help="metrics collector address to report to")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start afresh: forget the resume point a killed earlier process of this "
+                             "node left in the run folder (without it, the node resumes from there: "
+                             "docs/architecture.md, Recovery)")
 
 
 def main(args) -> int:
@@ -31,6 +37,9 @@ def main(args) -> int:
             raise ConfigError(f"{args.config}: no node named {args.name!r}; nodes: {', '.join(sorted(config.nodes))}")
         run_dir = args.run_dir or os.path.join(tempfile.gettempdir(), f"evpipe-{config.graph.name}")
         os.makedirs(run_dir, exist_ok=True)
+        if args.fresh:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(resume_path(run_dir, [args.name]))
         return run_one(config, args.name, run_dir, args.metrics)
     except (ConfigError, FormatError) as exc:
         log.error("%s", exc)
