@@ -1,0 +1,49 @@
+"""Surrogate-gradient training (pipeline/learn/surrogate.py) on a small real N-MNIST subset: the
+model it writes is one the exact core runs, and the clock-driven and exact accuracies and their
+gap are measured."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from kernels import lif
+from pipeline.core.model import load_model
+from pipeline.learn.features import select
+from pipeline.learn.surrogate import (SurrogateParams, decide, exact_accuracy, load_samples,
+                                      train)
+from tests.conftest import NMNIST_TRAIN
+
+
+def test_training_on_a_real_subset_gives_a_model_the_core_runs(tmp_path):
+    files = select(NMNIST_TRAIN, 5, 0, test=False)[::20]  # 40 samples, every class
+    held_out = select(NMNIST_TRAIN, 5, 0, test=True)[::20]  # 10 samples
+    params = SurrogateParams(hidden=32, epochs=3, batch=20, threads=1)
+    record = train(files, str(tmp_path / "s.npz"), params, held_out)
+
+    assert record["losses"][-1] < record["losses"][0]
+    model = load_model(tmp_path / "s.npz")
+    assert [np.shape(w) for w in model.weights] == [(2312, 32), (32, 10)]
+    assert model.input == "events" and model.resets == ("subtract", "subtract")
+    assert json.loads(str(np.load(tmp_path / "s.npz")["training"]))["method"] == "surrogate"
+
+    # the exact core runs the written model: output spikes on the held-out samples, and the
+    # accuracy stored is the one the core gives
+    samples = load_samples(held_out, record["classes"])
+    state = lif.init_state(model.net, int(samples[0].t[0]))
+    spikes = lif.run(model.net, state, samples[0].t, samples[0].idx)
+    assert np.any(spikes["layer"] == 1)
+    exact, decisions = exact_accuracy(model, samples)
+    assert exact == record["test"]["accuracy_exact"] and len(decisions) == len(samples)
+    for part in ("train", "test"):
+        scored = record[part]
+        assert 0 <= scored["accuracy_clock"] <= 1 and 0 <= scored["accuracy_exact"] <= 1
+        assert scored["gap"] == round(scored["accuracy_clock"] - scored["accuracy_exact"], 4)
+    assert record["train"]["accuracy_clock"] > 0.2  # above chance (0.1) after three epochs
+
+
+def test_decisions_follow_the_decoders_forced_rule():
+    counts = np.array([[3, 5, 5], [0, 0, 0], [2, 1, 0]])
+    potentials = np.array([[0.0, 0.2, 0.7], [0.1, 0.1, 0.0], [-1.0, 0.9, 0.9]])
+    assert decide(counts, potentials).tolist() == [2, 0, 0]
