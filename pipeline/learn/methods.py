@@ -18,7 +18,7 @@ fits on the other four fifths, and the model file. Adding a method is one entry 
 
 from __future__ import annotations
 
-from pipeline.learn import binary, constrained, stdp
+from pipeline.learn import binary, constrained, stdp, surrogate
 from pipeline.learn.classifier import conversion
 
 METHODS = {
@@ -26,6 +26,7 @@ METHODS = {
     "constrained": constrained.fit,  # 3.3: ANN trained under the SNN's constraints, converted
     "binary": binary.fit,  # 3.1: binary activations and 1-bit weights (Courbariaux et al. 2016)
     "stdp": stdp.fit,  # 3.5: unsupervised STDP feature layer, supervised read-out
+    "surrogate": surrogate.fit,  # 3.4: surrogate gradients through time (Neftci et al. 2019)
 }
 
 
