@@ -207,6 +207,10 @@ def test_conv_model_file_round_trip_through_the_snn_stage(recordings, tmp_path):
     loaded = load_model(path)
     for field, a, b in zip(model.net._fields, model.net, loaded.net):
         np.testing.assert_array_equal(a, b, err_msg=field)
+    leaky = loaded.leaky_network(30_000.0)  # segments = "activity": the same layers, all leaky
+    assert leaky.kind.tolist() == [lif.CONV, lif.CONV, lif.DENSE]
+    np.testing.assert_array_equal(leaky.geometry, loaded.net.geometry)
+    np.testing.assert_allclose(leaky.inv_tau, 1 / 30_000.0)
     ev, idx = nmnist_events(recordings, 9)
     packetizer = Packetizer(max_us=1000)
     chunks = packetizer.push(ev) + packetizer.flush()
