@@ -348,23 +348,21 @@ def test_deep_networks_match_reference(recordings, sizes, n_events):
     assert_same_spikes(out, ref)
 
 
-@pytest.mark.parametrize("rule", ["count", "first", "rate"])
-def test_decoder_reads_the_output_layer_of_a_deep_network(recordings, tmp_path, rule):
-    """A 2312 -> 64 -> 32 -> 10 model in the snn stage emitting every layer's spikes, then the
-    decoder: its early decision is the first output-layer spike after which the leader leads by
-    k (rule rate: within the window), counted here from ``lif.run`` alone; hidden spikes, whose
-    neuron indices go past the 10 classes, are not counted."""
+@pytest.fixture(scope="module")
+def deep_model(recordings, tmp_path_factory):
+    """A 2312 -> 64 -> 32 -> 10 model file, one real sample's 1 ms packets (one segment) and the
+    snn stage's output for them with every layer's spikes."""
     from pipeline.core.model import SnnModel
     from pipeline.core.packet import Packetizer, Segment, events_packet
     from pipeline.core.stage import run_chain
-    from pipeline.nodes.snn import DecoderParams, DecoderStage, SnnParams, SnnStage
+    from pipeline.nodes.snn import SnnParams, SnnStage
 
     layers = deep_layers(np.random.default_rng(3), [2312, 64, 32, 10])
     model = SnnModel(weights=tuple(l["w"] for l in layers), thresholds=(1.0,) * 3,
                      biases=(0.0,) * 3, taus_us=tuple(l["tau"] for l in layers),
                      resets=tuple(l["reset"] for l in layers),
                      refractory_us=tuple(l["ref"] for l in layers), classes=tuple("abcdefghij"))
-    path = tmp_path / "deep.npz"
+    path = tmp_path_factory.mktemp("deep") / "deep.npz"
     model.save(path)
     files = sorted((recordings / "nmnist" / "Train").glob("*/*.bin"))
     events = read_all(files[21])[1]
@@ -374,7 +372,19 @@ def test_decoder_reads_the_output_layer_of_a_deep_network(recordings, tmp_path, 
                                                                  end=k == len(chunks) - 1))
                for k, chunk in enumerate(chunks)]
     snn = SnnStage("snn", SnnParams(model=str(path), layers="all"))
-    spikes = run_chain(packets, [snn])
+    return model, path, chunks, run_chain(packets, [snn])
+
+
+@pytest.mark.parametrize("rule", ["count", "first", "rate"])
+def test_decoder_reads_the_output_layer_of_a_deep_network(recordings, deep_model, rule):
+    """The 3-layer model in the snn stage emitting every layer's spikes, then the decoder: its
+    early decision is the first output-layer spike after which the leader leads by k (rule
+    rate: within the window), counted here from ``lif.run`` alone; hidden spikes, whose neuron
+    indices go past the 10 classes, are not counted."""
+    from pipeline.core.stage import run_chain
+    from pipeline.nodes.snn import DecoderParams, DecoderStage
+
+    model, path, _, spikes = deep_model
     hidden = np.concatenate([p.records[p.records["layer"] < 2] for p in spikes])
     assert len(hidden) > 1000 and hidden["neuron"].max() >= 10
     decoder = DecoderStage("decoder", DecoderParams(model=str(path), rule=rule, k=4,
@@ -397,3 +407,31 @@ def test_decoder_reads_the_output_layer_of_a_deep_network(recordings, tmp_path, 
     leader = int(np.argmax(np.bincount(out["neuron"][recent], minlength=10)))
     assert (first["rule"], first["class"], first["t"]) == (rule, leader, int(out["t"][i]))
     assert first["events"] == int(out["src"][i]) + 1
+
+
+def test_decoder_margin_rule_reads_the_deep_output_potentials(deep_model):
+    """Rule margin on the 3-layer model: the decision comes at the end of the first packet after
+    which the output layer's top potential leads the runner-up by the margin, with potentials
+    computed here packet by packet from ``lif.run`` and ``lif.potentials``."""
+    from pipeline.core.stage import run_chain
+    from pipeline.nodes.snn import DecoderParams, DecoderStage
+
+    model, path, chunks, spikes = deep_model
+    margin = 0.5
+    decoder = DecoderStage("decoder", DecoderParams(model=str(path), rule="margin", margin=margin))
+    (first, *_), = [p.records for p in run_chain(spikes, [decoder])]
+    net = model.net
+    state = lif.init_state(net, int(chunks[0]["t"][0]))
+    for k, chunk in enumerate(chunks):
+        idx = np.empty(len(chunk), np.int64)
+        map_inputs(chunk["x"], chunk["y"], chunk["p"], 34, 34, 1, 2, idx)
+        lif.run(net, state, chunk["t"].astype(np.int64), idx)
+        v = lif.potentials(net, state, 2, int(chunk["t"][-1])).astype(np.float32)
+        top = np.sort(v.astype(np.float64))
+        if top[-1] - top[-2] >= margin:
+            break
+    else:
+        pytest.fail("the output potentials never reached the margin")
+    assert k > 5, "the margin should take a few packets"
+    assert (first["rule"], first["class"], first["t"]) == ("margin", int(np.argmax(v)),
+                                                           int(chunk["t"][-1]))
