@@ -17,15 +17,18 @@ makes the constants below independent of it):
   its events and decaying by ``exp(-1/TAU_PRE)`` per input event; when j fires,
   ``w_ij += ETA * (x_i - X_TAR) * (W_MAX - w_ij) ** MU`` for every i, then clipped to [0, W_MAX]
   (inputs that just fired are potentiated, the others depressed);
-- after each sample, each neuron's weights are scaled to sum to ``COLUMN_SUM`` (Diehl and Cook's
-  weight normalisation); potentials and traces start from 0 at each sample.
+- after each sample, each neuron's weights are scaled to a mean of ``WEIGHT_MEAN`` (Diehl and
+  Cook's weight normalisation); potentials and traces start from 0 at each sample.
 
 The weights are learnt in one pass over the training samples in a seeded order (``kernels``-style
 numba loop ``_learn_sample``, with the slow reference ``learn_sample_reference`` it is tested
 against on N-MNIST samples). Then, as a layer of the exact core, the feature layer is IF (no leak,
-no inhibition, no adaptation) with the learnt weights normalised by the data (Diehl et al. 2015:
-``lambda`` the ``percentile`` of ``x . w_j`` over the training rows), so it fires at most about one
-spike per input event. The read-out is a softmax regression (``classifier.fit``) on the layer's
+no adaptation). The core has no lateral connections, so the winner-take-all is replaced by a
+feed-forward stand-in: each neuron's learnt weights less their mean (zero-sum), so an input
+spread evenly over the inputs drives no neuron and a neuron fires only for inputs that match its
+pattern better than that. The weights are then normalised by the data (Diehl et al. 2015:
+``lambda`` the ``percentile`` of ``x . w_j`` over the training rows), so the layer fires at most
+about one spike per input event. The read-out is a softmax regression (``classifier.fit``) on the layer's
 spike counts per input event, counted by the core itself (``kernels.lif``) on every training
 sample and on its 15, 30 and 50 % prefixes; normalised and converted to the IF output layer.
 """
@@ -47,16 +50,15 @@ from pipeline.learn.convert import ann_logits, normalise
 from pipeline.learn.features import PREFIXES
 
 HIDDEN = 400  # feature neurons unless --hidden says otherwise
-TAU_M = 200.0  # input events: membrane time constant while learning
-TAU_PRE = 200.0  # input events: pre-synaptic trace time constant
-THETA_0 = 8.0  # base threshold while learning (potential units, weights in [0, W_MAX])
+TAU_M = 50.0  # input events: membrane time constant while learning
+TAU_PRE = 50.0  # input events: pre-synaptic trace time constant
+THETA_0 = 4.0  # base threshold while learning (potential units, weights in [0, W_MAX])
 THETA_PLUS = 0.5  # threshold increase per spike of a neuron
 ETA = 0.01  # learning rate
 X_TAR = 0.4  # target trace: inputs with a lower trace are depressed when the neuron fires
 W_MAX = 1.0  # largest weight
 MU = 0.2  # exponent of the soft bound (W_MAX - w) ** MU
-COLUMN_SUM = 0.1 * 2304  # sum of each neuron's weights after every sample (0.1 per input)
-INHIBITION = 1.5
+WEIGHT_MEAN = 0.1  # mean of each neuron's weights after every sample (Diehl and Cook: 78 / 784)
 LEARN = np.array([TAU_M, TAU_PRE, THETA_0, THETA_PLUS, ETA, X_TAR, W_MAX, MU])
 
 
@@ -126,13 +128,14 @@ def learn_features(examples: Examples, n: int, seed: int = 0, desc: str = "") ->
     """Weights (n_in, n) of the STDP layer after one pass over the samples in a seeded order."""
     rng = np.random.default_rng(seed)
     n_in = examples.spec.n_inputs
+    total = WEIGHT_MEAN * n_in
     w = rng.uniform(0.0, 0.3 * W_MAX, (n_in, n))
-    w *= COLUMN_SUM / w.sum(axis=0)
+    w *= total / w.sum(axis=0)
     theta = np.zeros(n)
     for s in tqdm(rng.permutation(len(examples.inputs)), desc=desc, unit="sample",
                   disable=None if desc else True, leave=False):
         _learn_sample(examples.inputs[s], w, theta, LEARN)
-        w *= COLUMN_SUM / np.maximum(w.sum(axis=0), 1e-12)
+        w *= total / np.maximum(w.sum(axis=0), 1e-12)
     return w
 
 
@@ -154,7 +157,7 @@ def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
     """STDP feature layer of ``params.hidden`` (default ``HIDDEN``) neurons, then a softmax read-out (``params``:
     epochs, batch, lr, l2, seed, percentile) on its spikes as the core computes them."""
     w = learn_features(examples, hidden_width(params, HIDDEN), params.seed, desc and f"{desc} stdp")
-    w = w - INHIBITION * w.mean(axis=0)
+    w = w - w.mean(axis=0)  # zero-sum: a uniform input drives no neuron (module doc)
     x, y = examples.rows()
     (first,), (lam,) = normalise([w], x, params.percentile)
     layer = lif.make_network([first], [1.0], [np.inf], "subtract")

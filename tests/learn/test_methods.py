@@ -137,7 +137,7 @@ def test_stdp_kernel_equals_its_reference_on_nmnist(held_out):
     rng = np.random.default_rng(3)
     n_in = held_out.spec.n_inputs
     w = rng.uniform(0.0, 0.3, (n_in, 6))
-    w *= stdp.COLUMN_SUM / w.sum(axis=0)
+    w *= stdp.WEIGHT_MEAN * n_in / w.sum(axis=0)
     ref_w, ref_theta = w.copy(), np.zeros(6)
     theta = np.zeros(6)
     total = 0
@@ -153,14 +153,16 @@ def test_stdp_kernel_equals_its_reference_on_nmnist(held_out):
     assert len(set(np.concatenate([fast, slow]).tolist())) > 1  # and more than one winner
 
 
-def test_stdp_feature_layer_is_the_normalised_stdp_weights(models):
-    """Layer 0 holds the STDP weights (each neuron's summing to COLUMN_SUM after learning) less
-    the uniform inhibition, divided by the data-based factor lambda_0."""
+def test_stdp_feature_layer_is_zero_sum(models):
+    """Layer 0 holds the STDP weights less each neuron's mean (zero-sum), scaled by 1 / lambda_0:
+    every neuron has inputs of both signs and a flat input drives none."""
     path, training = models["stdp"]
     model = load_model(path)
-    assert model.n_layers == 2 and np.asarray(model.weights[0]).shape[1] == 64
-    sums = np.asarray(model.weights[0], np.float64).sum(axis=0) * training["lambdas"][0]
-    np.testing.assert_allclose(sums, (1 - stdp.INHIBITION) * stdp.COLUMN_SUM, rtol=1e-4)
+    w = np.asarray(model.weights[0], np.float64)
+    assert model.n_layers == 2 and w.shape[1] == 64
+    scale = stdp.WEIGHT_MEAN / training["lambdas"][0]  # the mean weight before centring
+    np.testing.assert_allclose(w.sum(axis=0) / w.shape[0], 0.0, atol=1e-6 * scale)
+    assert np.all(w.max(axis=0) > 0) and np.all(w.min(axis=0) < 0)
     assert read_training(path)["lambdas"] == training["lambdas"]
 
 
