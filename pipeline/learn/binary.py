@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline.core.model import SnnModel
 from pipeline.learn.classifier import (
@@ -37,6 +36,7 @@ from pipeline.learn.classifier import (
     Trained,
     TrainParams,
     accuracy,
+    batches,
     hidden_width,
     one_thread,
 )
@@ -108,23 +108,20 @@ def _train(counts, y, n_out, width, params, desc):
     norm = torch.nn.BatchNorm1d(width, affine=False)
     optimiser = torch.optim.Adam([w1, w2, shift, temperature], lr=params.lr)
     xt, yt = torch.from_numpy(counts.astype(np.float32)), torch.from_numpy(y)
-    for _ in tqdm(range(params.epochs), desc=desc, unit="epoch", disable=None if desc else True,
-                  leave=False):
-        order = torch.from_numpy(rng.permutation(len(counts)))
-        for start in range(0, len(counts), params.batch):
-            rows = order[start:start + params.batch]
-            if len(rows) < 2:
-                continue
-            pre = xt[rows] @ _Binarize.apply(w1)
-            hidden = _Binarize.apply(norm(pre) - shift)
-            votes = hidden @ _Binarize.apply(w2)
-            loss = torch.nn.functional.cross_entropy(votes * temperature.exp(), yt[rows])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            with torch.no_grad():
-                w1.clamp_(-1, 1)
-                w2.clamp_(-1, 1)
+    for rows in batches(len(counts), params, rng, desc):
+        if len(rows) < 2:  # batch normalisation needs two rows
+            continue
+        rows = torch.from_numpy(rows)
+        pre = xt[rows] @ _Binarize.apply(w1)
+        hidden = _Binarize.apply(norm(pre) - shift)
+        votes = hidden @ _Binarize.apply(w2)
+        loss = torch.nn.functional.cross_entropy(votes * temperature.exp(), yt[rows])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            w1.clamp_(-1, 1)
+            w2.clamp_(-1, 1)
     with torch.no_grad():
         b1 = (w1 > 0).double().numpy()
         pre = counts @ b1

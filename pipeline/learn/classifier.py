@@ -99,6 +99,16 @@ class Trained:
     info: dict
 
 
+def batches(n: int, params: TrainParams, rng: np.random.Generator, desc: str = ""):
+    """Row indices of each mini-batch: ``params.epochs`` passes over ``n`` rows, each in a new
+    order drawn from ``rng``, ``params.batch`` rows at a time; a progress bar counts epochs."""
+    for _ in tqdm(range(params.epochs), desc=desc, unit="epoch", disable=None if desc else True,
+                  leave=False):
+        order = rng.permutation(n)
+        for start in range(0, n, params.batch):
+            yield order[start:start + params.batch]
+
+
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, params: TrainParams,
         desc: str = "") -> list[np.ndarray]:
     """Bias-free weights (one matrix for softmax regression, two for the ReLU network) trained
@@ -113,27 +123,21 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, params: TrainParams,
     m = [np.zeros_like(w) for w in weights]
     v = [np.zeros_like(w) for w in weights]
     onehot = np.eye(n_classes)[y]
-    step = 0
-    for _ in tqdm(range(params.epochs), desc=desc, unit="epoch", disable=None if desc else True,
-                  leave=False):
-        order = rng.permutation(len(x))
-        for start in range(0, len(x), params.batch):
-            rows = order[start:start + params.batch]
-            acts = [x[rows]]
-            for l, w in enumerate(weights):
-                a = acts[-1] @ w
-                acts.append(np.maximum(a, 0.0) if l < len(weights) - 1 else a)
-            p = np.exp(acts[-1] - acts[-1].max(axis=1, keepdims=True))
-            delta = (p / p.sum(axis=1, keepdims=True) - onehot[rows]) / len(rows)
-            step += 1
-            for l in reversed(range(len(weights))):
-                grad = acts[l].T @ delta + params.l2 * weights[l]
-                if l:
-                    delta = (delta @ weights[l].T) * (acts[l] > 0)
-                m[l] = 0.9 * m[l] + 0.1 * grad
-                v[l] = 0.999 * v[l] + 0.001 * grad * grad
-                weights[l] -= params.lr * (m[l] / (1 - 0.9 ** step)) / (
-                    np.sqrt(v[l] / (1 - 0.999 ** step)) + 1e-8)
+    for step, rows in enumerate(batches(len(x), params, rng, desc), 1):
+        acts = [x[rows]]
+        for l, w in enumerate(weights):
+            a = acts[-1] @ w
+            acts.append(np.maximum(a, 0.0) if l < len(weights) - 1 else a)
+        p = np.exp(acts[-1] - acts[-1].max(axis=1, keepdims=True))
+        delta = (p / p.sum(axis=1, keepdims=True) - onehot[rows]) / len(rows)
+        for l in reversed(range(len(weights))):
+            grad = acts[l].T @ delta + params.l2 * weights[l]
+            if l:
+                delta = (delta @ weights[l].T) * (acts[l] > 0)
+            m[l] = 0.9 * m[l] + 0.1 * grad
+            v[l] = 0.999 * v[l] + 0.001 * grad * grad
+            weights[l] -= params.lr * (m[l] / (1 - 0.9 ** step)) / (
+                np.sqrt(v[l] / (1 - 0.999 ** step)) + 1e-8)
     weights[0] = weights[0] * scale
     return weights
 

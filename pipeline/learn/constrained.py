@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline.learn.classifier import (
     Examples,
     Trained,
     TrainParams,
     accuracy,
+    batches,
     hidden_width,
     one_thread,
 )
@@ -84,16 +84,13 @@ def _train(x, y, n_out, width, params, desc):
     w2 = torch.nn.Parameter(torch.randn(width, n_out) * np.sqrt(2.0 / width))
     optimiser = torch.optim.Adam([w1, w2], lr=params.lr)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
-    for _ in tqdm(range(params.epochs), desc=desc, unit="epoch", disable=None if desc else True,
-                  leave=False):
-        order = torch.from_numpy(rng.permutation(len(x)))
-        for start in range(0, len(x), params.batch):
-            rows = order[start:start + params.batch]
-            h = torch.clamp(xt[rows] @ quantise(w1), 0.0, RATE_LIMIT)
-            loss = torch.nn.functional.cross_entropy(h @ quantise(w2), yt[rows]) + \
-                params.l2 / 2 * (w1.pow(2).sum() + w2.pow(2).sum())
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+    for rows in batches(len(x), params, rng, desc):
+        rows = torch.from_numpy(rows)
+        h = torch.clamp(xt[rows] @ quantise(w1), 0.0, RATE_LIMIT)
+        loss = torch.nn.functional.cross_entropy(h @ quantise(w2), yt[rows]) + \
+            params.l2 / 2 * (w1.pow(2).sum() + w2.pow(2).sum())
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
     with torch.no_grad():
         return quantise(w1).double().numpy(), quantise(w2).double().numpy()
