@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.core.nodetype import SOURCE, ParamError, node_type, param
+from pipeline.core.nodetype import SOURCE, ParamError, node_type, param, path_field
 from pipeline.nodes.basic import PacketParams
 from sensors.camera import CameraSource
 from sensors.network import NetworkSource
@@ -48,6 +48,17 @@ class NetworkParams(LiveParams):
     socket: str = param("", "UNIX socket path; wins over host and port when given")
     end_on_close: bool = param(False, "end the stream when the server closes it, instead of "
                                       "reconnecting (a recording served once)")
+    tls_certificate: str = path_field("", "TLS (tcp only): this client's certificate (PEM), "
+                                          "signed by the CA the server accepts")
+    tls_key: str = path_field("", "TLS: this client's private key (PEM)")
+
+    def check(self):
+        super().check()
+        if bool(self.tls_certificate) != bool(self.tls_key):
+            raise ParamError("tls_key" if self.tls_certificate else "tls_certificate",
+                             "a TLS client names tls_certificate and tls_key")
+        if self.tls_certificate and self.socket:
+            raise ParamError("tls_certificate", "TLS goes over tcp (host, port), not a UNIX socket")
 
 
 @dataclass(frozen=True)
@@ -87,8 +98,8 @@ class DvNetwork(NetworkSource):
     """Events from DV software or a dv-processing NetworkWriter (TCP or UNIX socket)."""
 
     def __init__(self, name: str, params: NetworkParams):
-        super().__init__(name, params.host, params.port, params.socket,
-                         end_on_close=params.end_on_close, **live_options(params))
+        super().__init__(name, params.host, params.port, params.socket, params.tls_certificate,
+                         params.tls_key, end_on_close=params.end_on_close, **live_options(params))
 
 
 @node_type("synthetic", SOURCE, SyntheticParams)
