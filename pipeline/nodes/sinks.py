@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -232,10 +233,15 @@ class DecisionsSink(Sink):
 
 # ---- DV protocol: dv-processing NetworkWriter in a helper process ---------------------------
 
+TLS_KEYS = ("tls_certificate", "tls_key", "tls_ca")
+
+
 @dataclass(frozen=True)
 class DvServerParams(Params):
     """The dv_server sink serves the events it receives over the DV network protocol on
-    ``host``:``port``, as a ``width`` x ``height`` stream named ``camera``."""
+    ``host``:``port``, as a ``width`` x ``height`` stream named ``camera``, in DV packets of
+    ``packet_us`` of sensor time; with ``tls_certificate``, ``tls_key`` and ``tls_ca``, over TLS
+    to the clients whose certificate ``tls_ca`` signed."""
 
     accepts = (EVENTS,)
 
@@ -247,23 +253,50 @@ class DvServerParams(Params):
     camera: str = param("evpipe", "source name DV clients see")
     wait_s: float = param(0.0, "before the first events, wait up to this long for a client",
                           unit="s", ge=0)
+    packet_us: int = param(10_000, "sensor time per DV packet, and the longest wall time events "
+                                   "are held to fill one (a dv-processing NetworkReader drops "
+                                   "what arrives while 1000 packets wait to be read)",
+                           unit="us", ge=1)
+    linger_s: float = param(1.0, "at the end, keep serving until every client has left, this "
+                                 "long at most (a NetworkReader discards what it has not read "
+                                 "when its server goes)", unit="s", ge=0)
+    tls_certificate: str = path_field("", "TLS: the server's certificate chain (PEM)")
+    tls_key: str = path_field("", "TLS: the server's private key (PEM)")
+    tls_ca: str = path_field("", "TLS: the CA certificate (PEM) that signed the accepted "
+                                 "clients' certificates")
 
     def check(self):
         check_size(self, "the first packet")
+        given = [bool(getattr(self, key)) for key in TLS_KEYS]
+        if any(given) and not all(given):
+            raise ParamError(TLS_KEYS[given.index(False)], "a TLS DV server names tls_certificate, "
+                                                           "tls_key and tls_ca")
+        for key in TLS_KEYS:
+            path = getattr(self, key)
+            if path and not os.path.isfile(path):
+                raise ParamError(key, f"{path}: no such file")
+
+    @property
+    def tls(self) -> tuple[str, str, str] | None:
+        return (self.tls_certificate, self.tls_key, self.tls_ca) if self.tls_certificate else None
 
 
 @node_type("dv_server", SINK, DvServerParams)
 class DvServerSink(Sink):
     """Serves events over the DV network protocol (``sensors.dv_server.DvServer``: dv-processing's
-    ``NetworkWriter`` in a helper process fed through a pipe); a full pipe blocks the sink, so a
-    slow DV client slows a lossless graph rather than losing events. The server starts with the
-    sink when the params give the size, else at the first packet with its size."""
+    ``NetworkWriter`` in a helper process fed through a pipe, merging events into DV packets of
+    ``packet_us``); a full pipe blocks the sink, so a slow DV server slows a lossless graph
+    rather than losing events. The server starts with the sink when the params give the size,
+    else at the first packet with its size. At close it logs how many events the writer took,
+    how many of them went to nobody (written while no client was connected) and in how many DV
+    packets."""
 
     def __init__(self, name: str, params: DvServerParams):
         super().__init__(name)
         self.params = params
         self.server: DvServer | None = None
         self.sent = 0  # events passed to the server
+        self.written = self.unheard = self.packets = None  # the server's counts, after close
         if params.width:
             self._start(params.width, params.height)
 
@@ -274,7 +307,8 @@ class DvServerSink(Sink):
 
     def _start(self, width: int, height: int) -> None:
         p = self.params
-        self.server = DvServer(p.host, p.port, width, height, p.camera, p.wait_s, self.name)
+        self.server = DvServer(p.host, p.port, width, height, p.camera, p.wait_s, self.name,
+                               p.packet_us, p.linger_s, p.tls)
 
     def consume(self, packet: Packet) -> None:
         events = _event_records(self.name, packet)
@@ -284,9 +318,21 @@ class DvServerSink(Sink):
         self.sent = self.server.sent
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            self.server = None
+        if self.server is None:
+            return
+        self.server.close()
+        self.written, self.unheard, self.packets = (self.server.written, self.server.unheard,
+                                                    self.server.packets)
+        self.server = None
+        if self.written is None:
+            log.warning("%s: %d events passed to the DV server, which did not say what it wrote",
+                        self.name, self.sent)
+            return
+        lost = self.sent - self.written
+        (log.warning if lost or self.unheard else log.info)(
+            "%s: %d of %d events written to the DV writer in %d packets, %d of them while no "
+            "client was connected (delivered to nobody)%s", self.name, self.written, self.sent,
+            self.packets, self.unheard, f", {lost} not written" if lost else "")
 
 
 # ---- AEDAT4 recorder ------------------------------------------------------------------------
