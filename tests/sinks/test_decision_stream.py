@@ -39,6 +39,34 @@ FIELDS = {"stream": str, "segment": int, "segment_name": str, "class": int, "cla
 ADDED = ("seq", "published_ns", "publish_latency_ns", "e2e_latency_ns")  # e2e: at each sink's delivery
 
 
+def decision_graph(folder, data, model: str, address: str, replay: str = "", robot: str = "",
+                   console: bool = False):
+    """replay of ``data`` -> snn -> decoder (count rule, k = 3) -> the decisions sink ``robot``
+    at ``address`` and a jsonl sink writing ``folder``/decisions.jsonl (and a console sink);
+    ``replay`` and ``robot``: extra TOML lines of those tables. Returns the config's path."""
+    sinks = ["decoder -> robot", "decoder -> file"] + (["decoder -> console"] if console else [])
+    return write_config(folder / "graph.toml", f"""
+[graph]
+summary = false
+
+[source.replay]
+type = "replay"
+path = "{data}"
+{replay}
+
+{snn_decoder_tables(model, 3)}
+[sink.robot]
+type = "decisions"
+address = "{address}"
+{robot}
+
+[sink.file]
+type = "jsonl"
+path = "{folder / 'decisions.jsonl'}"
+""" + ('\n[sink.console]\ntype = "console"\n' if console else "")
+        + linked("replay -> snn", "snn -> decoder", *sinks))
+
+
 def test_every_decision_reaches_a_separate_consumer(tmp_path, capsys):
     data, n_samples = nmnist_subset(tmp_path / "data", per_class=6)
     classes = sorted(p.name for p in data.iterdir())
@@ -48,28 +76,7 @@ def test_every_decision_reaches_a_separate_consumer(tmp_path, capsys):
                                  "--count", str(n_samples), "--timeout", "90"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     jsonl = tmp_path / "decisions.jsonl"
-    config = write_config(tmp_path / "graph.toml", f"""
-[graph]
-summary = false
-
-[source.replay]
-type = "replay"
-path = "{data}"
-
-{snn_decoder_tables(model, 3)}
-[sink.robot]
-type = "decisions"
-address = "{address}"
-wait_s = 30.0
-
-[sink.file]
-type = "jsonl"
-path = "{jsonl}"
-
-[sink.console]
-type = "console"
-""" + linked("replay -> snn", "snn -> decoder", "decoder -> robot", "decoder -> file",
-             "decoder -> console"))
+    config = decision_graph(tmp_path, data, model, address, robot="wait_s = 30.0", console=True)
     try:
         result = run(load(config))
         out, err = consumer.communicate(timeout=90)
@@ -186,24 +193,7 @@ def test_a_consumer_that_joins_a_running_graph_receives_every_decision_from_then
     model = random_model(tmp_path / "model.npz", sorted(p.name for p in data.iterdir()))
     address = f"tcp://127.0.0.1:{free_port()}"
     jsonl = tmp_path / "decisions.jsonl"
-    config = write_config(tmp_path / "graph.toml", f"""
-[graph]
-summary = false
-
-[source.replay]
-type = "replay"
-path = "{data}"
-speed = 1.0
-
-{snn_decoder_tables(model, 3)}
-[sink.robot]
-type = "decisions"
-address = "{address}"
-
-[sink.file]
-type = "jsonl"
-path = "{jsonl}"
-""" + linked("replay -> snn", "snn -> decoder", "decoder -> robot", "decoder -> file"))
+    config = decision_graph(tmp_path, data, model, address, replay="speed = 1.0")
     results = []
     graph = threading.Thread(target=lambda: results.append(run(load(config))))
     caplog.set_level(logging.INFO, logger="pipeline.nodes.sinks")
@@ -212,7 +202,7 @@ path = "{jsonl}"
     while (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 2) and time.monotonic() < deadline:
         time.sleep(0.02)  # two decisions published before anyone listens
     consumer = subprocess.run([sys.executable, str(CONSUMER), address, "--json", "--idle", "2",
-                               "--timeout", "60"], capture_output=True, text=True, timeout=90)
+                               "--timeout", "60"], check=False, capture_output=True, text=True, timeout=90)
     graph.join(60)
     assert results and results[0].ok
     assert consumer.returncode == 0 and "missed" not in consumer.stderr, consumer.stderr
