@@ -254,7 +254,7 @@ class DvServerParams(Params):
     wait_s: float = param(0.0, "before the first events, wait up to this long for a client",
                           unit="s", ge=0)
     packet_us: int = param(10_000, "sensor time per DV packet, and the longest wall time events "
-                                   "are held to fill one (a dv-processing NetworkReader drops "
+                                   "are held to fill one (a DV NetworkReader drops "
                                    "what arrives while 1000 packets wait to be read)",
                            unit="us", ge=1)
     linger_s: float = param(1.0, "at the end, keep serving until every client has left, this "
