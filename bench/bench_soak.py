@@ -122,7 +122,8 @@ def run(options: list[str] | None = None) -> list[dict]:
     growth = result.growth_pct()
     decoder = result.snapshots["decoder"]
     common = {"minutes": minutes, "warm_up_s": result.warm_s, "memory_samples": len(result.samples),
-              "events_in": result.events_in(), "graph_ok": result.ok}
+              "events_in": result.events_in(), "graph_ok": result.ok,
+              "load_avg_1_5_15_min": "/".join(f"{x:.1f}" for x in os.getloadavg())}
     first, last = result.samples[0], result.samples[-1]
     memory = {name.replace("evpipe:", "rss_kib:"): f"{first[name]}->{last[name]}" for name in first}
     return [
