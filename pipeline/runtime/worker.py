@@ -238,7 +238,7 @@ class Worker:
             receiver = Receiver(self.ctx, self._address(link), link.mode, link.hwm,
                                 link.max_message_bytes, curve, self._exactly_once(link),
                                 self._resume_seq(resume_seqs[index]), link.heartbeat_s,
-                                link.peer_timeout_s, defer_end=True)
+                                link.peer_timeout_s, defer_end=self._exactly_once(link))
             slot.receivers.append(receiver)
             self.inputs.append(receiver)
             slot.open_inputs += 1
@@ -518,7 +518,8 @@ class Worker:
                         poller.unregister(sock)
                         open_sockets -= 1
                         self._input_ended(slot)
-                        receiver.acknowledge_end()  # once what follows from it has ended
+                        if receiver.defer_end:  # once what follows from it has ended
+                            receiver.acknowledge_end()
                         break
                     self._process(slot, packet, arrival)
                     if self.first_after_restart:
