@@ -7,8 +7,9 @@
    with ``exactly_once = false`` (the lossless link without acknowledgements), run alternately in
    the same run, wall seconds streamed (``evpipe run``'s summary), best of ``REPEATS``. Ratio:
    plain time / exactly-once time, target 0.8.
-2. **Restart time.** The same graph replaying at real time (``speed = 1``); once it has streamed
-   ``KILL_AFTER_S``, a stage process is killed with SIGKILL. Measured: wall seconds from the kill
+2. **Restart time.** The same graph replaying ``RESTART_PER_CLASS`` samples per class at real time
+   (``speed = 1``, about 9 s); once it has streamed ``KILL_AFTER_S``, a stage process is killed
+   with SIGKILL. Measured: wall seconds from the kill
    to the restarted process's first packet handled again (its log line). The reference, measured
    in the same run, is how long the same graph's processes took from being spawned to ready (the
    summary's "ready in": start, imports, warm-up, links), which a restart must also pay. Target:
@@ -31,6 +32,7 @@ from bench.bench_graph import ROOT, STREAMED, default_config, graph_seconds, sam
 from bench.common import record
 
 PER_CLASS = 30
+RESTART_PER_CLASS = 3
 REPEATS = 3
 KILL_AFTER_S = 3.0
 KILLED = ("hots", "snn")
@@ -87,10 +89,11 @@ def run(options=()) -> list[dict]:
         out.append(record(f"exactly-once lossless links vs plain lossless links (default graph, "
                           f"one process per node, {10 * PER_CLASS} N-MNIST samples)", ours, peer,
                           "s", 0.8, ratio=peer / ours))
+        few = samples(folder / "few", slice(0, RESTART_PER_CLASS))
         for node in KILLED:
             run_dir = folder / f"kill-{node}"
             run_dir.mkdir()
-            paced = default_config(run_dir, data, "per_node")
+            paced = default_config(run_dir, few, "per_node")
             paced.write_text(paced.read_text().replace("speed = 0.0", "speed = 1.0"))
             seconds, ready = restart_seconds(paced, node)
             out.append({**record(f"restart of a killed {node} process: SIGKILL to its first packet "
