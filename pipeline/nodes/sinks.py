@@ -38,7 +38,7 @@ from pipeline.core.nodetype import (
 from pipeline.core.packet import Packet, origin_fields
 from pipeline.core.stage import Sink
 from pipeline.nodes.snn import SPIKES
-from pipeline.security import CertificateError, Guard, check_link
+from pipeline.security import CertificateError, Guard, load_key
 from sensors.dv_server import DvServer
 from sensors.writers import Aedat4Writer
 
@@ -94,10 +94,12 @@ class DecisionsParams(Params):
             if not self.address.startswith("tcp://"):
                 raise ParamError("curve_server", f"CURVE needs a tcp:// address, got {self.address!r}")
             try:
-                check_link(self.curve_server, "", self.curve_clients, sending=True, receiving=False)
+                load_key(self.curve_server, secret=True)
             except CertificateError as exc:
-                raise ParamError("curve_server" if exc.args[0].startswith(self.curve_server)
-                                 else "curve_clients", str(exc)) from None
+                raise ParamError("curve_server", str(exc)) from None
+            if not os.path.isdir(self.curve_clients):
+                raise ParamError("curve_clients", f"{self.curve_clients}: no folder of accepted "
+                                                  "client certificates")
 
 
 @node_type("decisions", SINK, DecisionsParams)
