@@ -56,12 +56,12 @@ class TrainParams:
     def __post_init__(self):
         if self.classifier not in CLASSIFIERS:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
+        if self.hidden < 0:
+            raise ValueError(f"hidden must be >= 0 (0: the method's default), got {self.hidden}")
 
 
 def hidden_width(params: TrainParams, default: int) -> int:
     """``params.hidden``, or the method's ``default`` when it is 0."""
-    if params.hidden < 0:
-        raise ValueError(f"hidden must be >= 0 (0: the method's default), got {params.hidden}")
     return params.hidden or default
 
 

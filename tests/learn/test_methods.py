@@ -166,13 +166,19 @@ def test_stdp_feature_layer_is_zero_sum(models):
     assert read_training(path)["lambdas"] == training["lambdas"]
 
 
-def test_unknown_method_is_refused(tmp_path):
+@pytest.mark.parametrize("flags, message", [
+    (("--method", "nope"), "--method: invalid choice: 'nope'"),
+    (("--hidden", "-1"), "hidden must be >= 0 (0: the method's default), got -1")])
+def test_bad_training_parameters_are_refused(tmp_path, flags, message):
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data",
-                           str(NMNIST_TRAIN), "--out", str(tmp_path / "m.npz"), "--method", "nope"],
+                           str(NMNIST_TRAIN), "--out", str(tmp_path / "m.npz"), *flags],
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 2
-    assert "--method: invalid choice: 'nope'" in done.stderr
+    assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_unknown_method_is_refused_by_train(tmp_path):
     with pytest.raises(ValueError, match="unknown training method 'nope'; known: conversion"):
         train([], tmp_path / "m.npz", FeatureSpec(), TrainParams(method="nope"))

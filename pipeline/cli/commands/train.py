@@ -54,7 +54,11 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    spec, params = parameters(args)
+    try:
+        spec, params = parameters(args)
+    except ValueError as exc:  # a parameter out of range, named in the message
+        log.error("%s", exc)
+        return 2
     try:
         cluster.parse_scheduler(args.scheduler)
         files = select(args.data, args.folds, args.fold, test=False, seed=args.split_seed)
