@@ -51,7 +51,7 @@ def count_rows(examples: Examples, fractions=PREFIXES) -> tuple[np.ndarray, np.n
     """Input-spike counts (float64, integer values) of every sample at every fraction of its
     input events, fraction-major, and the rows' classes."""
     n = examples.spec.n_inputs
-    rows = [np.bincount(idx[:max(1, int(round(f * len(idx))))], minlength=n)
+    rows = [np.bincount(idx[:max(1, round(f * len(idx)))], minlength=n)
             for f in fractions for idx in examples.inputs]
     return np.array(rows, np.float64), np.tile(examples.y, len(fractions))
 
@@ -78,8 +78,9 @@ class _Binarize(torch.autograd.Function):
 
 
 def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
-    """``params.hidden`` (default ``HIDDEN``) binary hidden units, binary output weights; Adam on softmax
-    cross-entropy of the votes (times a learnt positive temperature) over prefix count rows."""
+    """``params.hidden`` (default ``HIDDEN``) binary hidden units, binary output weights; Adam
+    on softmax cross-entropy of the votes (times a learnt positive temperature) over prefix
+    count rows."""
     counts, y = count_rows(examples)
     with one_thread():
         b1, thresholds, b2 = _train(counts, y, len(examples.classes),

@@ -37,7 +37,8 @@ CLASSIFIERS = ("softmax", "mlp")
 class TrainParams:
     """method: the training method (``pipeline.learn.methods``); classifier: "softmax" or "mlp"
     (one hidden ReLU layer); hidden: the width of the hidden layer of "mlp" and of the methods
-    with one (0: the method's own default, ``hidden_width``); epochs, batch, lr (Adam step), l2 (weight decay): the optimiser; percentile:
+    with one (0: the method's own default, ``hidden_width``); epochs, batch, lr (Adam step), l2
+    (weight decay): the optimiser; percentile:
     normalisation (100 = max); prototype_samples: samples the HOTS layer learns from; k: decoder
     spike lead (0 = calibrate); seed: every random choice."""
 
@@ -86,7 +87,7 @@ class Examples:
                 np.tile(self.y, len(fractions)))
 
     def snn(self, weights) -> SnnModel:
-        """IF layers (threshold 1, reset by subtraction) over ``weights`` with this input mapping."""
+        """IF layers (threshold 1, reset by subtraction) over ``weights``, this input mapping."""
         s = self.spec
         return to_snn(weights, self.classes, s.width, s.height, s.cell, s.n_prototypes)
 

@@ -40,7 +40,7 @@ from pipeline.learn.classifier import (
 )
 from pipeline.learn.convert import normalise
 
-BITS = 8  # weight precision of every layer (levels: -(2**(BITS-1)-1) .. 2**(BITS-1)-1, times a scale)
+BITS = 8  # weight precision per layer: levels -(2**(BITS-1)-1) .. 2**(BITS-1)-1 times a scale
 HIDDEN = 128  # hidden units unless --hidden says otherwise
 RATE_LIMIT = 1.0  # spikes per input event an IF neuron with threshold 1 can reach
 
@@ -59,8 +59,9 @@ def hidden_rates(x: np.ndarray, w1: np.ndarray) -> np.ndarray:
 
 
 def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
-    """One hidden layer of ``params.hidden`` (default ``HIDDEN``) clipped-ReLU units, quantised weights, no biases;
-    trained with Adam (``params``: epochs, batch, lr, l2, seed), converted to two IF layers."""
+    """One hidden layer of ``params.hidden`` (default ``HIDDEN``) clipped-ReLU units, quantised
+    weights, no biases; trained with Adam (``params``: epochs, batch, lr, l2, seed), converted to
+    two IF layers."""
     x, y = examples.rows()
     with one_thread():
         first, second = _train(x * np.sqrt(x.shape[1]), y, len(examples.classes),

@@ -7,8 +7,9 @@ the HOTS layer instead of Poisson pixels, with time counted in input events (one
 step; the N-MNIST samples are saccades of about 0.3 s whose event rate varies, and the event clock
 makes the constants below independent of it):
 
-- ``N`` = ``params.hidden`` (default ``HIDDEN``) leaky integrate-and-fire neurons, all fed by the 2304 inputs through
-  weights ``w`` in [0, W_MAX]; potential decay ``exp(-1/TAU_M)`` per input event;
+- ``N`` = ``params.hidden`` (default ``HIDDEN``) leaky integrate-and-fire neurons, all fed by
+  the 2304 inputs through weights ``w`` in [0, W_MAX]; potential decay ``exp(-1/TAU_M)`` per
+  input event;
 - lateral inhibition as a winner-take-all: when neurons reach their thresholds, only the one
   furthest above its threshold fires and every potential is set to 0;
 - adaptive thresholds (homeostasis): ``THETA_0 + theta_j``, ``theta_j`` growing by ``THETA_PLUS`` at
@@ -28,9 +29,10 @@ feed-forward stand-in: each neuron's learnt weights less their mean (zero-sum), 
 spread evenly over the inputs drives no neuron and a neuron fires only for inputs that match its
 pattern better than that. The weights are then normalised by the data (Diehl et al. 2015:
 ``lambda`` the ``percentile`` of ``x . w_j`` over the training rows), so the layer fires at most
-about one spike per input event. The read-out is a softmax regression (``classifier.fit``) on the layer's
-spike counts per input event, counted by the core itself (``kernels.lif``) on every training
-sample and on its 15, 30 and 50 % prefixes; normalised and converted to the IF output layer.
+about one spike per input event. The read-out is a softmax regression (``classifier.fit``) on
+the layer's spike counts per input event, counted by the core itself (``kernels.lif``) on every
+training sample and on its 15, 30 and 50 % prefixes; normalised and converted to the IF output
+layer.
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ from tqdm import tqdm
 
 from kernels import lif
 from pipeline.core.model import SnnModel
-from pipeline.learn.classifier import Examples, Trained, TrainParams, accuracy, hidden_width
+from pipeline.learn.classifier import (
+    Examples,
+    Trained,
+    TrainParams,
+    accuracy,
+    hidden_width,
+)
 from pipeline.learn.classifier import fit as fit_softmax
 from pipeline.learn.convert import ann_logits, normalise
 from pipeline.learn.features import PREFIXES
@@ -148,14 +156,15 @@ def spike_rows(net: lif.LIFNetwork, examples: Examples, fractions=PREFIXES) -> n
     for s, idx in enumerate(examples.inputs):
         spikes = lif.run(net, lif.init_state(net), np.arange(len(idx)), idx)
         for f, fraction in enumerate(fractions):
-            k = max(1, int(round(fraction * len(idx))))
+            k = max(1, round(fraction * len(idx)))
             rows[f, s] = np.bincount(spikes["neuron"][spikes["src"] < k], minlength=n) / k
     return rows.reshape(-1, n)
 
 
 def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
-    """STDP feature layer of ``params.hidden`` (default ``HIDDEN``) neurons, then a softmax read-out (``params``:
-    epochs, batch, lr, l2, seed, percentile) on its spikes as the core computes them."""
+    """STDP feature layer of ``params.hidden`` (default ``HIDDEN``) neurons, then a softmax
+    read-out (``params``: epochs, batch, lr, l2, seed, percentile) on its spikes as the core
+    computes them."""
     w = learn_features(examples, hidden_width(params, HIDDEN), params.seed, desc and f"{desc} stdp")
     w = w - w.mean(axis=0)  # zero-sum: a uniform input drives no neuron (module doc)
     x, y = examples.rows()

@@ -9,8 +9,8 @@ import sys
 
 from kernels.hots import MODES
 from pipeline.learn import cluster
-from pipeline.learn.features import DatasetError, FeatureSpec, select
 from pipeline.learn.classifier import CLASSIFIERS, TrainParams
+from pipeline.learn.features import DatasetError, FeatureSpec, select
 from pipeline.learn.methods import METHODS
 from pipeline.learn.train import train
 
@@ -19,7 +19,8 @@ HELP = ("train an SNN on time-surface features of an N-MNIST-style dataset with 
         "methods of --method (default conversion)")
 
 log = logging.getLogger("evpipe")
-CHOICES = {"method": tuple(METHODS), "classifier": CLASSIFIERS, "mode": tuple(MODES)}  # parameters with a fixed set of values
+# parameters with a fixed set of values
+CHOICES = {"method": tuple(METHODS), "classifier": CLASSIFIERS, "mode": tuple(MODES)}
 
 
 def add_parameter_arguments(parser) -> None:
