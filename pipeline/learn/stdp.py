@@ -21,9 +21,9 @@ makes the constants below independent of it):
 - after each sample, each neuron's weights are scaled to a mean of ``WEIGHT_MEAN`` (Diehl and
   Cook's weight normalisation); potentials and traces start from 0 at each sample.
 
-The weights are learnt in one pass over the training samples in a seeded order (``kernels``-style
-numba loop ``_learn_sample``, with the slow reference ``learn_sample_reference`` it is tested
-against on N-MNIST samples). Then, as a layer of the exact core, the feature layer is IF (no leak,
+The weights are learnt in one pass over the training samples in a seeded order, by the numba
+loop ``_learn_sample`` (state in arrays the caller owns, as in ``kernels``), which the tests
+compare with its plain reference ``learn_sample_reference`` on N-MNIST samples. Then, as a layer of the exact core, the feature layer is IF (no leak,
 no adaptation). The core has no lateral connections, so the winner-take-all is replaced by a
 feed-forward stand-in: each neuron's learnt weights less their mean (zero-sum), so an input
 spread evenly over the inputs drives no neuron and a neuron fires only for inputs that match its
