@@ -161,7 +161,7 @@ def test_top_survives_malformed_messages_and_says_when_nothing_comes(tmp_path):
     good = {"node": "cam", "kind": "source", "records_in_per_s": 0, "records_out_per_s": 1234.0,
             "packets_in_per_s": 0, "packets_out_per_s": 5.0, "unit_in": "", "unit_out": "events",
             "dropped": 2, "gaps": 1, "max_drained": 0, "malformed": {}, "latency_p50_us": None,
-            "latency_p99_us": None, "final": False, "error": None}
+            "latency_p99_us": None, "final": False, "error": None, "restarts": 2}
     stop = threading.Event()
 
     def publish():
@@ -186,7 +186,8 @@ def test_top_survives_malformed_messages_and_says_when_nothing_comes(tmp_path):
     tables = result.stdout.strip().split("\n\n")
     assert len(tables) == 2
     row = rows(tables[-1])["cam"]
-    assert (row["kind"], row["rate"], row["packets/s"], row["drops"]) == ("source", "1,234 events/s", "5", "3")
+    assert (row["kind"], row["rate"], row["packets/s"], row["drops"], row["restarts"]) == (
+        "source", "1,234 events/s", "5", "3", "2")
     assert "malformed metrics message(s) ignored" in tables[-1]
     # nobody publishing: a clear message and exit code 1, not a hang
     silent = top(f"ipc://{tmp_path}/nobody.sock", "--once", "--timeout", "1")
