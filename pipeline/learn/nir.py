@@ -81,6 +81,8 @@ def to_nir(model: SnnModel):
     nodes = {"input": nir.Input(input_type=np.array([np.shape(model.weights[0])[0]]))}
     edges, previous = [], "input"
     for l in range(model.n_layers):
+        if model.layer_conv(l) is not None:
+            raise NIRError(f"layer {l} is a conv layer; NIR export writes dense layers only")
         if model.refractory_us[l]:
             raise NIRError(f"layer {l} has a refractory period of {model.refractory_us[l]} us; "
                            f"NIR neurons have none")

@@ -39,8 +39,9 @@ from tqdm import tqdm
 
 from kernels import lif
 from kernels.snn_input import map_inputs, n_inputs
-from pipeline.core.model import SnnModel
+from pipeline.core.model import SnnModel, load_model, read_training
 from pipeline.learn.classifier import Trained, hidden_width
+from pipeline.learn.features import FeatureSpec, extract
 from pipeline.learn import nir as nir_io
 from sensors.readers import read_all
 from sensors.replay import SegmentFile
@@ -322,6 +323,27 @@ def fit(examples, params, desc: str = ""):
     clock, _ = clock_accuracy(torch, spike, samples, weights, sp)
     model = examples.snn([w.detach().numpy().astype(np.float32) for w in weights])
     return Trained(model, {"lambdas": None, "train_accuracy_ann": clock,
-                           "surrogate": {**asdict(sp), "tau_us": "inf",
-                                         "events_per_step": EVENTS_PER_STEP},
+                           "surrogate": {k: v for k, v in asdict(sp).items() if k != "tau_us"},
                            "losses": [round(x, 4) for x in losses]})
+
+
+def feature_gap(model_path, files: list[SegmentFile], desc: str = "") -> dict:
+    """Accuracy on ``files`` of a model trained by ``fit`` (``evpipe train --method surrogate``):
+    the clock-driven simulation it was trained in and the exact core, on the same HOTS feature
+    spikes (the model's prototypes, ``pipeline.learn.features.extract``), and their ``gap``."""
+    torch = _torch()
+    torch.set_num_threads(1)
+    model = load_model(model_path)
+    training = read_training(model_path)
+    with np.load(model_path, allow_pickle=False) as archive:
+        prototypes = archive["hots_prototypes"]
+    spec = FeatureSpec(**training["features"])
+    inputs, labels = extract(files, spec, prototypes, desc=desc)
+    sp = SurrogateParams(**{**training["surrogate"], "tau_us": math.inf})
+    samples = [Sample(np.arange(len(i), dtype=np.int64), i, list(model.classes).index(y))
+               for i, y in zip(inputs, labels)]
+    weights = [torch.from_numpy(np.asarray(w, np.float32)) for w in model.weights]
+    clock, _ = clock_accuracy(torch, _spike_function(torch, sp.slope), samples, weights, sp)
+    exact, _ = exact_accuracy(model, samples)
+    return {"n_samples": len(samples), "accuracy_clock": clock, "accuracy_exact": exact,
+            "gap": round(clock - exact, 4)}
