@@ -25,6 +25,11 @@ term, so the network learns to decide early.
 The trained network is written as a NIR graph and read back (``pipeline.learn.nir``) into an
 ``evpipe-snn/1`` model, whose exact run is scored beside the clock-driven simulation
 (``gap``).
+
+``fit`` is the same training on the HOTS feature spikes of ``evpipe train --method surrogate``
+(``pipeline.learn.methods``), with IF layers and steps counted in input events, since those
+spikes come without their times; ``feature_gap`` scores such a model both ways. Figures:
+docs/training.md, "Surrogate gradients".
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ from kernels import lif
 from kernels.snn_input import map_inputs, n_inputs
 from pipeline.core.model import SnnModel, load_model, read_training
 from pipeline.learn.classifier import Trained, hidden_width
-from pipeline.learn.features import FeatureSpec, extract
 from pipeline.learn import nir as nir_io
+from pipeline.learn.features import FeatureSpec, extract
 from sensors.readers import read_all
 from sensors.replay import SegmentFile
 
@@ -63,7 +68,7 @@ class SurrogateParams:
     hidden: int = 128
     step_us: int = 1000
     tau_us: float = 20_000.0
-    epochs: int = 15
+    epochs: int = 30
     batch: int = 32
     lr: float = 2e-3
     slope: float = 5.0
