@@ -45,8 +45,8 @@ from tqdm import tqdm
 from kernels import lif
 from kernels.snn_input import map_inputs, n_inputs
 from pipeline.core.model import SnnModel, load_model, read_training
-from pipeline.learn.classifier import Trained, hidden_width
 from pipeline.learn import nir as nir_io
+from pipeline.learn.classifier import Trained, hidden_width
 from pipeline.learn.features import FeatureSpec, extract
 from sensors.readers import read_all
 from sensors.replay import SegmentFile

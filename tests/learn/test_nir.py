@@ -9,8 +9,8 @@ import nir
 import numpy as np
 import pytest
 import snntorch as snn
-from snntorch import utils as snn_utils
 import torch
+from snntorch import utils as snn_utils
 from snntorch.export_nir import export_to_nir
 
 from kernels import lif
@@ -22,6 +22,7 @@ from pipeline.learn.surrogate import SurrogateParams, input_currents, load_sampl
 from tests.conftest import NMNIST_TRAIN, ROOT
 
 SHIPPED = ROOT / "recordings" / "model.npz"
+SURROGATE = ROOT / "recordings" / "models" / "surrogate.npz"  # two IF layers (--method surrogate)
 STEP_US = 1000  # the clock step of the surrogate training, and of the snnTorch run
 
 
@@ -35,10 +36,11 @@ def assert_same_model(a: SnnModel, b: SnnModel) -> None:
         assert getattr(a, name) == getattr(b, name), name
 
 
-def test_shipped_model_round_trip_through_the_commands_is_exact(tmp_path, capsys):
-    assert evpipe(["export", "--nir", str(SHIPPED), str(tmp_path / "m.nir")]) == 0
+@pytest.mark.parametrize("shipped", [SHIPPED, SURROGATE], ids=["conversion", "surrogate"])
+def test_shipped_models_round_trip_through_the_commands_exactly(shipped, tmp_path, capsys):
+    assert evpipe(["export", "--nir", str(shipped), str(tmp_path / "m.nir")]) == 0
     assert evpipe(["import", str(tmp_path / "m.nir"), "--out", str(tmp_path / "m.npz")]) == 0
-    assert_same_model(load_model(SHIPPED), load_model(tmp_path / "m.npz"))
+    assert_same_model(load_model(shipped), load_model(tmp_path / "m.npz"))
     assert "-> " in capsys.readouterr().out
 
 

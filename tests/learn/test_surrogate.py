@@ -11,8 +11,7 @@ import numpy as np
 from kernels import lif
 from pipeline.core.model import load_model
 from pipeline.learn.features import select
-from pipeline.learn.surrogate import (SurrogateParams, decide, exact_accuracy, load_samples,
-                                      train)
+from pipeline.learn.surrogate import SurrogateParams, decide, exact_accuracy, load_samples, train
 from tests.conftest import NMNIST_TRAIN
 
 
