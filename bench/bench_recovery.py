@@ -96,10 +96,10 @@ def run(options=()) -> list[dict]:
             paced = default_config(run_dir, few, "per_node")
             paced.write_text(paced.read_text().replace("speed = 0.0", "speed = 1.0"))
             seconds, ready = restart_seconds(paced, node)
-            out.append({**record(f"restart of a killed {node} process: SIGKILL to its first packet "
-                                 f"handled again (cold start of the graph: {ready:.2f} s)",
-                                 seconds, None, "s", TARGET_RESTART_S, ratio=None),
-                        "peer": None, "lower_is_better": True, "cold_start_s": ready})
+            out.append(dict(name=f"restart of a killed {node} process: SIGKILL to its first "
+                                 f"packet handled again (cold start of the graph: {ready:.2f} s)",
+                            ours=seconds, peer=None, unit="s", ratio=None,
+                            target=TARGET_RESTART_S, lower_is_better=True, cold_start_s=ready))
     return out
 
 

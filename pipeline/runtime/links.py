@@ -283,6 +283,7 @@ class Sender:
     def beat(self, now: float) -> None:
         """Heartbeat when idle; report a receiving end unheard for ``peer_timeout_s`` (lossless:
         it answers; live links cannot hear their subscribers)."""
+        self.control()  # what the receiving end said meanwhile, heartbeats included
         if self.watch.due(now) and (self.mode == LOSSLESS or self.subscribers):
             try:
                 self.sock.send(BEAT, zmq.NOBLOCK)
