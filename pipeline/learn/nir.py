@@ -7,7 +7,8 @@ primitives. A model of ``pipeline.core.model`` (L dense layers) is written as th
 
     Input -> Linear -> LIF | IF -> ... -> Linear -> LIF | IF -> Output
 
-and graphs of that form made by snnTorch, Norse, Sinabs or Rockpool are read back. The mapping
+and graphs of that form made by snnTorch, Norse, Sinabs or Rockpool are read back, with
+``Conv2d`` layers too (``from_nir``). The mapping
 (docs/snn.md, "NIR"), for neuron j of a layer, times in seconds in NIR and in us here:
 
 - ``LIF``: ``tau dv/dt = (v_leak - v) + r I``. An input spike through weight w is a pulse of one
@@ -40,6 +41,7 @@ import os
 
 import numpy as np
 
+from kernels.conv import ConvShape
 from pipeline.core.model import INPUT_KINDS, SnnModel
 
 DT_S = 1e-4  # s: the clock step that snnTorch's NIR exporter and importer assume
@@ -48,10 +50,9 @@ MAPPING_KEYS = ("input", "width", "height", "cell", "channels")
 RAW_NMNIST = {"input": "events", "width": 34, "height": 34, "cell": 1, "channels": 2}
 NEURONS = ("LIF", "IF", "CubaLIF")
 WHY_NOT = {
-    "Conv1d": "the exact core has dense layers only",
-    "Conv2d": "the exact core has dense layers only",
-    "SumPool2d": "the exact core has dense layers only",
-    "AvgPool2d": "the exact core has dense layers only",
+    "Conv1d": "the exact core's conv layers are two-dimensional",
+    "SumPool2d": "the exact core has no pooling layers",
+    "AvgPool2d": "the exact core has no pooling layers",
     "LI": "a leaky integrator never spikes; every layer of the core is a spiking layer",
     "CubaLI": "a leaky integrator never spikes; every layer of the core is a spiking layer",
     "I": "an integrator never spikes; every layer of the core is a spiking layer",
@@ -168,7 +169,10 @@ def _neuron(node, name: str, bias: np.ndarray, dt_s: float, time_scale: float, r
     if np.any(np.asarray(node.v_reset) != 0):
         raise NIRError(f"node {name!r} ({kind}): reset to a nonzero potential cannot be mapped "
                        f"(the core resets to zero or by subtraction)")
-    r = np.broadcast_to(np.asarray(node.r, np.float64), (n,))
+    def per_neuron(values) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, np.float64).ravel(), (n,))
+
+    r = per_neuron(node.r)
     layer_reset = reset or (_text(meta["reset"]) if "reset" in meta else "zero")
     if kind == "IF":
         if np.any(bias != 0):
@@ -181,25 +185,64 @@ def _neuron(node, name: str, bias: np.ndarray, dt_s: float, time_scale: float, r
         tau_s = _uniform(tau, "tau", name)
         scale = r * dt_s / tau_s
         if kind == "CubaLIF":
-            tau_syn = np.asarray(node.tau_syn, np.float64)
+            tau_syn = per_neuron(node.tau_syn)
             if np.any(tau_syn > dt_s):
                 raise NIRError(f"node {name!r} (CubaLIF): a synaptic current lasting more than one "
                                f"step (tau_syn {tau_syn.max()} s > dt {dt_s} s) has no counterpart "
                                f"in the core, whose inputs are instant jumps of the potential")
-            scale = scale * np.asarray(node.w_in, np.float64) * dt_s / tau_syn
+            scale = scale * per_neuron(node.w_in) * dt_s / tau_syn
         tau_us = tau_s * 1e6 * time_scale
         if "tau_us" in meta and float(meta["tau_us"]) / 1e6 == tau_s and time_scale == 1:
             tau_us = float(meta["tau_us"])
-        rest = np.asarray(node.v_leak, np.float64) + r * bias
+        rest = per_neuron(node.v_leak) + r * bias
     scale = np.where(np.abs(scale - 1) < SNAP, 1.0, scale)
     if np.any(scale <= 0):
         raise NIRError(f"node {name!r} ({kind}): an input must raise the potential (r > 0)")
     theta = np.asarray(node.v_threshold, np.float64).ravel() / scale
     per_us = np.zeros(n) if math.isinf(tau_us) else rest / scale / tau_us
     stored = meta.get("bias_per_us")
-    if stored is not None and np.array_equal(np.asarray(stored) * tau_us, rest) and np.all(scale == 1):
+    exact = stored is not None and np.array_equal(np.asarray(stored) * tau_us, rest)
+    if exact and np.all(scale == 1):
         per_us = np.asarray(stored, np.float64)
     return theta, per_us, tau_us, layer_reset
+
+
+def _pair(value, name: str, node: str) -> tuple[int, int]:
+    if isinstance(value, str):
+        if value != "valid":
+            raise NIRError(f"node {node!r} (Conv2d): padding {value!r} is not supported; give "
+                           f"numbers or 'valid'")
+        return 0, 0
+    pair = np.broadcast_to(np.asarray(value, np.int64).ravel(), (2,))
+    return int(pair[0]), int(pair[1])
+
+
+def _channels_last(values: np.ndarray, shape) -> np.ndarray:
+    """Rows of a (C, H, W) layer in torch's order, put in the core's ``(y * W + x) * C + c``."""
+    c, h, w = shape
+    return np.asarray(values).reshape(c, h, w, *np.shape(values)[1:]).swapaxes(0, 1).swapaxes(
+        1, 2).reshape(c * h * w, *np.shape(values)[1:])
+
+
+def _conv(node, name: str, shape) -> tuple[np.ndarray, ConvShape, np.ndarray, tuple]:
+    """(kernel, conv shape, bias per neuron in torch's order, output (C, H, W)) of a Conv2d."""
+    if shape is None:
+        raise NIRError(f"node {name!r} (Conv2d) needs a (C, H, W) input before it")
+    if np.any(np.asarray(node.dilation) != 1) or int(np.asarray(node.groups)) != 1:
+        raise NIRError(f"node {name!r} (Conv2d): dilation and groups must be 1 (the core's conv "
+                       f"layers have neither)")
+    kernel = np.asarray(node.weight, np.float32)
+    if kernel.ndim != 4 or kernel.shape[1] != shape[0]:
+        raise NIRError(f"node {name!r} (Conv2d): kernel {kernel.shape} does not take the "
+                       f"{shape[0]} channels before it")
+    conv = ConvShape(tuple(shape), _pair(node.stride, "stride", name),
+                     _pair(node.padding, "padding", name))
+    (sy, sx), (py, px) = conv.stride, conv.padding
+    out = (kernel.shape[0], (shape[1] + 2 * py - kernel.shape[2]) // sy + 1,
+           (shape[2] + 2 * px - kernel.shape[3]) // sx + 1)
+    bias = np.broadcast_to(np.asarray(node.bias, np.float64).reshape(-1, 1),
+                           (out[0], out[1] * out[2])).ravel()
+    return kernel, conv, bias, out
 
 
 def from_nir(graph, dt_s: float = DT_S, time_scale: float = 1.0, reset: str | None = None,
@@ -211,53 +254,70 @@ def from_nir(graph, dt_s: float = DT_S, time_scale: float = 1.0, reset: str | No
     "zero" or "subtract" for every layer, else each node's metadata, else "zero"; ``classes``:
     output names (default the graph's metadata, else "0", "1", ...); ``mapping``: input kind,
     width, height, cell, channels (default the graph's metadata, else a (C, H, W) input's shape,
-    else N-MNIST's raw layout). NIRError names the node that cannot be mapped and why."""
+    else N-MNIST's raw layout). ``Conv2d`` nodes (stride, zero padding; no dilation or groups)
+    become conv layers, their neurons and the rows of a ``Linear`` after a ``Flatten`` reordered
+    from torch's channel-first order to the core's channel-last one. NIRError names the node that
+    cannot be mapped and why."""
     meta = graph.metadata.get("evpipe") if isinstance(graph.metadata, dict) else None
     stored = json.loads(_text(meta)) if meta is not None else {}
     order = _chain(graph)
     input_shape = [int(v) for v in np.asarray(graph.nodes[order[0]].input_type["input"]).ravel()]
-    weights, layers, pending, bias, flatten_chw = [], [], None, None, False
+    shape = tuple(input_shape) if len(input_shape) == 3 else None  # (C, H, W) of what flows
+    weights, convs, layers = [], [], []
+    pending = bias = conv = flattened = None
     for name in order[1:-1]:
         node = graph.nodes[name]
         kind = type(node).__name__
-        if kind == "Flatten" and not weights and pending is None and len(input_shape) == 3:
-            flatten_chw = True
+        if kind == "Flatten" and pending is None and shape is not None:
+            flattened, shape = shape, None
         elif kind in ("Linear", "Affine") and pending is None:
-            pending = np.asarray(node.weight, np.float32).T
-            bias = np.asarray(node.bias, np.float64) if kind == "Affine" else np.zeros(pending.shape[1])
+            if shape is not None and weights:
+                raise NIRError(f"node {name!r} ({kind}) follows a conv layer without a Flatten")
+            pending, conv = np.asarray(node.weight, np.float32).T, None
+            bias = (np.asarray(node.bias, np.float64) if kind == "Affine"
+                    else np.zeros(pending.shape[1]))
+            if flattened is not None or (shape is not None and not weights):
+                pending = _channels_last(pending, flattened or shape)
+            flattened, shape = None, None
+        elif kind == "Conv2d" and pending is None:
+            pending, conv, bias, out = _conv(node, name, shape)
+            shape = out
         elif kind in NEURONS and pending is not None:
-            if np.asarray(node.v_threshold).size != pending.shape[1]:
+            n = pending.shape[1] if conv is None else int(np.prod(shape))
+            if np.asarray(node.v_threshold).size != n:
                 raise NIRError(f"node {name!r} ({kind}) has {np.asarray(node.v_threshold).size} "
-                               f"neurons after a layer of {pending.shape[1]} outputs")
+                               f"neurons after a layer of {n} outputs")
+            theta, per_us, tau_us, layer_reset = _neuron(node, name, bias, dt_s, time_scale, reset)
+            if conv is not None:
+                theta, per_us = _channels_last(theta, shape), _channels_last(per_us, shape)
             weights.append(pending)
-            layers.append(_neuron(node, name, bias, dt_s, time_scale, reset))
+            convs.append(conv)
+            layers.append((theta, per_us, tau_us, layer_reset))
             pending = None
         elif kind in WHY_NOT:
             raise NIRError(f"node {name!r} ({kind}) is not supported: {WHY_NOT[kind]}")
         else:
             expected = "a neuron node (LIF, IF, CubaLIF)" if pending is not None else \
-                "a Linear or Affine node"
+                "a Linear, Affine or Conv2d node"
             raise NIRError(f"node {name!r} ({kind}) is not supported here: expected {expected}")
     if not weights or pending is not None:
-        raise NIRError("the graph must alternate Linear/Affine and neuron nodes, ending with a "
-                       "neuron node before the Output")
+        raise NIRError("the graph must alternate Linear/Affine/Conv2d and neuron nodes, ending "
+                       "with a neuron node before the Output")
     if mapping is None:
         mapping = {k: stored[k] for k in MAPPING_KEYS if k in stored} or dict(RAW_NMNIST)
-    if flatten_chw or len(input_shape) == 3:
-        if len(input_shape) != 3:
-            raise NIRError(f"input shape {input_shape}: a Flatten needs a (C, H, W) input")
+    if len(input_shape) == 3:
         c, h, w = input_shape
         mapping = {"input": mapping.get("input", "events"), "width": w, "height": h, "cell": 1,
                    "channels": c}
-        # torch flattens (C, H, W) as c*H*W + y*W + x; the core's index is (y*W + x)*C + c
-        weights[0] = weights[0].reshape(c, h * w, -1).transpose(1, 0, 2).reshape(c * h * w, -1)
     if mapping.get("input", "events") not in INPUT_KINDS:
         raise NIRError(f"input kind {mapping['input']!r}; expected one of {INPUT_KINDS}")
-    classes = classes or stored.get("classes") or [str(k) for k in range(weights[-1].shape[1])]
+    classes = classes or stored.get("classes") or [str(k) for k in range(len(layers[-1][0]))]
     try:
         return SnnModel(weights=tuple(weights), thresholds=tuple(x[0] for x in layers),
                         biases=tuple(x[1] for x in layers), taus_us=tuple(x[2] for x in layers),
                         resets=tuple(x[3] for x in layers), refractory_us=(0,) * len(weights),
-                        classes=tuple(str(c) for c in classes), **mapping)
+                        classes=tuple(str(c) for c in classes),
+                        convs=tuple(convs) if any(c is not None for c in convs) else (),
+                        **mapping)
     except ValueError as error:
         raise NIRError(str(error)) from None

@@ -143,3 +143,46 @@ def test_snntorch_export_runs_alike_in_snntorch_and_the_exact_core(tmp_path):
           f"|difference| per class {per_class_gap:.3f}; same leader {same_leader:.2f}")
     assert clock.sum() > 10 * len(samples)  # the network is active
     assert total_gap <= 0.25 and per_class_gap <= 0.35 and same_leader >= 0.85
+
+
+def test_conv_graph_imports_as_the_dense_network_it_equals(recordings):
+    """Input (2, 34, 34) -> Conv2d (4 x 2 x 5 x 5, stride 3, padding 1) -> IF -> Flatten -> Linear
+    -> IF, as torch lays it out (channel first): imported as a conv layer, it spikes on a real
+    N-MNIST sample exactly as the dense network whose first matrix is the convolution unrolled
+    by torch itself (the same spike of the same neuron at the same microsecond)."""
+    rng = np.random.default_rng(5)
+    conv = torch.nn.Conv2d(2, 4, 5, stride=3, padding=1, bias=False)
+    conv.weight.data = torch.from_numpy(rng.uniform(-0.1, 0.4, (4, 2, 5, 5)).astype(np.float32))
+    out = conv(torch.zeros(1, 2, 34, 34)).shape[1:]  # (4, 11, 11)
+    n_hidden = int(np.prod(out))
+    dense = rng.normal(0, 0.3, (10, n_hidden)).astype(np.float32)  # torch order (C, H, W) rows
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(np.array([2, 34, 34])),
+        "conv": nir.Conv2d(input_shape=(34, 34), weight=conv.weight.data.numpy(), stride=3,
+                           padding=1, dilation=1, groups=1, bias=np.zeros(4, np.float32)),
+        "if0": nir.IF(r=np.ones(tuple(out)), v_threshold=np.ones(tuple(out))),
+        "flat": nir.Flatten(input_type={"input": np.array(out)}, start_dim=0),
+        "fc": nir.Linear(weight=dense),
+        "if1": nir.IF(r=np.ones(10), v_threshold=np.full(10, 2.0)),
+        "output": nir.Output(np.array([10]))},
+        edges=[("input", "conv"), ("conv", "if0"), ("if0", "flat"), ("flat", "fc"),
+               ("fc", "if1"), ("if1", "output")])
+    model = nir_io.from_nir(graph, reset="subtract")
+    assert model.layer_conv(0) is not None and model.layer_conv(1) is None
+
+    # the convolution unrolled: row = input neuron in the core's order (y * 34 + x) * 2 + p,
+    # column = conv neuron in the core's order (y' * 11 + x') * 4 + c
+    basis = torch.eye(2 * 34 * 34).reshape(-1, 34, 34, 2).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        unrolled = conv(basis).permute(0, 2, 3, 1).reshape(2 * 34 * 34, n_hidden).numpy()
+    rows = dense.T.reshape(*out, 10).transpose(1, 2, 0, 3).reshape(n_hidden, 10)
+    reference = SnnModel(weights=(unrolled.astype(np.float32), rows), thresholds=(1.0, 2.0),
+                         biases=(0.0, 0.0), taus_us=(math.inf, math.inf),
+                         resets=("subtract", "subtract"), refractory_us=(0, 0),
+                         classes=model.classes)
+    sample = load_samples(select(NMNIST_TRAIN)[:1], ["0"])[0]
+    got, want = (lif.run(m.net, lif.init_state(m.net, int(sample.t[0])), sample.t, sample.idx)
+                 for m in (model, reference))
+    assert np.count_nonzero(want["layer"] == 1) > 10
+    for key in ("t", "neuron", "layer"):
+        assert np.array_equal(got[key], want[key]), key
