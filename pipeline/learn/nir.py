@@ -75,35 +75,70 @@ def _nir():
     return nir
 
 
+def _conv_out(kernel_shape, conv: ConvShape) -> tuple[int, int, int]:
+    """(C, H, W) of a conv layer's neurons."""
+    (_, h, w), (sy, sx), (py, px) = conv.in_shape, conv.stride, conv.padding
+    return (int(kernel_shape[0]), (int(h) + 2 * int(py) - int(kernel_shape[2])) // int(sy) + 1,
+            (int(w) + 2 * int(px) - int(kernel_shape[3])) // int(sx) + 1)
+
+
+def _channels_first(values: np.ndarray, shape) -> np.ndarray:
+    """Rows in the core's ``(y * W + x) * C + c`` order of a (C, H, W) layer, put in torch's."""
+    c, h, w = shape
+    values = np.asarray(values)
+    return np.moveaxis(values.reshape(h, w, c, *values.shape[1:]), 2, 0).reshape(values.shape)
+
+
 def to_nir(model: SnnModel):
-    """The model as a ``nir.NIRGraph``: ``input``, then ``linear{l}`` (weight ``(n_out, n_in)``,
-    the transpose of ``w{l}``) and ``lif{l}`` or ``if{l}`` per layer, then ``output``."""
+    """The model as a ``nir.NIRGraph``: ``input``, then per layer ``linear{l}`` (weight
+    ``(n_out, n_in)``, the transpose of ``w{l}``; after a conv layer a ``flatten{l}`` first) or
+    ``conv{l}`` (the kernel; neurons shaped (C, H, W)) and ``lif{l}`` or ``if{l}``, then
+    ``output``. Per-neuron values of conv layers are written in NIR's channel-first order."""
     nir = _nir()
-    nodes = {"input": nir.Input(input_type=np.array([np.shape(model.weights[0])[0]]))}
-    edges, previous = [], "input"
+    first = model.layer_conv(0)
+    shape_in = np.array(first.in_shape) if first is not None else \
+        np.array([np.shape(model.weights[0])[0]])
+    nodes, edges, previous, shape = {"input": nir.Input(input_type=shape_in)}, [], "input", None
     for l in range(model.n_layers):
-        if model.layer_conv(l) is not None:
-            raise NIRError(f"layer {l} is a conv layer; NIR export writes dense layers only")
         if model.refractory_us[l]:
             raise NIRError(f"layer {l} has a refractory period of {model.refractory_us[l]} us; "
                            f"NIR neurons have none")
-        w = np.asarray(model.weights[l], np.float32)
-        n = w.shape[1]
-        theta = np.broadcast_to(np.asarray(model.thresholds[l], np.float64), (n,)).copy()
-        bias = np.broadcast_to(np.asarray(model.biases[l], np.float64), (n,)).copy()
+        conv, w = model.layer_conv(l), np.asarray(model.weights[l], np.float32)
+        if conv is not None:
+            if l and shape is None:
+                raise NIRError(f"layer {l}: a conv layer after a dense one cannot be written")
+            shape = _conv_out(w.shape, conv)
+            nodes[f"conv{l}"] = nir.Conv2d(
+                input_shape=tuple(int(v) for v in conv.in_shape[1:]), weight=w,
+                stride=np.array(conv.stride), padding=np.array(conv.padding),
+                dilation=np.array([1, 1]), groups=1, bias=np.zeros(w.shape[0], np.float32))
+            edges.append((previous, f"conv{l}"))
+            previous, n = f"conv{l}", int(np.prod(shape))
+        else:
+            if shape is not None:
+                nodes[f"flatten{l}"] = nir.Flatten(input_type={"input": np.array(shape)},
+                                                   start_dim=0)
+                edges.append((previous, f"flatten{l}"))
+                w, previous = _channels_first(w, shape), f"flatten{l}"
+            nodes[f"linear{l}"] = nir.Linear(weight=np.ascontiguousarray(w.T))
+            edges.append((previous, f"linear{l}"))
+            previous, n, shape = f"linear{l}", w.shape[1], None
+        out = shape or (n,)
+        arrange = (lambda v: _channels_first(v, shape).reshape(shape)) if shape else (lambda v: v)
+        theta = arrange(np.broadcast_to(np.asarray(model.thresholds[l], np.float64), (n,)).copy())
+        bias = arrange(np.broadcast_to(np.asarray(model.biases[l], np.float64), (n,)).copy())
         meta = {"reset": model.resets[l]}
         tau_us = model.taus_us[l]
         if math.isinf(tau_us):
-            neuron, name = nir.IF(r=np.ones(n), v_threshold=theta, v_reset=np.zeros(n),
+            neuron, name = nir.IF(r=np.ones(out), v_threshold=theta, v_reset=np.zeros(out),
                                   metadata=meta), f"if{l}"
         else:
-            tau = np.full(n, tau_us / 1e6)
+            tau = np.full(out, tau_us / 1e6)
             meta.update(tau_us=float(tau_us), bias_per_us=bias)
-            neuron, name = nir.LIF(tau=tau, r=tau / DT_S, v_leak=bias * tau_us,
-                                   v_threshold=theta, v_reset=np.zeros(n), metadata=meta), f"lif{l}"
-        nodes[f"linear{l}"] = nir.Linear(weight=np.ascontiguousarray(w.T))
+            neuron, name = nir.LIF(tau=tau, r=tau / DT_S, v_leak=bias * tau_us, v_threshold=theta,
+                                   v_reset=np.zeros(out), metadata=meta), f"lif{l}"
         nodes[name] = neuron
-        edges += [(previous, f"linear{l}"), (f"linear{l}", name)]
+        edges.append((previous, name))
         previous = name
     nodes["output"] = nir.Output(output_type=np.array([len(model.classes)]))
     edges.append((previous, "output"))
@@ -201,9 +236,9 @@ def _neuron(node, name: str, bias: np.ndarray, dt_s: float, time_scale: float, r
     theta = np.asarray(node.v_threshold, np.float64).ravel() / scale
     per_us = np.zeros(n) if math.isinf(tau_us) else rest / scale / tau_us
     stored = meta.get("bias_per_us")
-    exact = stored is not None and np.array_equal(np.asarray(stored) * tau_us, rest)
-    if exact and np.all(scale == 1):
-        per_us = np.asarray(stored, np.float64)
+    stored = None if stored is None else np.asarray(stored, np.float64).ravel()
+    if stored is not None and np.array_equal(stored * tau_us, rest) and np.all(scale == 1):
+        per_us = stored
     return theta, per_us, tau_us, layer_reset
 
 
@@ -304,11 +339,11 @@ def from_nir(graph, dt_s: float = DT_S, time_scale: float = 1.0, reset: str | No
         raise NIRError("the graph must alternate Linear/Affine/Conv2d and neuron nodes, ending "
                        "with a neuron node before the Output")
     if mapping is None:
-        mapping = {k: stored[k] for k in MAPPING_KEYS if k in stored} or dict(RAW_NMNIST)
-    if len(input_shape) == 3:
+        mapping = {k: stored[k] for k in MAPPING_KEYS if k in stored}
+    if not mapping and len(input_shape) == 3:
         c, h, w = input_shape
-        mapping = {"input": mapping.get("input", "events"), "width": w, "height": h, "cell": 1,
-                   "channels": c}
+        mapping = {"input": "events", "width": w, "height": h, "cell": 1, "channels": c}
+    mapping = mapping or dict(RAW_NMNIST)
     if mapping.get("input", "events") not in INPUT_KINDS:
         raise NIRError(f"input kind {mapping['input']!r}; expected one of {INPUT_KINDS}")
     classes = classes or stored.get("classes") or [str(k) for k in range(len(layers[-1][0]))]

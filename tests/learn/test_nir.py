@@ -14,6 +14,7 @@ from snntorch import utils as snn_utils
 from snntorch.export_nir import export_to_nir
 
 from kernels import lif
+from kernels.conv import ConvShape
 from pipeline.cli.main import main as evpipe
 from pipeline.core.model import SnnModel, load_model
 from pipeline.learn import nir as nir_io
@@ -57,6 +58,25 @@ def test_leaky_model_with_biases_and_both_resets_round_trips_exactly(tmp_path):
     assert model.taus_us[0] / 1e6 * 1e6 != model.taus_us[0]  # seconds alone would not keep it
     nir_io.write(model, tmp_path / "m.nir")
     assert_same_model(model, nir_io.read(tmp_path / "m.nir"))
+
+
+def test_conv_model_round_trips_exactly(tmp_path):
+    """A conv layer (per-neuron thresholds and biases, leaky) then a dense one over feature
+    events in 6-pixel cells: NIR holds them channel first, the core channel last."""
+    rng = np.random.default_rng(4)
+    conv = ConvShape((64, 6, 6), (1, 1), (1, 1))  # 64 features in 6 x 6 cells of 34 x 34 pixels
+    n = 8 * 6 * 6
+    model = SnnModel(weights=(rng.normal(size=(8, 64, 3, 3)).astype(np.float32),
+                              rng.normal(size=(n, 10)).astype(np.float32)),
+                     thresholds=(rng.uniform(0.5, 2, n), np.ones(10)),
+                     biases=(rng.uniform(-1e-5, 1e-5, n), np.zeros(10)),
+                     taus_us=(31_871.31374903806, math.inf), resets=("zero", "subtract"),
+                     refractory_us=(0, 0), classes=tuple("abcdefghij"), input="features",
+                     cell=6, channels=64, convs=(conv, None))
+    nir_io.write(model, tmp_path / "c.nir")
+    back = nir_io.read(tmp_path / "c.nir")
+    assert_same_model(model, back)
+    assert back.convs == model.convs
 
 
 def test_unsupported_nodes_and_settings_are_named(tmp_path, capsys):
