@@ -3,13 +3,15 @@
 NIR, the Neuromorphic Intermediate Representation (Pedersen et al. 2024, "Neuromorphic
 intermediate representation: a unified instruction set for interoperable brain-inspired
 computing", Nature Communications 15:8122), describes a network as a graph of continuous-time
-primitives. A model of ``pipeline.core.model`` (L dense layers) is written as the chain
+primitives. A model of ``pipeline.core.model`` is written as the chain
 
-    Input -> Linear -> LIF | IF -> ... -> Linear -> LIF | IF -> Output
+    Input -> Linear | Conv2d -> LIF | IF -> ... -> Linear -> LIF | IF -> Output
 
-and graphs of that form made by snnTorch, Norse, Sinabs or Rockpool are read back, with
-``Conv2d`` layers too (``from_nir``). The mapping
-(docs/snn.md, "NIR"), for neuron j of a layer, times in seconds in NIR and in us here:
+(a ``Flatten`` between a conv layer and a dense one), and graphs of that form made by snnTorch,
+Norse, Sinabs or Rockpool are read back. NIR lays maps out channel first, the core channel last
+(``(y * W + x) * C + c``); conv layers' per-neuron values and the rows of a ``Linear`` after a
+``Flatten`` are reordered both ways. The mapping (docs/snn.md, "NIR"), for neuron j of a layer,
+times in seconds in NIR and in us here:
 
 - ``LIF``: ``tau dv/dt = (v_leak - v) + r I``. An input spike through weight w is a pulse of one
   clock step ``dt_s`` (the convention of snnTorch's exporter and importer, which assume
@@ -204,6 +206,7 @@ def _neuron(node, name: str, bias: np.ndarray, dt_s: float, time_scale: float, r
     if np.any(np.asarray(node.v_reset) != 0):
         raise NIRError(f"node {name!r} ({kind}): reset to a nonzero potential cannot be mapped "
                        f"(the core resets to zero or by subtraction)")
+
     def per_neuron(values) -> np.ndarray:
         return np.broadcast_to(np.asarray(values, np.float64).ravel(), (n,))
 
@@ -242,10 +245,11 @@ def _neuron(node, name: str, bias: np.ndarray, dt_s: float, time_scale: float, r
     return theta, per_us, tau_us, layer_reset
 
 
-def _pair(value, name: str, node: str) -> tuple[int, int]:
+def _pair(value, what: str, node: str) -> tuple[int, int]:
+    """A Conv2d's stride or padding as (rows, columns); string padding only as 'valid'."""
     if isinstance(value, str):
         if value != "valid":
-            raise NIRError(f"node {node!r} (Conv2d): padding {value!r} is not supported; give "
+            raise NIRError(f"node {node!r} (Conv2d): {what} {value!r} is not supported; give "
                            f"numbers or 'valid'")
         return 0, 0
     pair = np.broadcast_to(np.asarray(value, np.int64).ravel(), (2,))
