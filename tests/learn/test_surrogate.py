@@ -5,13 +5,23 @@ gap are measured."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
 from kernels import lif
 from pipeline.core.model import load_model
-from pipeline.learn.features import select
-from pipeline.learn.surrogate import SurrogateParams, decide, exact_accuracy, load_samples, train
+from pipeline.learn.classifier import Examples, TrainParams
+from pipeline.learn.features import FeatureSpec, extract, learn_prototypes, select
+from pipeline.learn.surrogate import (
+    Sample,
+    SurrogateParams,
+    decide,
+    exact_accuracy,
+    fit,
+    load_samples,
+    train,
+)
 from tests.conftest import NMNIST_TRAIN
 
 
@@ -46,3 +56,21 @@ def test_decisions_follow_the_decoders_forced_rule():
     counts = np.array([[3, 5, 5], [0, 0, 0], [2, 1, 0]])
     potentials = np.array([[0.0, 0.2, 0.7], [0.1, 0.1, 0.0], [-1.0, 0.9, 0.9]])
     assert decide(counts, potentials).tolist() == [2, 0, 0]
+
+
+def test_method_surrogate_trains_if_layers_on_hots_feature_spikes():
+    """``evpipe train --method surrogate``'s fit on the HOTS feature spikes of 20 real samples:
+    two IF layers over the feature mapping, scored by the clock-driven simulation."""
+    files = select(NMNIST_TRAIN, 5, 0, test=False)[::40]
+    spec = FeatureSpec()
+    inputs, labels = extract(files, spec, learn_prototypes(files, spec, 5, 0), desc="")
+    classes = sorted(set(labels))
+    examples = Examples(inputs, np.array([classes.index(y) for y in labels]), tuple(classes), spec)
+    trained = fit(examples, TrainParams(method="surrogate", hidden=16, epochs=2, batch=10))
+    model = trained.model
+    assert model.input == "features" and model.taus_us == (math.inf, math.inf)
+    assert [np.shape(w) for w in model.weights] == [(spec.n_inputs, 16), (16, len(classes))]
+    assert len(trained.info["losses"]) == 2 and 0 <= trained.info["train_accuracy_ann"] <= 1
+    samples = [Sample(np.arange(len(i)), i, k) for i, k in zip(inputs, examples.y)]
+    exact, _ = exact_accuracy(model, samples)
+    assert 0 <= exact <= 1
