@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 
 import numpy as np
 
@@ -79,3 +80,71 @@ class ResumeFile:
         del self.copies, self.marks
         self.array._mmap.close()
         os.unlink(self.path)
+
+
+class Recovery:
+    """The recovery bookkeeping of one worker running ``nodes`` (names, in order) with
+    ``n_inputs`` inputs (its socket inputs, or 1 for its source), its file in ``folder``.
+
+    ``resume_seqs``: the resume point of each input, as saved (-1: none); ``node_seqs``: each
+    node's next sequence number at the saved point (None when there is none); ``restarted``: an
+    earlier process of the worker died. ``sinks_only``: the worker holds no state but its sinks'
+    marks, so any packet is a resume point."""
+
+    def __init__(self, folder: str, nodes, n_inputs: int, sinks_only: bool):
+        nodes = list(nodes)
+        self.file = ResumeFile(resume_path(folder, nodes), n_inputs, len(nodes))
+        self.restarted = self.file.restarted
+        self.sinks_only = sinks_only
+        point = self.file.point
+        self.resume_seqs, self.node_seqs = point if point else ([-1] * n_inputs, None)
+        self.candidates: deque = deque()  # (input index, seq, every node's next seq)
+        self.pointed: set[int] = set()  # inputs given a candidate since the worker last waited
+
+    def start_seq(self, index: int) -> int | None:
+        """Where input ``index`` resumes: None on a fresh start, else its saved point (0 when the
+        worker died before saving one)."""
+        return max(self.resume_seqs[index], 0) if self.restarted else None
+
+    def note(self, index: int, seq: int, packet, node_seqs) -> None:
+        """Before the worker handles ``packet`` (sequence number ``seq``) of input ``index``: a
+        candidate resume point when it starts a segment or, on a stream without segments (or in
+        a worker of sinks alone), when it is the first since the worker last waited.
+        ``node_seqs()`` gives every node's next sequence number."""
+        segment = packet.header.segment
+        if segment is None or self.sinks_only:
+            if index in self.pointed:
+                return
+            self.pointed.add(index)
+        elif not segment.start:
+            return
+        self.candidates.append((index, seq, node_seqs()))
+
+    def advance(self, acked) -> bool:
+        """Save the newest candidate that every downstream receiver has passed: ``acked`` lists
+        (resume seq a receiver acknowledged, index of the node whose packets it receives). True
+        when a newer point was saved (``resume_seqs`` then says what to acknowledge upstream)."""
+        self.pointed.clear()
+        safe = None
+        while self.candidates:
+            index, seq, seqs = self.candidates[0]
+            if any(seen < seqs[node] for seen, node in acked):
+                break
+            self.candidates.popleft()
+            self.resume_seqs[index] = seq
+            safe = seqs
+        if safe is None:
+            return False
+        self.file.save(self.resume_seqs, safe)
+        return True
+
+    def mark(self, node: int, seq: int) -> None:
+        """Sink ``node`` has delivered what packet ``seq`` carried."""
+        self.file.marks[node] = seq
+
+    def marks(self) -> list[int]:
+        return self.file.marks.tolist()
+
+    def ended(self) -> None:
+        """The worker ended cleanly: the next start is a fresh one."""
+        self.file.remove()

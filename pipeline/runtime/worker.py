@@ -47,14 +47,12 @@ import traceback
 
 import zmq
 
-from collections import deque
-
 from pipeline.core.nodetype import SINK, SOURCE
 from pipeline.core.packet import Packet, eos_packet
 from pipeline.runtime.config import Config, LinkSettings, NodeSettings
 from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiveStats, Sender
 from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
-from pipeline.runtime.recovery import ResumeFile, resume_path
+from pipeline.runtime.recovery import Recovery
 from pipeline.runtime.registry import lookup
 from pipeline.security import Guard
 
@@ -150,18 +148,13 @@ class Worker:
         self._give_up: threading.Timer | None = None  # started by the first stop
         self._gave_up = False
         self.guard = Guard(ctx)  # ZAP handler of CURVE links, started by the first one
-        # recovery (pipeline.runtime.recovery): the resume file, the inputs (the source, or the
-        # socket receivers) in its order, the candidate points not yet safe (input index, seq,
-        # every node's next seq), the inputs given a point since the last wait, the saved
-        # resume seq of each input, and when the next save may happen
-        self.resume: ResumeFile | None = None
-        self.sinks_only = all(slot.is_sink for slot in self.slots.values())
-        self.inputs: list = []
-        self.candidates: deque = deque()
-        self.pointed: set[int] = set()
-        self.resume_seqs: list[int] = []
+        # recovery (pipeline.runtime.recovery), its inputs in order (the socket receivers, or
+        # none for a source), when it may next save a point, whether to log the first packet
+        # handled after a restart
+        self.recovery: Recovery | None = None
+        self.inputs: list[Receiver] = []
         self.next_save = 0.0
-        self.first_after_restart = False  # log the first packet handled after a resume
+        self.first_after_restart = False
 
     @property
     def failed(self) -> bool:
@@ -232,49 +225,37 @@ class Worker:
         links = [(slot, link) for slot in self.slots.values()
                  for link in self.config.inputs(slot.name)
                  if (link.source, link.target) not in self.direct]
-        resume_seqs = self._load_resume_point(len(links) if self.source is None else 1)
+        self._load_resume_point(len(links) if self.source is None else 1)
         for index, (slot, link) in enumerate(links):
             curve = (link.curve_server, link.curve_client) if link.curve else None
             receiver = Receiver(self.ctx, self._address(link), link.mode, link.hwm,
                                 link.max_message_bytes, curve, self._exactly_once(link),
-                                self._resume_seq(resume_seqs[index]), link.heartbeat_s,
+                                self.recovery and self.recovery.start_seq(index), link.heartbeat_s,
                                 link.peer_timeout_s, defer_end=self._exactly_once(link))
             slot.receivers.append(receiver)
             self.inputs.append(receiver)
             slot.open_inputs += 1
 
-    def _resume_seq(self, saved: int) -> int | None:
-        """Where an input resumes: None on a fresh start, else its saved point (0 when the
-        worker died before saving any)."""
-        if self.resume is None or not self.resume.restarted:
-            return None
-        return max(saved, 0)
-
     def _exactly_once(self, link: LinkSettings) -> bool:
         return link.exactly_once and bool(self.resume_dir)
 
-    def _load_resume_point(self, n_inputs: int) -> list[int]:
-        """Open the resume file; when it holds a point, number every node's packets from it
-        and tell each sink its mark. The resume seq of each input (-1: start afresh)."""
-        self.resume_seqs = [-1] * n_inputs
+    def _load_resume_point(self, n_inputs: int) -> None:
+        """Open the worker's recovery file; when it holds a point, number every node's packets
+        from it and tell each sink what it had delivered."""
         if not self.resume_dir:
-            return self.resume_seqs
-        name = "+".join(self.slots)
-        self.resume = ResumeFile(resume_path(self.resume_dir, self.slots), n_inputs,
-                                 len(self.slots))
-        point = self.resume.point
-        if point is None:
-            return self.resume_seqs
-        self.resume_seqs, seqs = point
-        for slot, seq, mark in zip(self.slots.values(), seqs, self.resume.marks.tolist()):
+            return
+        self.recovery = recovery = Recovery(self.resume_dir, self.slots, n_inputs,
+                                            all(slot.is_sink for slot in self.slots.values()))
+        if recovery.node_seqs is None:
+            return
+        for slot, seq, mark in zip(self.slots.values(), recovery.node_seqs, recovery.marks()):
             slot.seq = max(seq, 0)
             if slot.is_sink and mark >= 0:
                 slot.mark = mark
                 slot.node.resume()
-        log.info("resuming %s at packet(s) %s of its input(s), after a restart", name,
-                 ", ".join(map(str, self.resume_seqs)))
+        log.info("resuming %s at packet(s) %s of its input(s), after a restart",
+                 "+".join(self.slots), ", ".join(map(str, recovery.resume_seqs)))
         self.first_after_restart = True
-        return self.resume_seqs
 
     # the packet path -------------------------------------------------------------------------
     def _emit(self, slot: Slot, packets: list[Packet], arrival_ns: int | None = None,
@@ -320,8 +301,8 @@ class Worker:
             self._fail(slot, f"process(packet seq {packet.header.seq} from {packet.header.stream})", exc)
             return
         slot.metrics.busy_ns += time.perf_counter_ns() - start
-        if slot.is_sink and self.resume is not None:
-            self.resume.marks[slot.index] = packet.header.seq
+        if slot.is_sink and self.recovery is not None:
+            self.recovery.mark(slot.index, packet.header.seq)
         self._emit(slot, out, arrival_ns, origin)
 
     def _end(self, slot: Slot) -> None:
@@ -390,51 +371,31 @@ class Worker:
         if now < self.next_save:
             return
         self.next_save = now + SAVE_INTERVAL_S
-        self.pointed.clear()
-        self._save_point()
+        if self.recovery is not None:
+            self._save_point()
         for slot in self.slots.values():
             for link in slot.senders + slot.receivers:
                 link.beat(now)
 
     def _candidate(self, index: int, seq: int, packet: Packet) -> None:
-        """Note a possible resume point of input ``index`` at ``packet`` (sequence number ``seq``),
-        before the worker handles it: a segment start, or, on a stream without segments, the
-        first packet after a wait; in a worker of sinks alone (no state to rebuild but what
-        their marks cover), any first packet after a wait."""
-        if self.resume is None:
-            return
-        segment = packet.header.segment
-        if segment is None or self.sinks_only:
-            if index in self.pointed:
-                return
-            self.pointed.add(index)
-        elif not segment.start:
-            return
-        self.candidates.append((index, seq, [slot.seq for slot in self.slots.values()]))
+        """Before handling ``packet`` of input ``index``: perhaps a resume point
+        (``Recovery.note``)."""
+        if self.recovery is not None:
+            self.recovery.note(index, seq, packet, lambda: [slot.seq for slot in self.slots.values()])
 
     def _save_point(self) -> None:
-        """Save the newest candidate every downstream worker has acknowledged (it will never
+        """Save the newest resume point every downstream worker has acknowledged (it will never
         need a packet made before it), then acknowledge it upstream."""
-        if not self.candidates:
-            return
-        senders = [(sender, slot.index) for slot in self.slots.values() for sender in slot.senders
-                   if sender.exactly_once]
-        for sender, _ in senders:
-            sender.control()
-        safe = None
-        while self.candidates:
-            index, seq, seqs = self.candidates[0]
-            if any(sender.acked < seqs[node] for sender, node in senders):
-                break
-            self.candidates.popleft()
-            self.resume_seqs[index] = seq
-            safe = seqs
-        if safe is None:
-            return
-        self.resume.save(self.resume_seqs, safe)
-        for receiver, seq in zip(self.inputs, self.resume_seqs):
-            if seq >= 0 and receiver.exactly_once:
-                receiver.resumed(seq)
+        acked = []
+        for slot in self.slots.values():
+            for sender in slot.senders:
+                if sender.exactly_once:
+                    sender.control()
+                    acked.append((sender.acked, slot.index))
+        if self.recovery.advance(acked):
+            for receiver, seq in zip(self.inputs, self.recovery.resume_seqs):
+                if seq >= 0 and receiver.exactly_once:
+                    receiver.resumed(seq)
 
     def _report(self, reporter: MetricsReporter) -> None:
         if reporter.due():
@@ -476,8 +437,8 @@ class Worker:
     def _resume_source(self, slot: Slot) -> None:
         """After a restart: the source begins where the resume point says, or, when it cannot
         make its packets again, tells every receiver that what follows is new."""
-        start = self.resume_seqs[0] if self.resume_seqs else -1
-        if start < 0:
+        start = self.recovery.start_seq(0) if self.recovery is not None else None
+        if start is None:
             return
         if slot.node.resume_at(start):
             slot.seq = start
@@ -551,9 +512,9 @@ class Worker:
             for slot in self.slots.values():  # aborted, or a standalone stop: end the rest
                 if not slot.ended:
                     self._end(slot)
-            if self.resume is not None and not self.failed and not self._abort.is_set():
-                self.resume.remove()  # ended cleanly: the next start is a fresh one
-                self.resume = None
+            if self.recovery is not None and not self.failed and not self._abort.is_set():
+                self.recovery.ended()
+                self.recovery = None
         finally:
             if self._give_up is not None:
                 self._give_up.cancel()
