@@ -51,6 +51,12 @@ class Stage:
     def close(self) -> None:
         """Release files and other resources; called once, also after an error."""
 
+    def counters(self) -> dict[str, int]:
+        """Counts of the node's own that its metrics should carry (name -> count: decisions
+        delivered to nobody, clients refused, ...); read with every report and after
+        ``close`` (default: none)."""
+        return {}
+
 
 class Sink(Stage):
     """A stage with no outputs; ``process`` returns nothing downstream.

@@ -212,6 +212,10 @@ class DecisionsSink(Sink):
         if self.ignored == 1:
             log.warning("%s: ignoring %s (this sink publishes decision records)", self.name, what)
 
+    def counters(self) -> dict[str, int]:
+        return {"unheard": self.unheard, "dropped_full": self.dropped,
+                "refused": sum(self.refused.values())}
+
     def summary(self) -> str:
         """One line: decisions published, dropped, unheard, and clients refused."""
         refused = sum(self.refused.values())
@@ -318,6 +322,13 @@ class DvServerSink(Sink):
             self._start(packet.header.width, packet.header.height)
         self.server.send(events)
         self.sent = self.server.sent
+
+    def counters(self) -> dict[str, int]:
+        """Events the DV writer took and of them those sent while no client was connected
+        (known once the sink has closed)."""
+        if self.written is None:
+            return {}
+        return {"dv_written": self.written, "dv_unheard": self.unheard}
 
     def close(self) -> None:
         if self.server is None:

@@ -18,7 +18,7 @@ upstream, from sequence numbers), duplicates (packets received twice on exactly-
 dropped), resent (packets sent again to a restarted receiver), overflow (packets the resend
 buffer let go), silences (times a peer went unheard for its link's ``peer_timeout_s``),
 restarts (times the orchestrator restarted the node's worker process; counts start again
-with each process), malformed ({reason: count}), records_in_per_s,
+with each process), counters (the node's own counts, ``Stage.counters``), malformed ({reason: count}), records_in_per_s,
 records_out_per_s, packets_in_per_s, packets_out_per_s (over the last interval), busy_s (time
 inside process), max_drained (the longest run of input messages read back to back without
 waiting, over the last interval: each was already queued when read, so an input that keeps up
@@ -96,7 +96,7 @@ class NodeMetrics:
         self.started = time.monotonic()
         self._last = (self.started, 0, 0, 0, 0)
 
-    def snapshot(self, received, sent, final: bool = False) -> dict:
+    def snapshot(self, received, sent, final: bool = False, counters=None) -> dict:
         """The counters now; ``received``: the ``ReceiveStats`` of every input, ``sent``: the
         ``SendStats`` of every socket output (``pipeline.runtime.links``)."""
         now = time.monotonic()
@@ -124,7 +124,7 @@ class NodeMetrics:
             "resent": sum(stats.resent for stats in sent),
             "overflow": sum(stats.overflow for stats in sent),
             "silences": sum(stats.silences for stats in received) + sum(stats.silences for stats in sent),
-            "restarts": 0,
+            "restarts": 0, "counters": dict(counters or {}),
             "malformed": dict(malformed),
             "records_in_per_s": round((records_in - last_ri) / span, 1),
             "records_out_per_s": round((self.records_out - last_ro) / span, 1),
@@ -210,6 +210,8 @@ def summary_table(snapshots: list[dict]) -> str:
             f"{packets:>9,} {snap['dropped'] + snap['gaps']:>7,} {sum(snap['malformed'].values()):>9,} "
             f"{rate_text(snap, rate):>24} {'-' if p99 is None else f'{p99:.0f}':>9} "
             f"{ms_text(snap.get('e2e_p50_us')):>10} {ms_text(snap.get('e2e_p99_us')):>10}"
+            + "".join(f"  {name} {count:,}" for name, count in snap.get("counters", {}).items()
+                      if count)
             + (f"  restarted {snap['restarts']}x" if snap.get("restarts") else "")
             + (f"  ERROR: {snap['error']}" if snap.get("error") else ""))
     return "\n".join(rows)

@@ -120,8 +120,10 @@ class Slot:
         self.direct_in: list[ReceiveStats] = []
 
     def snapshot(self, final: bool = False) -> dict:
+        counters = {} if self.is_source else self.node.counters()
         return self.metrics.snapshot([r.stats for r in self.receivers] + self.direct_in,
-                                     [s.stats for s in self.senders], final=final)
+                                     [s.stats for s in self.senders], final=final,
+                                     counters=counters)
 
 
 class Worker:

@@ -217,6 +217,8 @@ def test_a_consumer_that_joins_a_running_graph_receives_every_decision_from_then
     unheard = int(re.search(r"(\d+) unheard", summary).group(1))
     assert first <= unheard <= first + 1  # + 1: a subscription that arrived during a send
     assert f"robot: {n_samples} decisions on {address}: {n_samples - unheard} published, 0 dropped" in summary
+    # and the graph's metrics carry the same count (the summary table prints it)
+    assert results[0].snapshots["robot"]["counters"]["unheard"] == unheard
 
 
 @pytest.fixture
