@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 
 import zmq
 import zmq.auth
@@ -64,9 +65,14 @@ def check_link(server: str, client: str, clients: str, sending: bool, receiving:
         load_key(client, secret=True)
 
 
+REFUSAL_LOG_EVERY = 100  # a refusal is logged the first time for a reason, then every so many
+
+
 class _Authenticator(ThreadAuthenticator):
-    """ZeroMQ's ZAP handler, logging and counting every client it refuses (its own log says so
-    only at debug level)."""
+    """ZeroMQ's ZAP handler, counting every client it refuses (its own log says so only at
+    debug level) and logging the first refusal for each reason, then one in
+    ``REFUSAL_LOG_EVERY`` with the count: a client that keeps reconnecting with a wrong key
+    does not flood the log."""
 
     refused = 0
 
@@ -74,7 +80,13 @@ class _Authenticator(ThreadAuthenticator):
                         user_id: str = "anonymous") -> None:
         if status_code != b"200":
             self.refused += 1
-            log.warning("CURVE: a client was refused (%s)", status_text.decode(errors="replace"))
+            reason = status_text.decode(errors="replace")
+            self.by_reason = getattr(self, "by_reason", Counter())
+            self.by_reason[reason] += 1
+            count = self.by_reason[reason]
+            if count == 1 or count % REFUSAL_LOG_EVERY == 0:
+                log.warning("CURVE: a client was refused (%s); %d refused for this reason so far",
+                            reason, count)
         super()._send_zap_reply(request_id, status_code, status_text, user_id)
 
 
