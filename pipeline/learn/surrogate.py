@@ -34,6 +34,7 @@ docs/training.md, "Surrogate gradients".
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -267,6 +268,21 @@ def train_weights(torch, spike, samples: list[Sample], n_in: int, n_classes: int
     return weights, losses
 
 
+@contextlib.contextmanager
+def _torch_mode(torch, threads: int):
+    """Torch as training wants it: ``threads`` threads and subnormal floats flushed to zero.
+    Both settings are process-wide, so they are restored on exit: left on, flushing would change
+    every later float computation of the process, the exact core's included."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(previous)
+
+
 def train(files: list[SegmentFile], out: str, params: SurrogateParams,
           test_files: list[SegmentFile] = ()) -> dict:
     """Train on ``files``, write the model (through NIR) to ``out`` and return the training
@@ -275,15 +291,14 @@ def train(files: list[SegmentFile], out: str, params: SurrogateParams,
     ``gap`` (clock-driven minus exact)."""
     torch = _torch()
     torch.manual_seed(params.seed)
-    torch.set_num_threads(params.threads)
-    torch.set_flush_denormal(True)
     started = time.perf_counter()
     classes = sorted({f.label for f in files})
     samples = load_samples(files, classes, params.cell, desc="read training samples")
     spike = _spike_function(torch, params.slope)
-    weights, losses = train_weights(torch, spike, samples,
-                                    n_inputs(WIDTH, HEIGHT, params.cell, CHANNELS), len(classes),
-                                    params)
+    with _torch_mode(torch, params.threads):
+        weights, losses = train_weights(torch, spike, samples,
+                                        n_inputs(WIDTH, HEIGHT, params.cell, CHANNELS),
+                                        len(classes), params)
     model = nir_io.from_nir(nir_io.to_nir(to_model(weights, params, classes)))
     record = {"method": "surrogate", "params": asdict(params), "classes": classes,
               "n_samples": len(samples), "losses": [round(x, 4) for x in losses],
@@ -293,7 +308,9 @@ def train(files: list[SegmentFile], out: str, params: SurrogateParams,
         scored["test"] = load_samples(test_files, classes, params.cell,
                                       desc="read held-out samples")
     for name, part in scored.items():
-        clock, _ = clock_accuracy(torch, spike, part, weights, params, desc=f"{name}: clock-driven")
+        with _torch_mode(torch, params.threads):
+            clock, _ = clock_accuracy(torch, spike, part, weights, params,
+                                      desc=f"{name}: clock-driven")
         exact, _ = exact_accuracy(model, part, desc=f"{name}: exact core")
         record[name] = {"n_samples": len(part), "accuracy_clock": clock, "accuracy_exact": exact,
                         "gap": round(clock - exact, 4)}
@@ -318,14 +335,13 @@ def fit(examples, params, desc: str = ""):
                          epochs=params.epochs, batch=params.batch, lr=params.lr, l2=params.l2,
                          shift=0, seed=params.seed)
     torch.manual_seed(sp.seed)
-    torch.set_num_threads(sp.threads)
-    torch.set_flush_denormal(True)
     samples = [Sample(np.arange(len(i), dtype=np.int64), np.asarray(i, np.int64), int(y))
                for i, y in zip(examples.inputs, examples.y)]
     spike = _spike_function(torch, sp.slope)
-    weights, losses = train_weights(torch, spike, samples, examples.spec.n_inputs,
-                                    len(examples.classes), sp, desc)
-    clock, _ = clock_accuracy(torch, spike, samples, weights, sp)
+    with _torch_mode(torch, sp.threads):
+        weights, losses = train_weights(torch, spike, samples, examples.spec.n_inputs,
+                                        len(examples.classes), sp, desc)
+        clock, _ = clock_accuracy(torch, spike, samples, weights, sp)
     model = examples.snn([w.detach().numpy().astype(np.float32) for w in weights])
     return Trained(model, {"lambdas": None, "train_accuracy_ann": clock,
                            "surrogate": {k: v for k, v in asdict(sp).items() if k != "tau_us"},
