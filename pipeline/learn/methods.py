@@ -18,15 +18,21 @@ fits on the other four fifths, and the model file. Adding a method is one entry 
 
 from __future__ import annotations
 
-from pipeline.learn import binary, constrained, stdp, surrogate
-from pipeline.learn.classifier import conversion
+import importlib
 
+# name -> (module of pipeline.learn, its fit function), imported when the method is chosen: most
+# methods bring torch, which takes 1.5-2 s to import and which no other command needs
 METHODS = {
-    "conversion": conversion,  # 3.2: ANN trained freely, then converted (Diehl et al. 2015)
-    "constrained": constrained.fit,  # 3.3: ANN trained under the SNN's constraints, converted
-    "binary": binary.fit,  # 3.1: binary activations and 1-bit weights (Courbariaux et al. 2016)
-    "stdp": stdp.fit,  # 3.5: unsupervised STDP feature layer, supervised read-out
-    "surrogate": surrogate.fit,  # 3.4: surrogate gradients through time (Neftci et al. 2019)
+    # 3.2: ANN trained freely, then converted (Diehl et al. 2015)
+    "conversion": ("classifier", "conversion"),
+    # 3.3: ANN trained under the SNN's constraints, then converted
+    "constrained": ("constrained", "fit"),
+    # 3.1: binary activations and 1-bit weights (Courbariaux et al. 2016)
+    "binary": ("binary", "fit"),
+    # 3.5: unsupervised STDP feature layer, supervised read-out
+    "stdp": ("stdp", "fit"),
+    # 3.4: surrogate gradients through time (Neftci et al. 2019)
+    "surrogate": ("surrogate", "fit"),
 }
 
 
@@ -34,4 +40,5 @@ def method(name: str):
     """The fit function of method ``name``; ValueError naming the known ones otherwise."""
     if name not in METHODS:
         raise ValueError(f"unknown training method {name!r}; known: {', '.join(METHODS)}")
-    return METHODS[name]
+    module, function = METHODS[name]
+    return getattr(importlib.import_module(f"pipeline.learn.{module}"), function)

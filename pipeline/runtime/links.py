@@ -95,6 +95,7 @@ class ReceiveStats:
 
 
 LINGER_MS = 2000  # how long unsent messages may delay closing a socket
+RECEIVER_LINGER_MS = 200  # ... a receiving end's, which sends control messages only
 HELLO, RESUMED, ENDED, BEAT, ANEW = b"hello", b"ack", b"end", b"beat", b"anew"  # control messages
 LIVE_EOS_REPEATS = 5
 LIVE_EOS_SPACING_S = 0.1
@@ -429,10 +430,13 @@ class Receiver:
 
     def resumed(self, seq: int) -> None:
         """Exactly-once: this end will never again ask for a packet before ``seq``."""
-        self._say(RESUMED, seq)
+        if not self.ended:
+            self._say(RESUMED, seq)
 
     def beat(self, now: float) -> None:
         """Heartbeat upstream when idle (lossless links); report a silent sending end."""
+        if self.ended:
+            return  # the sender may be gone: nothing is owed to it any more
         if self.mode == LOSSLESS and self.watch.due(now):
             self._say(BEAT)
         if self.watch.fell_silent(now):
@@ -517,4 +521,7 @@ class Receiver:
         return True
 
     def close(self) -> None:
-        self.sock.close()
+        """Close, giving what this end still sends (its control messages: the last ``end``)
+        ``RECEIVER_LINGER_MS`` to leave; a sender that has gone would otherwise hold the
+        close for the whole linger."""
+        self.sock.close(linger=RECEIVER_LINGER_MS)
