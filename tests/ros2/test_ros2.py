@@ -61,7 +61,7 @@ def test_a_robot_receives_every_packet_and_decision(tmp_path, recordings):
     jsonl = tmp_path / "decisions.jsonl"
     out = tmp_path / "robot.npz"
     robot = rclpy_process("subscriber.py", str(out), "--events", "/cam/events", "--decisions",
-                          "/cam/decisions", "--idle", "3", "--timeout", "60")
+                          "/cam/decisions", "--idle", "8", "--timeout", "90")
     assert robot.stdout.readline().strip() == "ready"
     config = write_config(tmp_path / "graph.toml", f"""
 [graph]
@@ -90,7 +90,7 @@ path = "{jsonl}"
 """ + linked("camera -> ros", "digits -> snn", "snn -> decoder", "decoder -> ros", "decoder -> file"))
     try:
         result = run(load(config))
-        stdout, stderr = robot.communicate(timeout=90)
+        stdout, stderr = robot.communicate(timeout=120)
     finally:
         robot.kill()
     assert result.ok
