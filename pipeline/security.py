@@ -74,14 +74,16 @@ class _Authenticator(ThreadAuthenticator):
     ``REFUSAL_LOG_EVERY`` with the count: a client that keeps reconnecting with a wrong key
     does not flood the log."""
 
-    refused = 0
+    def __init__(self, ctx: zmq.Context):
+        super().__init__(ctx)
+        self.refused = 0
+        self.by_reason: Counter[str] = Counter()
 
     def _send_zap_reply(self, request_id: bytes, status_code: bytes, status_text: bytes,
                         user_id: str = "anonymous") -> None:
         if status_code != b"200":
             self.refused += 1
             reason = status_text.decode(errors="replace")
-            self.by_reason = getattr(self, "by_reason", Counter())
             self.by_reason[reason] += 1
             count = self.by_reason[reason]
             if count == 1 or count % REFUSAL_LOG_EVERY == 0:

@@ -288,12 +288,12 @@ class _Supervisor:
     worker has died once more than that, the supervisor gives up: it aborts every other worker,
     so each ends its nodes (sinks flush what they received) and the run exits 1."""
 
-    def __init__(self, config: Config, spawn, make_args, ready: dict, stops: _SourceStops,
-                 collector: Collector):
+    def __init__(self, config: Config, spawn, make_args, procs: dict, ready: dict,
+                 stops: _SourceStops, collector: Collector):
         self.config, self.spawn, self.make_args = config, spawn, make_args
         self.ready, self.stops, self.collector = ready, stops, collector
         self.plans = {plan.name: plan for plan in config.placement.workers}
-        self.procs: dict = {}
+        self.procs = procs  # worker name -> its current process, shared with ``stops``
         self.restarts = dict.fromkeys(ready, 0)
         self.due: dict[str, float] = {}  # worker -> monotonic time of its restart
         self.gave_up = False
@@ -372,8 +372,7 @@ def run_processes(config: Config) -> RunResult:
                    if any(config.nodes[node].kind == SOURCE for node in plan.nodes)]
         procs: dict = {}
         stops = _SourceStops(procs, ready, sources)
-        supervisor = _Supervisor(config, spawn, make_args, ready, stops, collector)
-        supervisor.procs = procs
+        supervisor = _Supervisor(config, spawn, make_args, procs, ready, stops, collector)
 
         with _Signals(stops.request):
             for name in plans:
