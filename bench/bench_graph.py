@@ -137,12 +137,48 @@ def node_costs(config_path: str) -> dict[str, float]:
         return outputs
 
     for name in STAGES:
+        if name == "hots":  # the denoised packets: what a socket after denoise carries
+            costs["link_send"], costs["link_receive"] = link_costs(packets)
         packets = timed(name, packets)
     for name in SINKS:  # each sink takes every decision
         timed(name, packets)
     for node in nodes.values():
         node.close()
     return {name: round(cost, 1) for name, cost in costs.items()}
+
+
+def link_costs(packets: list) -> tuple[float, float]:
+    """Us of thread CPU time per packet at each end of a socket link as a worker uses it
+    (batching, exactly-once; ``SEND_US`` and ``RECEIVE_US`` of ``pipeline.runtime.placement``):
+    ``packets`` sent ``BATCH_PACKETS`` at a time over inproc and received in the same thread,
+    so only the two ends' own work is timed."""
+    import zmq
+
+    from pipeline.runtime.links import BATCH_PACKETS, LOSSLESS, Receiver, Sender
+
+    ctx = zmq.Context()
+    sender = Sender(ctx, "inproc://costs", LOSSLESS, len(packets) + 1, batch=True, exactly_once=True)
+    receiver = Receiver(ctx, "inproc://costs", LOSSLESS, len(packets) + 1, exactly_once=True)
+    send_ns = receive_ns = 0
+    for first in range(0, len(packets), BATCH_PACKETS):
+        part = packets[first:first + BATCH_PACKETS]
+        start = time.thread_time_ns()
+        for seq, packet in enumerate(part, first):
+            packet.header = packet.header.stamped("costs", seq, packet.header.origin_ns)
+            sender.send(packet)
+        sender.flush()
+        middle = time.thread_time_ns()
+        received = 0
+        while received < len(part):
+            received += receiver.receive() is not None
+        receive_ns += time.thread_time_ns() - middle
+        send_ns += middle - start
+        receiver.resumed(first + len(part))  # acknowledged, as workers do: the resend buffer
+        sender.control()  # stays short
+    sender.close()
+    receiver.close()
+    ctx.term()
+    return send_ns / len(packets) / 1e3, receive_ns / len(packets) / 1e3
 
 
 def camera_config(folder: pathlib.Path, rate: float, seconds: int = CAMERA_S) -> pathlib.Path:

@@ -26,6 +26,7 @@ from pipeline.core.events import EVENT_DTYPE, JSON_DTYPE_NAME, concat_records
 DATA = "data"
 EOS = "eos"
 KINDS = (DATA, EOS)
+BATCH = "batch"  # the kind of a message carrying several data packets (pipeline.core.wire)
 
 
 @dataclass(frozen=True, slots=True)

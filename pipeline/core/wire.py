@@ -9,9 +9,12 @@ A packet is three frames:
 3. payload: the raw little-endian records (``count * itemsize`` bytes), or for ``dtype == "json"``
    a UTF-8 JSON array of objects.
 
-A message holds one packet (three frames) or, on a lossless link, a batch of consecutive data
-packets of one stream: the topic, then a header and a payload frame per packet
-(``decode_message``).
+A message holds one packet or, on a lossless link, a batch of consecutive data packets of one
+stream with one record layout: still three frames, the header's per-packet fields (``count``,
+``t_first``, ``t_last``, ``origin_ns``) as arrays, ``kind == "batch"``, the batch's distinct
+segment markers once in ``segments`` and each packet's as an index into them (``segment``), the
+payload every packet's records one after the other (``encode_batch``, ``decode_message``). A
+receiver then parses one header and checks one payload for the whole batch.
 
 Nothing is pickled. ``decode`` validates every frame and raises ``Malformed`` with a short reason
 (one of ``REASONS``) that receivers count, so a bad message never stops a stage.
@@ -27,6 +30,7 @@ import numpy as np
 from kernels.bounds import xy_range
 from pipeline.core.events import JSON_DTYPE_NAME, dtype_by_name
 from pipeline.core.packet import (
+    BATCH,
     DATA,
     EOS,
     KINDS,
@@ -39,12 +43,12 @@ from pipeline.core.packet import (
 VERSION = 1
 
 REASONS = (
-    "frame_count",  # not three frames, nor a batch of 1 + 2k with no end of stream
+    "frame_count",  # not three frames
     "header",  # header frame is not a JSON object with the required, well-typed fields
     "version",  # header version is not one we speak
     "topic",  # topic frame differs from the header's stream name
     "dtype",  # unknown record dtype, or itemsize that does not match it
-    "payload_size",  # payload length is not count * itemsize
+    "payload_size",  # payload length is not count * itemsize (a batch: the sum of its counts)
     "bounds",  # x or y outside the declared sensor size
     "json_payload",  # a JSON payload that does not parse to a list
 )
@@ -55,6 +59,10 @@ _REQUIRED = {
     "sent_ns": int, "kind": str,
 }
 _REQUIRED_KEYS, _REQUIRED_TYPES = tuple(_REQUIRED), tuple(_REQUIRED.values())
+# a batch: the per-packet fields are arrays (checked one by one), the rest as in one packet
+_BATCH_REQUIRED = {**_REQUIRED, "count": list, "t_first": list, "t_last": list,
+                   "origin_ns": list, "segment": list, "segments": list}
+_BATCH_KEYS, _BATCH_TYPES = tuple(_BATCH_REQUIRED), tuple(_BATCH_REQUIRED.values())
 _HEADER_DECODER = json.JSONDecoder()  # decodes str directly: no encoding detection per header
 
 
@@ -84,6 +92,19 @@ def _header_format(stream: str, dtype: str, itemsize: int, width: int, height: i
             f'"itemsize":{fixed["itemsize"]},"count":%d,"width":{fixed["width"]},'
             f'"height":{fixed["height"]},"t_first":%d,"t_last":%d,"clock":{fixed["clock"]},'
             f'"sent_ns":%d,"kind":{fixed["kind"]},"origin_ns":%d,"segment":%s}}')
+
+
+@functools.lru_cache(maxsize=1024)
+def _batch_format(stream: str, dtype: str, itemsize: int, width: int, height: int,
+                  clock: str) -> str:
+    """The header JSON of one stream's batches as a %-format of the first sequence number, the
+    send time, the per-packet arrays (count, t_first, t_last, origin_ns, segment) and the
+    distinct segments, each given as the text between its brackets."""
+    fixed = _header_format(stream, dtype, itemsize, width, height, clock, BATCH)
+    return (fixed.replace('"count":%d', '"count":[%s]').replace('"t_first":%d,"t_last":%d',
+                                                                '"t_first":[%s],"t_last":[%s]')
+            .replace('"origin_ns":%d,"segment":%s',
+                     '"origin_ns":[%s],"segment":[%s],"segments":[%s]'))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -123,6 +144,47 @@ def encode(packet: Packet, sent_ns: int | None = None) -> list:
     return [header.stream.encode(), encode_header(header, itemsize, sent_ns), payload]
 
 
+def batchable(packet: Packet) -> bool:
+    """Whether ``packet`` may travel in a batch: a data packet of records (JSON payloads and
+    end of stream travel alone)."""
+    return packet.header.kind == DATA and packet.header.dtype != JSON_DTYPE_NAME
+
+
+def same_batch(a: Header, b: Header) -> bool:
+    """Whether packets with headers ``a`` and ``b`` may share a batch: one stream, one record
+    layout, one sensor size and clock."""
+    return (a.stream == b.stream and a.dtype == b.dtype and a.width == b.width
+            and a.height == b.height and a.clock == b.clock)
+
+
+def encode_batch(packets: list[Packet], sent_ns: int) -> list:
+    """The three frames of one message carrying ``packets``: consecutive data packets of one
+    stream, all ``batchable`` and ``same_batch``, at least two. The payload is their records one
+    after the other (one copy); ``sent_ns`` (host ``time.time_ns()``) is the batch's send time."""
+    first = packets[0].header
+    layout = dtype_by_name(first.dtype)
+    records = [packet.records for packet in packets]
+    if any(r.dtype != layout for r in records):
+        raise TypeError(f"records of stream {first.stream!r} do not all have the registered "
+                        f"{first.dtype!r} layout")
+    headers = [packet.header for packet in packets]
+    form = _batch_format(first.stream, first.dtype, layout.itemsize, first.width, first.height,
+                         first.clock)
+    distinct: dict[Segment, int] = {}
+    for h in headers:
+        if h.segment is not None:
+            distinct.setdefault(h.segment, len(distinct))
+    header = form % (first.seq, ",".join([str(h.count) for h in headers]),
+                     ",".join([str(h.t_first) for h in headers]),
+                     ",".join([str(h.t_last) for h in headers]), sent_ns,
+                     ",".join([str(h.origin_ns) for h in headers]),
+                     ",".join(["null" if h.segment is None else str(distinct[h.segment])
+                               for h in headers]),
+                     ",".join([_segment_json(segment) for segment in distinct]))
+    # the records' bytes, padding included (numpy's promotion of structured layouts drops it)
+    return [first.stream.encode(), header.encode(), b"".join([r.tobytes() for r in records])]
+
+
 def _segment(raw) -> Segment | None:
     if raw is None:
         return None
@@ -142,8 +204,8 @@ def _segment_of(id_: int, start: bool, end: bool, label: str | None, name: str |
     return Segment(id_, start, end, label, name)
 
 
-def parse_header(raw: bytes) -> tuple[Header, int]:
-    """Header and itemsize from the header frame, validated."""
+def _header_object(raw) -> dict:
+    """The header frame's JSON object, of our version."""
     try:
         obj = _HEADER_DECODER.decode(str(raw, "utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -152,11 +214,20 @@ def parse_header(raw: bytes) -> tuple[Header, int]:
         raise Malformed("header", f"expected a JSON object, got {type(obj).__name__}")
     if obj.get("v") != VERSION:
         raise Malformed("version", f"version {obj.get('v')!r}, this reader speaks {VERSION}")
+    return obj
+
+
+def _check_types(obj: dict, required: dict, keys: tuple, types: tuple) -> None:
     # exact types (JSON true/false parse to bool, not int): one comparison, the reason on failure
-    if tuple(map(type, map(obj.get, _REQUIRED_KEYS))) != _REQUIRED_TYPES:
-        for key, kind in _REQUIRED.items():
+    if tuple(map(type, map(obj.get, keys))) != types:
+        for key, kind in required.items():
             if type(obj.get(key)) is not kind:
                 raise Malformed("header", f"field {key!r} must be {kind.__name__}, got {obj.get(key)!r}")
+
+
+def _single_header(obj: dict) -> tuple[Header, int]:
+    """Header and itemsize of a single packet from its header's JSON object, validated."""
+    _check_types(obj, _REQUIRED, _REQUIRED_KEYS, _REQUIRED_TYPES)
     if obj["kind"] not in KINDS:
         raise Malformed("header", f"kind {obj['kind']!r} is not one of {KINDS}")
     origin_ns = obj.get("origin_ns", 0)  # absent in headers of senders that predate it
@@ -170,21 +241,76 @@ def parse_header(raw: bytes) -> tuple[Header, int]:
     return header, obj["itemsize"]
 
 
+def _ints(obj: dict, key: str, n: int, minimum: int | None) -> list[int]:
+    """The batch header's array ``key``: ``n`` ints, each at least ``minimum`` (None: any)."""
+    values = obj[key]
+    if len(values) != n or set(map(type, values)) != {int}:
+        raise Malformed("header", f"batch field {key!r} must be {n} integers")
+    if minimum is not None and min(values) < minimum:
+        raise Malformed("header", f"batch field {key!r} holds a value below {minimum}")
+    return values
+
+
+def _decode_batch(topic: bytes, obj: dict, payload_frame) -> list[Packet]:
+    """The packets of a batch message (module docstring), validated whole."""
+    _check_types(obj, _BATCH_REQUIRED, _BATCH_KEYS, _BATCH_TYPES)
+    stream, first, dtype_name = obj["stream"], obj["seq"], obj["dtype"]
+    n = len(obj["count"])
+    if n < 2:
+        raise Malformed("header", f"a batch holds at least 2 packets, got {n}")
+    if first < 0:
+        raise Malformed("header", "seq must be non-negative")
+    counts = _ints(obj, "count", n, 0)
+    t_firsts, t_lasts = _ints(obj, "t_first", n, None), _ints(obj, "t_last", n, None)
+    origins = _ints(obj, "origin_ns", n, 0)
+    distinct = [_segment(raw) for raw in obj["segments"]]
+    segments = obj["segment"]
+    if len(segments) != n or not set(map(type, segments)) <= {int, type(None)}:
+        raise Malformed("header", f"batch field 'segment' must hold {n} indices or nulls")
+    indices = [i for i in segments if i is not None]
+    if indices and (min(indices) < 0 or max(indices) >= len(distinct)):
+        raise Malformed("header", f"a segment index outside the {len(distinct)} segments")
+    segments = [None if i is None else distinct[i] for i in segments]
+    if topic != stream.encode():
+        raise Malformed("topic", f"topic {topic[:64]!r} but header stream {stream!r}")
+    dtype = _record_dtype(dtype_name, obj["itemsize"])
+    payload = _buffer(payload_frame)
+    total = sum(counts)
+    if len(payload) != total * dtype.itemsize:
+        raise Malformed("payload_size", f"{len(payload)} bytes for {total} records of "
+                                        f"{dtype.itemsize} bytes in a batch of {n}")
+    records = np.frombuffer(payload, dtype=dtype) if total else np.empty(0, dtype)
+    width, height, clock, sent_ns = obj["width"], obj["height"], obj["clock"], obj["sent_ns"]
+    check_bounds(width, height, records)
+    packets, offset = [], 0
+    for i in range(n):
+        count = counts[i]
+        # an empty packet gets a fresh empty array, as ``decode`` gives it: the same array type
+        part = records[offset:offset + count] if count else np.empty(0, dtype)
+        offset += count
+        packets.append(Packet(Header(stream, first + i, dtype_name, width, height, t_firsts[i],
+                                     t_lasts[i], count, clock, sent_ns, DATA, segments[i],
+                                     origins[i]), part))
+    return packets
+
+
 def _buffer(frame) -> memoryview:
     return frame.buffer if hasattr(frame, "buffer") else memoryview(frame)
 
 
 def decode(frames) -> Packet:
-    """Packet from received frames (``zmq.Frame`` or bytes); the records view the payload buffer."""
-    if len(frames) != 3:
-        raise Malformed("frame_count", f"expected 3 frames, got {len(frames)}")
-    return _decode(bytes(_buffer(frames[0])), frames[1], frames[2])
+    """Packet from the frames of a single packet (``zmq.Frame`` or bytes); the records view the
+    payload buffer."""
+    packets = decode_message(frames)
+    if len(packets) != 1:
+        raise Malformed("frame_count", f"expected one packet, got a batch of {len(packets)}")
+    return packets[0]
 
 
-def _decode(topic: bytes, head_frame, payload_frame) -> Packet:
-    """Packet from its topic (bytes) and its header and payload frames, validated."""
-    head, payload = _buffer(head_frame), _buffer(payload_frame)
-    header, itemsize = parse_header(head)
+def _decode(topic: bytes, obj: dict, payload_frame) -> Packet:
+    """Packet from its topic (bytes), its header's JSON object and its payload frame, validated."""
+    payload = _buffer(payload_frame)
+    header, itemsize = _single_header(obj)
     if topic != header.stream.encode():
         raise Malformed("topic", f"topic {topic[:64]!r} but header stream {header.stream!r}")
     if header.kind == EOS:
@@ -197,42 +323,36 @@ def _decode(topic: bytes, head_frame, payload_frame) -> Packet:
         if not isinstance(records, list) or len(records) != header.count:
             raise Malformed("json_payload", f"expected a JSON list of {header.count} records")
         return Packet(header, records)
-    try:
-        dtype = dtype_by_name(header.dtype)
-    except KeyError as exc:
-        raise Malformed("dtype", str(exc.args[0])) from None
-    if itemsize != dtype.itemsize:
-        raise Malformed("dtype", f"itemsize {itemsize} but {header.dtype!r} records are {dtype.itemsize} bytes")
+    dtype = _record_dtype(header.dtype, itemsize)
     if len(payload) != header.count * itemsize:
         raise Malformed("payload_size",
                         f"{len(payload)} bytes for {header.count} records of {itemsize} bytes")
     records = np.frombuffer(payload, dtype=dtype) if len(payload) else np.empty(0, dtype)
-    check_bounds(header, records)
+    check_bounds(header.width, header.height, records)
     return Packet(header, records)
 
 
-def batch_frames(packets_frames: list[list]) -> list:
-    """One message of several packets' frames (each from ``encode``, all of one stream): the
-    topic once, then each header and payload."""
-    out = [packets_frames[0][0]]
-    for frames in packets_frames:
-        out += frames[1:]
-    return out
+def _record_dtype(name: str, itemsize: int) -> np.dtype:
+    """The registered record layout ``name``, checked against the header's ``itemsize``."""
+    try:
+        dtype = dtype_by_name(name)
+    except KeyError as exc:
+        raise Malformed("dtype", str(exc.args[0])) from None
+    if itemsize != dtype.itemsize:
+        raise Malformed("dtype", f"itemsize {itemsize} but {name!r} records are {dtype.itemsize} bytes")
+    return dtype
 
 
 def decode_message(frames) -> list[Packet]:
-    """The packets of one received message: three frames, or a batch of 1 + 2k frames (the
-    topic, then a header and a payload per packet). A batch is valid only whole: its first
-    malformed packet, or an end of stream inside it, raises ``Malformed`` for all of them."""
-    if len(frames) == 3:
-        return [decode(frames)]
-    if len(frames) < 3 or len(frames) % 2 == 0:
-        raise Malformed("frame_count", f"expected 3 frames or a batch of 1 + 2k, got {len(frames)}")
+    """The packets of one received message: one packet, or every packet of a batch (valid only
+    whole: anything malformed in it raises ``Malformed`` for all of them)."""
+    if len(frames) != 3:
+        raise Malformed("frame_count", f"expected 3 frames, got {len(frames)}")
     topic = bytes(_buffer(frames[0]))
-    packets = [_decode(topic, frames[i], frames[i + 1]) for i in range(1, len(frames), 2)]
-    if any(packet.is_eos for packet in packets):
-        raise Malformed("frame_count", "an end of stream travels alone, never in a batch")
-    return packets
+    obj = _header_object(_buffer(frames[1]))
+    if obj.get("kind") == BATCH:
+        return _decode_batch(topic, obj, frames[2])
+    return [_decode(topic, obj, frames[2])]
 
 
 @functools.cache
@@ -243,11 +363,12 @@ def _compiled_layout(dtype: np.dtype) -> bool:
             and fields["x"][:2] == (np.dtype("<i2"), 8) and fields["y"][:2] == (np.dtype("<i2"), 10))
 
 
-def check_bounds(header: Header, records: np.ndarray) -> None:
-    """Raise Malformed('bounds') when an x/y field lies outside the declared width/height."""
-    if not len(records) or header.width <= 0 or header.height <= 0:
+def check_bounds(width: int, height: int, records: np.ndarray) -> None:
+    """Raise Malformed('bounds') when an x/y field lies outside the declared ``width`` and
+    ``height`` (pixels; unchecked when either is 0)."""
+    if not len(records) or width <= 0 or height <= 0:
         return
-    sizes = (("x", header.width), ("y", header.height))
+    sizes = (("x", width), ("y", height))
     if _compiled_layout(records.dtype):  # one compiled pass over the buffer
         x_low, x_high, y_low, y_high = xy_range(records.view(np.int16).reshape(len(records), 8))
         ranges = ((x_low, x_high), (y_low, y_high))
@@ -260,5 +381,5 @@ def check_bounds(header: Header, records: np.ndarray) -> None:
             raise Malformed("bounds", f"{axis} in [{low}, {high}] outside [0, {size})")
 
 
-__all__ = ["VERSION", "REASONS", "Malformed", "encode", "decode", "batch_frames", "decode_message",
-           "parse_header", "DATA", "EOS"]
+__all__ = ["VERSION", "REASONS", "Malformed", "encode", "decode", "encode_batch", "decode_message",
+           "DATA", "EOS"]

@@ -4,9 +4,9 @@
   messages are queued, so nothing is ever dropped; for replay and evaluation. A batching sender
   (``batch=True``, what the runtime uses) holds packets back until ``flush`` or until
   ``BATCH_PACKETS`` packets or ``BATCH_BYTES`` payload bytes are held, and sends them as one
-  message: a ZeroMQ message costs the same whatever it holds, on both ends and in their I/O
-  threads, as Apache Flink's network buffers and Kafka's producer batches amortise theirs. End of
-  stream is
+  message (``wire.encode_batch``: one header, one payload): a ZeroMQ message, a header parse and
+  a payload check cost the same whatever they hold, on both ends and in their I/O threads, as
+  Apache Flink's network buffers and Kafka's producer batches amortise theirs. End of stream is
   acknowledged: the receiver answers it with one ``ack`` frame and the sender does not close before
   that answer. (Trap: ZeroMQ's LINGER alone does not prevent loss here: when the sender closes
   while the receiver's queue is full, libzmq drops what the receiving side had not yet queued.)
@@ -152,6 +152,40 @@ class PeerWatch:
         return True
 
 
+def batchable(packet: Packet) -> bool:
+    """Whether ``packet`` may wait for others to share a message: a small data packet of
+    records (a large one goes alone, without copying, and costs its message once anyway)."""
+    return wire.batchable(packet) and packet.records.nbytes < ZERO_COPY_BYTES
+
+
+def messages(packets: list[Packet], sent_ns: int) -> list[list]:
+    """The frames of the messages that carry ``packets`` (consecutive, of one stream) in order:
+    runs of ``batchable`` packets that may share a batch, at most ``BATCH_PACKETS`` or about
+    ``BATCH_BYTES`` each, as batches; the rest alone."""
+    out, run, size = [], [], 0
+
+    def close_run():
+        if run:
+            out.append(wire.encode(run[0], sent_ns) if len(run) == 1
+                       else wire.encode_batch(run, sent_ns))
+        run.clear()
+
+    for packet in packets:
+        if not batchable(packet):
+            close_run()
+            out.append(wire.encode(packet, sent_ns))
+            continue
+        if run and (not wire.same_batch(run[0].header, packet.header) or len(run) >= BATCH_PACKETS
+                    or size >= BATCH_BYTES):
+            close_run()
+        if not run:
+            size = 0
+        run.append(packet)
+        size += packet.records.nbytes
+    close_run()
+    return out
+
+
 class Sender:
     """Sending end of one edge. ``send`` returns False when a live link dropped the packet;
     ``batch``: a lossless link holds packets back until ``flush`` (module docstring)."""
@@ -175,15 +209,14 @@ class Sender:
         self.stats = SendStats()
         self.subscribers = 0
         self.batching = batch and mode == LOSSLESS
-        self.held: list[list] = []  # frames of the packets held back by a batching sender
+        self.held: list[Packet] = []  # the packets held back by a batching sender
         self.held_bytes = 0
-        self.held_seq = -1
         self.exactly_once = exactly_once and mode == LOSSLESS
         self.resend_packets, self.resend_bytes = resend_packets, resend_bytes
         self.backlog_bytes = 0
-        # exactly-once: (seq, frames, is end of stream) of every packet from the receiver's
-        # resume point on, the last seq handed to ZeroMQ, and that resume point
-        self.backlog: deque[tuple[int, list, bool]] = deque()
+        # exactly-once: (packet, its payload bytes) of every packet from the receiver's resume
+        # point on, the last seq handed to ZeroMQ, and that resume point
+        self.backlog: deque[tuple[Packet, int]] = deque()
         self.sent_seq = -1
         self.acked = 0
         self.end_acknowledged = False
@@ -234,12 +267,12 @@ class Sender:
     def _trim(self, resume_seq: int) -> None:
         """The receiver will not ask for a packet before ``resume_seq`` again: let them go."""
         self.acked = max(self.acked, resume_seq)
-        while self.backlog and self.backlog[0][0] < self.acked:
-            self.backlog_bytes -= len(self.backlog.popleft()[1][2])
+        while self.backlog and self.backlog[0][0].header.seq < self.acked:
+            self.backlog_bytes -= self.backlog.popleft()[1]
 
     def _resend(self, resume_seq: int) -> None:
         """A receiver (re)started at ``resume_seq``: send again what it may not have had."""
-        again = [entry for entry in self.backlog if resume_seq <= entry[0] <= self.sent_seq]
+        again = [packet for packet, _ in self.backlog if resume_seq <= packet.header.seq <= self.sent_seq]
         if not again:
             if resume_seq <= self.sent_seq:  # all of it gone from the buffer
                 log.error("%s: the receiver resumes at packet %d, no longer in the resend "
@@ -247,27 +280,24 @@ class Sender:
                           self.sent_seq)
                 self._blocking_send([control_message(ANEW, self.sent_seq + 1)])
             return
-        if again[0][0] > resume_seq:
+        first = again[0].header.seq
+        if first > resume_seq:
             log.error("%s: the receiver resumes at packet %d but the resend buffer starts at %d "
                       "(resend_packets or resend_bytes too small): packets %d-%d are lost",
-                      self.address, resume_seq, again[0][0], resume_seq, again[0][0] - 1)
-            self._blocking_send([control_message(ANEW, again[0][0])])
+                      self.address, resume_seq, first, resume_seq, first - 1)
+            self._blocking_send([control_message(ANEW, first)])
         log.info("%s: a receiver resumed at packet %d; sending %d packets again", self.address,
                  resume_seq, len(again))
-        data = [frames for _, frames, is_eos in again if not is_eos]
-        for start in range(0, len(data), BATCH_PACKETS):
-            chunk = data[start:start + BATCH_PACKETS]
-            self._blocking_send(chunk[0] if len(chunk) == 1 else wire.batch_frames(chunk))
-        if again[-1][2]:
-            self._blocking_send(again[-1][1])
+        for frames in messages(again, time.time_ns()):
+            self._blocking_send(frames)
         self.stats.resent += len(again)
 
-    def _keep(self, seq: int, frames, is_eos: bool = False) -> None:
-        """Exactly-once: hold ``frames`` for a receiver that may restart."""
-        self.backlog.append((seq, frames, is_eos))
-        self.backlog_bytes += len(frames[2])
+    def _keep(self, packet: Packet, size: int) -> None:
+        """Exactly-once: hold ``packet`` (``size`` payload bytes) for a receiver that may restart."""
+        self.backlog.append((packet, size))
+        self.backlog_bytes += size
         while len(self.backlog) > self.resend_packets or self.backlog_bytes > self.resend_bytes:
-            self.backlog_bytes -= len(self.backlog.popleft()[1][2])
+            self.backlog_bytes -= self.backlog.popleft()[1]
             if not self.stats.overflow:
                 log.warning("%s: more than resend_packets = %d packets or resend_bytes = %d "
                             "bytes since the receiver's resume point; a receiver restarted now "
@@ -319,12 +349,26 @@ class Sender:
                 self.sock.poll(POLL_MS, zmq.POLLOUT)
 
     def send(self, packet: Packet) -> bool:
-        """Send ``packet`` stamped with the current host time; False if a live link dropped it."""
+        """Send ``packet`` stamped with the current host time (a batch: the time it leaves);
+        False if a live link dropped it."""
+        if self.batching and batchable(packet):
+            if self.held and not wire.same_batch(self.held[0].header, packet.header):
+                self.flush()
+            size = packet.records.nbytes
+            if self.exactly_once:
+                self._keep(packet, size)
+            self.held.append(packet)
+            self.held_bytes += size
+            if len(self.held) >= BATCH_PACKETS or self.held_bytes >= BATCH_BYTES:
+                self.flush()
+            self.stats.packets += 1
+            self.stats.events += packet.header.count
+            return True
+        self.flush()  # what is held goes first: packets leave in order
         frames = wire.encode(packet, sent_ns=time.time_ns())
         if self.exactly_once:
-            self._keep(packet.header.seq, frames, packet.is_eos)
+            self._keep(packet, len(frames[2]))
         if packet.is_eos:
-            self.flush()
             self._end(frames, packet.header.seq)
             return True
         if self.mode == LIVE:
@@ -337,12 +381,6 @@ class Sender:
             except zmq.Again:
                 self.stats.dropped += 1
                 return False
-        elif self.batching:
-            self.held.append(frames)
-            self.held_seq = packet.header.seq
-            self.held_bytes += len(frames[2])
-            if len(self.held) >= BATCH_PACKETS or self.held_bytes >= BATCH_BYTES:
-                self.flush()
         else:
             self._blocking_send(frames)
             self.sent_seq = packet.header.seq
@@ -355,8 +393,10 @@ class Sender:
         if not self.held:
             return
         held, self.held, self.held_bytes = self.held, [], 0
-        self._blocking_send(held[0] if len(held) == 1 else wire.batch_frames(held))
-        self.sent_seq = self.held_seq
+        # one message: ``send`` holds one run of packets that may share a batch, within the limits
+        self._blocking_send(wire.encode(held[0], time.time_ns()) if len(held) == 1
+                            else wire.encode_batch(held, time.time_ns()))
+        self.sent_seq = held[-1].header.seq
         if self.exactly_once:
             self.control()
 

@@ -35,12 +35,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 # The cost of one 1 ms packet of the default graph through a socket link, us, at each end
-# (batched, pipeline/runtime/links.py): encoding and sending it, receiving, validating and
-# decoding it; and what the worker adds per node (stamping, metrics). Measured with a batching
-# sender and a receiver in two processes, and the one-worker graph against the chain
-# (bench/bench_graph.py).
-SEND_US = 6.0
-RECEIVE_US = 15.0
+# (batched, pipeline/runtime/links.py): holding, encoding and sending it, receiving, validating
+# and decoding it (``python -m bench.bench_graph costs CONFIG``: link_send and link_receive,
+# 3.5-4 us each); and what the worker adds per node (stamping, metrics), from the one-worker
+# graph against the chain (bench/bench_graph.py).
+SEND_US = 4.0
+RECEIVE_US = 4.0
 NODE_US = 2.0
 
 

@@ -265,46 +265,53 @@ class Worker:
         """Send ``packets`` of ``slot``, those without an origin of their own stamped with
         ``origin_ns``, then hand them to the direct links. ``arrival_ns`` (host ns) is when the
         input they were returned for arrived: the node's latency and the input's end-to-end
-        latency so far (from ``origin_ns``) are sampled once the sockets have them."""
-        metrics = slot.metrics
+        latency so far (from ``origin_ns``) are sampled once the sockets have them, and that
+        moment is when the direct links' nodes receive them."""
+        metrics, senders = slot.metrics, slot.senders
+        now = time.time_ns()
+        records = 0
         for packet in packets:
             header = packet.header
-            packet.header = header.stamped(slot.name, slot.seq, header.origin_ns or origin_ns,
-                                           time.time_ns())
+            packet.header = header = header.stamped(slot.name, slot.seq,
+                                                    header.origin_ns or origin_ns, now)
             slot.seq += 1
-            for sender in slot.senders:
+            for sender in senders:
                 sender.send(packet)
-            metrics.packets_out += 1
-            metrics.records_out += packet.header.count
-            metrics.dtypes_out.add(packet.header.dtype)
-        if arrival_ns is not None:
+            records += header.count
+            metrics.dtypes_out.add(header.dtype)
+        metrics.packets_out += len(packets)
+        metrics.records_out += records
+        if senders:
             now = time.time_ns()
+        if arrival_ns is not None:
             metrics.latency_ns.append(now - arrival_ns)
             if origin_ns:
                 metrics.e2e_ns.append(now - origin_ns)
-        for target, stats in slot.direct_out:
-            for packet in packets:
-                stats.packets += 1
-                stats.events += packet.header.count
-                self._process(target, packet, time.time_ns())
+        if packets:
+            for target, stats in slot.direct_out:
+                stats.packets += len(packets)
+                stats.events += records
+                for packet in packets:
+                    self._process(target, packet, now)
 
     def _process(self, slot: Slot, packet: Packet, arrival_ns: int) -> None:
         """Run one data packet through ``slot``'s node and emit what it returns."""
-        slot.metrics.dtypes_in.add(packet.header.dtype)
-        slot.last_origin = origin = packet.header.origin_ns
-        if slot.failed:
-            return  # draining after an error: discard, keep upstream moving
-        if packet.header.seq <= slot.mark:
-            return  # a resumed sink: an earlier process of it handled this packet
+        header = packet.header
+        slot.metrics.dtypes_in.add(header.dtype)
+        slot.last_origin = origin = header.origin_ns
+        if slot.failed or header.seq <= slot.mark:
+            # draining after an error (discard, keep upstream moving), or a resumed sink whose
+            # earlier process handled this packet
+            return
         start = time.perf_counter_ns()
         try:
             out = slot.node.process(packet)
         except Exception as exc:  # the node's bug or bad data: report, keep draining
-            self._fail(slot, f"process(packet seq {packet.header.seq} from {packet.header.stream})", exc)
+            self._fail(slot, f"process(packet seq {header.seq} from {header.stream})", exc)
             return
         slot.metrics.busy_ns += time.perf_counter_ns() - start
         if slot.is_sink and self.recovery is not None:
-            self.recovery.mark(slot.index, packet.header.seq)
+            self.recovery.mark(slot.index, header.seq)
         self._emit(slot, out, arrival_ns, origin)
 
     def _end(self, slot: Slot) -> None:

@@ -84,7 +84,7 @@ def test_demo_prints_the_pinned_decisions_and_a_summary(tmp_path):
     *table, timing = summary
     assert {line.split()[0] for line in table[2:]} == {
         "replay", "denoise", "hots", "snn", "decoder", "console", "jsonl"}
-    assert re.fullmatch(r"2 worker processes \(replay\+denoise\+hots \| snn\+decoder\+console\+jsonl\): "
+    assert re.fullmatch(r"2 worker processes \(replay\+denoise \| hots\+snn\+decoder\+console\+jsonl\): "
                         r"ready in [\d.]+ s, streamed for [\d.]+ s", timing), timing
 
 

@@ -63,9 +63,9 @@ def workers(config) -> list[tuple[str, ...]]:
 
 def test_the_default_graph_is_cut_in_two_balanced_processes_on_two_cores(tmp_path):
     config = load(demo_config(tmp_path, name="two", cores=2))
-    assert workers(config) == [("replay", "denoise", "hots"), ("snn", "decoder", "console", "jsonl")]
-    assert ("hots", "snn") not in config.placement.direct  # the one socket
-    assert {("replay", "denoise"), ("denoise", "hots"), ("decoder", "jsonl")} <= config.placement.direct
+    assert workers(config) == [("replay", "denoise"), ("hots", "snn", "decoder", "console", "jsonl")]
+    assert ("denoise", "hots") not in config.placement.direct  # the one socket
+    assert {("replay", "denoise"), ("hots", "snn"), ("decoder", "jsonl")} <= config.placement.direct
 
 
 def test_one_core_or_threads_run_a_chain_in_one_worker_and_per_node_in_one_each(tmp_path):

@@ -93,10 +93,10 @@ def test_a_killed_process_is_restarted_and_no_decision_is_lost_or_doubled(tmp_pa
 
 
 def test_a_killed_replay_worker_reads_again_from_the_segment_it_was_in(tmp_path):
-    """The default placement: the worker of replay, denoise and hots (the source and two stateful
-    stages fused) is killed; restarted, the replay passes quickly over what it had sent and the
+    """The default placement: the worker of replay and denoise (the source and a stateful stage
+    fused) is killed; restarted, the replay passes quickly over what it had sent and the
     decisions are again exactly the pinned ones."""
-    code, _, _, stderr = run_and_kill(tmp_path, "replay+denoise+hots", 8, placement="auto")
+    code, _, _, stderr = run_and_kill(tmp_path, "replay+denoise", 8, placement="auto")
     assert code == 0, stderr[-3000:]
     assert "first packet handled again after the restart" in stderr
     got = [{key: record[key] for key in KEPT} for record in decisions(tmp_path)]

@@ -111,31 +111,69 @@ def test_decode_rejects_with_reason(frames, reason):
     assert info.value.reason == reason
 
 
-def test_a_batch_message_holds_consecutive_packets_of_one_stream_and_decodes_to_each():
-    _, events = read_all(AEDAT4_SAMPLE)
-    chunks = [np.ascontiguousarray(events[i * 100:(i + 1) * 100]) for i in range(3)]
-    sent = [Packet(Header("dvx", seq, count=100, width=320, height=240,
-                          t_first=int(c["t"][0]), t_last=int(c["t"][-1])), c)
-            for seq, c in enumerate(chunks)]
-    message = [bytes(memoryview(f)) for f in wire.batch_frames([wire.encode(p) for p in sent])]
-    assert len(message) == 7 and message[0] == b"dvx"  # the topic once, a header and payload each
+@st.composite
+def batches(draw):
+    """2 to 8 consecutive packets of one stream: one layout, sensor size and clock, each with
+    its own count (empty ones included), times, origin and segment marker."""
+    first = draw(packets())
+    n = draw(st.integers(2, 8))
+    dtype = DTYPES[first.header.dtype]
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    out = []
+    for i in range(n):
+        count = int(rng.integers(0, 50))
+        records = rng.integers(0, 256, size=count * dtype.itemsize, dtype=np.uint8).view(dtype).copy()
+        for axis, size in (("x", first.header.width), ("y", first.header.height)):
+            if axis in dtype.names:
+                records[axis] = rng.integers(0, size, count)
+        records["t"] = np.sort(rng.integers(0, 2**40, count))
+        header = dataclasses.replace(
+            first.header, seq=first.header.seq + i, count=count,
+            t_first=int(records["t"][0]) if count else 0, t_last=int(records["t"][-1]) if count else 0,
+            origin_ns=draw(st.integers(0, 2**63 - 1)), segment=draw(segments))
+        out.append(Packet(header, records))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches(), st.integers(0, 2**63 - 1))
+def test_a_batch_is_one_message_of_three_frames_and_decodes_to_each_packet(sent, sent_ns):
+    message = [bytes(memoryview(f)) for f in wire.encode_batch(sent, sent_ns)]
+    assert len(message) == 3 and message[0] == sent[0].header.stream.encode()
+    assert len(message[2]) == sum(p.records.nbytes for p in sent)  # the records, one after another
     got = wire.decode_message(message)
-    assert [p.header for p in got] == [p.header for p in sent]
-    for back, chunk in zip(got, chunks):
-        np.testing.assert_array_equal(back.records, chunk)
-    assert wire.decode_message(message[:3])[0].header == sent[0].header  # one packet: 3 frames
+    assert [p.header for p in got] == [dataclasses.replace(p.header, sent_ns=sent_ns) for p in sent]
+    for back, packet in zip(got, sent):
+        assert back.records.dtype == packet.records.dtype
+        assert back.records.tobytes() == packet.records.tobytes()
 
 
-@pytest.mark.parametrize("cut, reason", [(lambda m: m[:4], "frame_count"),
-                                         (lambda m: m[:5] + [b"\x00garbage", m[6]], "header"),
-                                         (lambda m: m[:5] + [bytes(memoryview(f)) for f in
-                                                             wire.encode(eos_packet("dvx", 2))[1:]],
-                                          "frame_count")])
-def test_a_batch_is_refused_whole_when_a_part_is_bad_or_an_end_of_stream_hides_in_it(cut, reason):
+def _edited(message: list[bytes], **fields) -> list[bytes]:
+    head = json.loads(message[1])
+    head.update(fields)
+    return [message[0], json.dumps(head).encode(), message[2]]
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda m, h: _edited(m, count=h["count"][:-1] + [h["count"][-1] + 1]), "payload_size"),
+    (lambda m, h: _edited(m, count=h["count"][:-1]), "header"),  # arrays of unequal length
+    (lambda m, h: _edited(m, t_first=[float(t) for t in h["t_first"]]), "header"),
+    (lambda m, h: _edited(m, origin_ns=[-1] * len(h["count"])), "header"),
+    (lambda m, h: _edited(m, segments=[{"id": "x"}], segment=[0] * len(h["count"])), "header"),
+    (lambda m, h: _edited(m, segment=[0] * len(h["count"])), "header"),  # no segment 0
+    (lambda m, h: _edited(m, segments=[{"id": 1}], segment=[-1] * len(h["count"])), "header"),
+    (lambda m, h: _edited(m, width=10), "bounds"),  # events of one packet beyond x = 10
+    (lambda m, h: _edited(m, dtype="json", itemsize=0), "dtype"),
+    (lambda m, h: [b"other"] + m[1:], "topic"),
+    (lambda m, h: _edited(m, count=[sum(h["count"])], t_first=[0], t_last=[0], origin_ns=[0],
+                          segment=[None]), "header"),  # a batch of one packet
+    (lambda m, h: m[:2], "frame_count"),
+])
+def test_a_batch_is_refused_whole_when_any_part_is_bad(edit, reason):
     _, events = read_all(AEDAT4_SAMPLE)
-    chunk = np.ascontiguousarray(events[:50])
-    sent = [Packet(Header("dvx", seq, count=50, width=320, height=240), chunk) for seq in range(3)]
-    message = [bytes(memoryview(f)) for f in wire.batch_frames([wire.encode(p) for p in sent])]
+    sent = [Packet(Header("dvx", seq, count=50, width=320, height=240), np.ascontiguousarray(
+        events[seq * 50:(seq + 1) * 50])) for seq in range(3)]
+    message = [bytes(memoryview(f)) for f in wire.encode_batch(sent, 1)]
     with pytest.raises(wire.Malformed) as info:
-        wire.decode_message(cut(message))
+        wire.decode_message(edit(message, json.loads(message[1])))
     assert info.value.reason == reason
