@@ -26,19 +26,22 @@ The trained network is written as a NIR graph and read back (``pipeline.learn.ni
 ``evpipe-snn/1`` model, whose exact run is scored beside the clock-driven simulation
 (``gap``).
 
-``fit`` is the same training on the HOTS feature spikes of ``evpipe train --method surrogate``
-(``pipeline.learn.methods``), with IF layers and steps counted in input events, since those
-spikes come without their times; ``feature_gap`` scores such a model both ways. Figures:
+``fit`` (``evpipe train --method surrogate``, ``pipeline.learn.methods``) trains on the HOTS
+feature spikes, with IF layers and steps counted in input events, since those spikes come without
+their times: the conversion method's two-layer network fine-tuned with the same surrogate
+gradients and prefix loss (hybrid conversion and spike-based training, Rathi et al. 2020);
+``feature_gap`` scores such a model both ways. Figures:
 docs/training.md, "Surrogate gradients".
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -47,7 +50,7 @@ from kernels import lif
 from kernels.snn_input import map_inputs, n_inputs
 from pipeline.core.model import SnnModel, load_model, read_training
 from pipeline.learn import nir as nir_io
-from pipeline.learn.classifier import Trained, hidden_width
+from pipeline.learn.classifier import Examples, Trained, TrainParams, conversion
 from pipeline.learn.features import FeatureSpec, extract
 from sensors.readers import read_all
 from sensors.replay import SegmentFile
@@ -63,8 +66,9 @@ class SurrogateParams:
     slope: steepness of the fast-sigmoid surrogate (1/potential); shift: each training sample is
     moved by a random whole number of pixels in [-shift, shift] along x and y at every epoch
     (augmentation); cell: pixels per input cell side (``kernels.snn_input``); l2: Adam's weight
-    decay; seed: weights, batch order and shifts; threads: torch CPU threads (1: the steps are
-    small, and a second thread waits on the first whenever the machine is busy)."""
+    decay; logit_scale: the output spike counts times this are the logits of the prefix loss;
+    seed: weights, batch order and shifts; threads: torch CPU threads (1: the steps are small,
+    and a second thread waits on the first whenever the machine is busy)."""
 
     hidden: int = 128
     step_us: int = 1000
@@ -76,6 +80,7 @@ class SurrogateParams:
     shift: int = 2
     cell: int = 1
     l2: float = 0.0
+    logit_scale: float = 1.0
     seed: int = 0
     threads: int = 1
 
@@ -210,7 +215,8 @@ def clock_accuracy(torch, spike, samples: list[Sample], weights, params: Surroga
     return float(np.mean(decisions == [s.label for s in samples])), decisions
 
 
-def exact_accuracy(model: SnnModel, samples: list[Sample], desc: str = "") -> tuple[float, np.ndarray]:
+def exact_accuracy(model: SnnModel, samples: list[Sample],
+                   desc: str = "") -> tuple[float, np.ndarray]:
     """Accuracy of the exact event-driven core (``kernels.lif``) on the same input spikes: the
     network reset at each sample's first event, decided on its output spike counts at its end."""
     net, last = model.net, model.n_layers - 1
@@ -235,19 +241,52 @@ def to_model(weights, params: SurrogateParams, classes: list[str]) -> SnnModel:
                     channels=CHANNELS)
 
 
-def train_weights(torch, spike, samples: list[Sample], n_in: int, n_classes: int,
-                  params: SurrogateParams, desc: str = "epoch"):
-    """Adam on the prefix cross-entropy, ``params.epochs`` passes over shuffled batches;
-    returns the weights (float32 tensors, (n_in, n_out) per layer) and the mean loss per epoch."""
-    generator = torch.Generator().manual_seed(params.seed)
-    sizes = [n_in, params.hidden, n_classes]
-    # uniform init of torch.nn.Linear (bound 1/sqrt(fan_in)), times a gain that makes the hidden
-    # layer fire from the first epoch
-    weights = [((torch.rand(a, b, generator=generator) * 2 - 1) * (gain / math.sqrt(a)))
-               .requires_grad_() for (a, b), gain in zip(zip(sizes, sizes[1:]), (8.0, 4.0))]
+def initial_weights(torch, sizes: list[int], seed: int) -> list:
+    """Uniform init of torch.nn.Linear (bound 1/sqrt(fan_in)), times a gain that makes the hidden
+    layer fire from the first epoch; float32 tensors, (n_in, n_out) per layer."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.rand(a, b, generator=generator) * 2 - 1) * (gain / math.sqrt(a))
+            for (a, b), gain in zip(itertools.pairwise(sizes), (8.0, 4.0))]
+
+
+def prefix_loss(torch, spike, part: list[Sample], weights, params: SurrogateParams, shifts=None):
+    """The prefix cross-entropy of a batch: output spike counts times ``params.logit_scale`` as
+    logits after each fraction of ``PREFIXES`` of every sample's steps, averaged."""
+    spikes, _ = simulate(torch, spike, part, weights, params, shifts)
+    logits = prefix_logits(torch, spikes, [n_steps(s, params.step_us) for s in part])
+    labels = torch.tensor([s.label for s in part])
+    return sum(torch.nn.functional.cross_entropy(z * params.logit_scale, labels)
+               for z in logits) / len(logits)
+
+
+def mean_loss(torch, spike, samples: list[Sample], weights, params: SurrogateParams) -> float:
+    """``prefix_loss`` over ``samples`` (no gradient), per sample."""
+    with torch.no_grad():
+        return sum(prefix_loss(torch, spike, samples[i:i + params.batch], weights, params).item()
+                   * len(samples[i:i + params.batch])
+                   for i in range(0, len(samples), params.batch)) / len(samples)
+
+
+def train_weights(torch, spike, samples: list[Sample], weights: list, params: SurrogateParams,
+                  desc: str = "epoch", validation: list[Sample] = ()):
+    """Adam on the prefix cross-entropy from ``weights`` (float32 tensors, (n_in, n_out) per
+    layer), ``params.epochs`` passes over shuffled batches. With ``validation`` samples, the
+    weights kept are those of the epoch (0: the initial ones) with the lowest prefix loss on them
+    (early stopping). Returns the weights, the mean training loss per epoch and the validation
+    loss per epoch from epoch 0 (empty without validation samples)."""
+    weights = [w.detach().clone().requires_grad_() for w in weights]
     optimiser = torch.optim.Adam(weights, lr=params.lr, weight_decay=params.l2)
     rng = np.random.default_rng(params.seed)
-    losses = []
+    losses, checked = [], []
+    best = [w.detach().clone() for w in weights]
+
+    def check():
+        if validation:
+            checked.append(mean_loss(torch, spike, validation, weights, params))
+            if checked[-1] == min(checked):
+                best[:] = [w.detach().clone() for w in weights]
+
+    check()
     for epoch in range(params.epochs):
         order, total = rng.permutation(len(samples)), 0.0
         with tqdm(range(0, len(samples), params.batch), desc=f"{desc} {epoch + 1}/{params.epochs}",
@@ -255,17 +294,15 @@ def train_weights(torch, spike, samples: list[Sample], n_in: int, n_classes: int
             for start in bar:
                 part = [samples[i] for i in order[start:start + params.batch]]
                 shifts = rng.integers(-params.shift, params.shift + 1, (len(part), 2))
-                spikes, _ = simulate(torch, spike, part, weights, params, shifts)
-                logits = prefix_logits(torch, spikes, [n_steps(s, params.step_us) for s in part])
-                labels = torch.tensor([s.label for s in part])
-                loss = sum(torch.nn.functional.cross_entropy(z, labels) for z in logits) / len(logits)
+                loss = prefix_loss(torch, spike, part, weights, params, shifts)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 total += loss.item() * len(part)
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         losses.append(total / len(samples))
-    return weights, losses
+        check()
+    return (best if validation else [w.detach() for w in weights]), losses, checked
 
 
 @contextlib.contextmanager
@@ -295,10 +332,10 @@ def train(files: list[SegmentFile], out: str, params: SurrogateParams,
     classes = sorted({f.label for f in files})
     samples = load_samples(files, classes, params.cell, desc="read training samples")
     spike = _spike_function(torch, params.slope)
+    sizes = [n_inputs(WIDTH, HEIGHT, params.cell, CHANNELS), params.hidden, len(classes)]
     with _torch_mode(torch, params.threads):
-        weights, losses = train_weights(torch, spike, samples,
-                                        n_inputs(WIDTH, HEIGHT, params.cell, CHANNELS),
-                                        len(classes), params)
+        weights, losses, _ = train_weights(torch, spike, samples,
+                                           initial_weights(torch, sizes, params.seed), params)
     model = nir_io.from_nir(nir_io.to_nir(to_model(weights, params, classes)))
     record = {"method": "surrogate", "params": asdict(params), "classes": classes,
               "n_samples": len(samples), "losses": [round(x, 4) for x in losses],
@@ -320,32 +357,80 @@ def train(files: list[SegmentFile], out: str, params: SurrogateParams,
 
 
 EVENTS_PER_STEP = 16  # feature events per clock step when training on feature spikes (``fit``)
+# ``fit``'s fine-tuning: a few epochs with a small step from the converted network; counts of a
+# converted network reach a hundred spikes, so they are scaled down before the softmax (raw counts
+# saturate it and leave the loss without gradient)
+FINE_TUNE = {"epochs": 3, "lr": 2e-4, "batch": 64, "logit_scale": 0.1}
+VALIDATION_SHARE = 0.1  # share of the training samples that picks the fine-tuning epoch
 
 
-def fit(examples, params, desc: str = ""):
-    """``evpipe train --method surrogate`` (``pipeline.learn.methods``): the same training on the
-    HOTS feature spikes of ``examples`` (``pipeline.learn.classifier.Examples``), which carry their
-    order but not their times, so the layers are IF (``tau = inf``: the exact run depends on the
-    order of the inputs only) and a clock step is ``EVENTS_PER_STEP`` input events. ``params``
-    (``TrainParams``) gives hidden, epochs, batch, lr, l2 and seed. Returns a ``Trained``; its
-    ``train_accuracy_ann`` is the clock-driven simulation's training accuracy."""
+def validation_mask(y: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Samples held out for early stopping: the first ``share`` of each class in a seeded order
+    (at least one per class)."""
+    rng, held = np.random.default_rng(seed), np.zeros(len(y), bool)
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        held[members[:max(1, round(share * len(members)))]] = True
+    return held
+
+
+def _subset(examples: Examples, mask: np.ndarray) -> Examples:
+    return Examples([examples.inputs[i] for i in np.flatnonzero(mask)], examples.y[mask],
+                    examples.classes, examples.spec)
+
+
+def _feature_samples(inputs, labels) -> list[Sample]:
+    """Feature spikes as samples whose time is the event's rank (they carry no times)."""
+    return [Sample(np.arange(len(i), dtype=np.int64), np.asarray(i, np.int64), int(y))
+            for i, y in zip(inputs, labels)]
+
+
+def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
+    """``evpipe train --method surrogate`` (``pipeline.learn.methods``) on the HOTS feature spikes
+    of ``examples``: hybrid conversion and spike-based training (Rathi et al. 2020, ICLR,
+    "Enabling Deep Spiking Neural Networks with Hybrid Conversion and Spike Timing Dependent
+    Backpropagation"). The spikes carry their order but not their times, so the layers are IF
+    (``tau = inf``: the exact run depends on the order of the inputs only) and a clock step is
+    ``EVENTS_PER_STEP`` input events.
+
+    1. ``VALIDATION_SHARE`` of the samples (per class) are held out;
+    2. the conversion method (``pipeline.learn.classifier.conversion``, one hidden ReLU layer of
+       ``hidden`` units, ``params``' epochs, batch, lr, l2 and percentile) on the others gives two
+       normalised IF layers, firing at most about once per input event; the first layer's
+       weights are divided by ``EVENTS_PER_STEP`` so that it fires at most about once per clock
+       step (the clock-driven neuron fires once per step at most);
+    3. surrogate-gradient fine-tuning of both layers with the prefix loss (``FINE_TUNE``), the
+       epoch (0: the converted network) with the lowest prefix loss on the held-out samples kept;
+    4. the network written as a NIR graph and read back into the model the core runs.
+
+    Returns a ``Trained``; its ``train_accuracy_ann`` is the clock-driven simulation's accuracy on
+    the samples it was fine-tuned on."""
     torch = _torch()
-    sp = SurrogateParams(hidden=hidden_width(params, SurrogateParams.hidden),
-                         step_us=EVENTS_PER_STEP, tau_us=math.inf,
-                         epochs=params.epochs, batch=params.batch, lr=params.lr, l2=params.l2,
-                         shift=0, seed=params.seed)
-    torch.manual_seed(sp.seed)
-    samples = [Sample(np.arange(len(i), dtype=np.int64), np.asarray(i, np.int64), int(y))
-               for i, y in zip(examples.inputs, examples.y)]
+    torch.manual_seed(params.seed)
+    held = validation_mask(examples.y, VALIDATION_SHARE, params.seed)
+    tuned = _subset(examples, ~held)
+    converted = conversion(tuned, replace(params, classifier="mlp"),
+                           f"{desc}: conversion" if desc else "")
+    sp = SurrogateParams(hidden=converted.model.weights[0].shape[1], step_us=EVENTS_PER_STEP,
+                         tau_us=math.inf, shift=0, l2=0.0, seed=params.seed, **FINE_TUNE)
+    samples = _feature_samples(tuned.inputs, tuned.y)
+    validation = _feature_samples([examples.inputs[i] for i in np.flatnonzero(held)],
+                                  examples.y[held])
+    start = [torch.from_numpy(np.asarray(w, np.float32)) for w in converted.model.weights]
+    start[0] = start[0] / EVENTS_PER_STEP
     spike = _spike_function(torch, sp.slope)
     with _torch_mode(torch, sp.threads):
-        weights, losses = train_weights(torch, spike, samples, examples.spec.n_inputs,
-                                        len(examples.classes), sp, desc)
+        weights, losses, checked = train_weights(torch, spike, samples, start, sp,
+                                                 f"{desc}: fine-tune" if desc else "", validation)
         clock, _ = clock_accuracy(torch, spike, samples, weights, sp)
-    model = examples.snn([w.detach().numpy().astype(np.float32) for w in weights])
-    return Trained(model, {"lambdas": None, "train_accuracy_ann": clock,
-                           "surrogate": {k: v for k, v in asdict(sp).items() if k != "tau_us"},
-                           "losses": [round(x, 4) for x in losses]})
+    model = nir_io.from_nir(nir_io.to_nir(examples.snn([w.numpy() for w in weights])))
+    return Trained(model, {
+        "lambdas": converted.info["lambdas"], "train_accuracy_ann": clock,
+        "converted_accuracy_ann": converted.info["train_accuracy_ann"],
+        "surrogate": {k: v for k, v in asdict(sp).items() if k != "tau_us"},
+        "losses": [round(x, 4) for x in losses],
+        "validation_losses": [round(x, 4) for x in checked],
+        "epoch": int(np.argmin(checked)), "n_validation": int(held.sum())})
 
 
 def feature_gap(model_path, files: list[SegmentFile], desc: str = "") -> dict:
@@ -353,7 +438,6 @@ def feature_gap(model_path, files: list[SegmentFile], desc: str = "") -> dict:
     the clock-driven simulation it was trained in and the exact core, on the same HOTS feature
     spikes (the model's prototypes, ``pipeline.learn.features.extract``), and their ``gap``."""
     torch = _torch()
-    torch.set_num_threads(1)
     model = load_model(model_path)
     training = read_training(model_path)
     with np.load(model_path, allow_pickle=False) as archive:
@@ -361,10 +445,10 @@ def feature_gap(model_path, files: list[SegmentFile], desc: str = "") -> dict:
     spec = FeatureSpec(**training["features"])
     inputs, labels = extract(files, spec, prototypes, desc=desc)
     sp = SurrogateParams(**{**training["surrogate"], "tau_us": math.inf})
-    samples = [Sample(np.arange(len(i), dtype=np.int64), i, list(model.classes).index(y))
-               for i, y in zip(inputs, labels)]
+    samples = _feature_samples(inputs, [list(model.classes).index(y) for y in labels])
     weights = [torch.from_numpy(np.asarray(w, np.float32)) for w in model.weights]
-    clock, _ = clock_accuracy(torch, _spike_function(torch, sp.slope), samples, weights, sp)
+    with _torch_mode(torch, sp.threads):
+        clock, _ = clock_accuracy(torch, _spike_function(torch, sp.slope), samples, weights, sp)
     exact, _ = exact_accuracy(model, samples)
     return {"n_samples": len(samples), "accuracy_clock": clock, "accuracy_exact": exact,
             "gap": round(clock - exact, 4)}

@@ -8,19 +8,25 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from kernels import lif
 from pipeline.core.model import load_model
 from pipeline.learn.classifier import Examples, TrainParams
 from pipeline.learn.features import FeatureSpec, extract, learn_prototypes, select
 from pipeline.learn.surrogate import (
+    FINE_TUNE,
+    VALIDATION_SHARE,
     Sample,
     SurrogateParams,
+    _spike_function,
     decide,
     exact_accuracy,
     fit,
     load_samples,
+    mean_loss,
     train,
+    validation_mask,
 )
 from tests.conftest import NMNIST_TRAIN
 
@@ -58,19 +64,42 @@ def test_decisions_follow_the_decoders_forced_rule():
     assert decide(counts, potentials).tolist() == [2, 0, 0]
 
 
-def test_method_surrogate_trains_if_layers_on_hots_feature_spikes():
-    """``evpipe train --method surrogate``'s fit on the HOTS feature spikes of 20 real samples:
-    two IF layers over the feature mapping, scored by the clock-driven simulation."""
-    files = select(NMNIST_TRAIN, 5, 0, test=False)[::40]
+def test_method_surrogate_fine_tunes_the_converted_network_and_keeps_the_best_epoch():
+    """``evpipe train --method surrogate``'s fit on the HOTS feature spikes of 50 real samples:
+    two IF layers over the feature mapping, the epoch kept the one with the lowest prefix loss on
+    the held-out samples, and the exact core right where the clock-driven simulation is."""
+    files = select(NMNIST_TRAIN, 5, 0, test=False)[::16]
     spec = FeatureSpec()
     inputs, labels = extract(files, spec, learn_prototypes(files, spec, 5, 0), desc="")
     classes = sorted(set(labels))
     examples = Examples(inputs, np.array([classes.index(y) for y in labels]), tuple(classes), spec)
-    trained = fit(examples, TrainParams(method="surrogate", hidden=16, epochs=2, batch=10))
-    model = trained.model
+    trained = fit(examples, TrainParams(method="surrogate", hidden=16, epochs=20))
+    model, info = trained.model, trained.info
     assert model.input == "features" and model.taus_us == (math.inf, math.inf)
     assert [np.shape(w) for w in model.weights] == [(spec.n_inputs, 16), (16, len(classes))]
-    assert len(trained.info["losses"]) == 2 and 0 <= trained.info["train_accuracy_ann"] <= 1
-    samples = [Sample(np.arange(len(i)), i, k) for i, k in zip(inputs, examples.y)]
-    exact, _ = exact_accuracy(model, samples)
-    assert 0 <= exact <= 1
+    assert len(info["losses"]) == FINE_TUNE["epochs"]
+    assert len(info["validation_losses"]) == FINE_TUNE["epochs"] + 1  # epoch 0: converted
+    assert info["epoch"] == int(np.argmin(info["validation_losses"]))
+
+    held = validation_mask(examples.y, VALIDATION_SHARE, 0)
+    assert info["n_validation"] == held.sum() == len(classes)  # one per class of about 5
+    validation = [Sample(np.arange(len(inputs[i])), inputs[i], examples.y[i])
+                  for i in np.flatnonzero(held)]
+    torch = pytest.importorskip("torch")
+    sp = SurrogateParams(**{**info["surrogate"], "tau_us": math.inf})
+    weights = [torch.from_numpy(np.asarray(w)) for w in model.weights]
+    kept = mean_loss(torch, _spike_function(torch, sp.slope), validation, weights, sp)
+    assert kept == pytest.approx(min(info["validation_losses"]), abs=1e-4)
+
+    tuned = [Sample(np.arange(len(inputs[i])), inputs[i], examples.y[i])
+             for i in np.flatnonzero(~held)]
+    exact, _ = exact_accuracy(model, tuned)
+    assert info["train_accuracy_ann"] >= 0.9 and abs(exact - info["train_accuracy_ann"]) <= 0.05
+
+
+def test_validation_mask_holds_out_a_share_of_every_class():
+    y = np.repeat(np.arange(3), [10, 20, 4])
+    held = validation_mask(y, 0.1, 0)
+    assert [int(held[y == c].sum()) for c in range(3)] == [1, 2, 1]
+    assert np.array_equal(held, validation_mask(y, 0.1, 0))
+    assert not np.array_equal(held, validation_mask(y, 0.1, 1))
