@@ -2,8 +2,8 @@
 
 Throughput: a sender in this process, a receiver in a separate process, over ipc and tcp, for
 packets of 1k, 10k and 100k events. Ours is ``pipeline.runtime.links`` as a worker uses it
-(header encoded per packet, packets batched up to 256 KB per message, every received packet
-validated, sequence tracked); the peer is raw pyzmq sending the same three frames per packet
+(packets under 64 KB batched, up to 128 packets or 1 MiB per message, larger ones sent alone;
+every received packet validated, sequence tracked); the peer is raw pyzmq sending the same three frames per packet
 (same buffers, zero-copy) with no encoding or checks. Rate is measured at the
 receiver from the first to the last message; best of 3 alternating rounds each. Target: ours
 >= 0.8x raw at 10k events.

@@ -100,8 +100,8 @@ HELLO, RESUMED, ENDED, BEAT, ANEW = b"hello", b"ack", b"end", b"beat", b"anew"  
 LIVE_EOS_REPEATS = 5
 LIVE_EOS_SPACING_S = 0.1
 ZERO_COPY_BYTES = 64 * 1024  # payloads at least this large are sent without copying
-BATCH_PACKETS = 32  # a batching sender holds back at most this many packets
-BATCH_BYTES = 256 * 1024  # or about this many payload bytes
+BATCH_PACKETS = 128  # a batching sender holds back at most this many packets
+BATCH_BYTES = 2**20  # or about this many payload bytes
 
 
 def _configure(sock: zmq.Socket, hwm: int, heartbeat_s: float, peer_timeout_s: float) -> None:
