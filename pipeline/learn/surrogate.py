@@ -320,6 +320,18 @@ def _torch_mode(torch, threads: int):
         torch.set_num_threads(previous)
 
 
+def _blas_threads(n: int):
+    """numpy's BLAS limited to ``n`` threads inside the block (threadpoolctl, with torch in the
+    test extras): on a busy machine the spare threads of the small products of a mini-batch
+    wait for each other."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise RuntimeError("surrogate training needs threadpoolctl (pip install -e '.[test]')") \
+            from None
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def train(files: list[SegmentFile], out: str, params: SurrogateParams,
           test_files: list[SegmentFile] = ()) -> dict:
     """Train on ``files``, write the model (through NIR) to ``out`` and return the training
@@ -409,8 +421,9 @@ def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
     torch.manual_seed(params.seed)
     held = validation_mask(examples.y, VALIDATION_SHARE, params.seed)
     tuned = _subset(examples, ~held)
-    converted = conversion(tuned, replace(params, classifier="mlp"),
-                           f"{desc}: conversion" if desc else "")
+    with _blas_threads(1):  # the small products of the ANN's batches gain nothing from more
+        converted = conversion(tuned, replace(params, classifier="mlp"),
+                               f"{desc}: conversion" if desc else "")
     sp = SurrogateParams(hidden=converted.model.weights[0].shape[1], step_us=EVENTS_PER_STEP,
                          tau_us=math.inf, shift=0, l2=0.0, seed=params.seed, **FINE_TUNE)
     samples = _feature_samples(tuned.inputs, tuned.y)
