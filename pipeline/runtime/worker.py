@@ -390,7 +390,11 @@ class Worker:
         """Before handling ``packet`` of input ``index``: perhaps a resume point
         (``Recovery.note``)."""
         if self.recovery is not None:
-            self.recovery.note(index, seq, packet, lambda: [slot.seq for slot in self.slots.values()])
+            self.recovery.note(index, seq, packet, self._node_seqs)
+
+    def _node_seqs(self) -> list[int]:
+        """Every node's next sequence number, in order."""
+        return [slot.seq for slot in self.slots.values()]
 
     def _save_point(self) -> None:
         """Save the newest resume point every downstream worker has acknowledged (it will never
