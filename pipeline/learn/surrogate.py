@@ -387,6 +387,7 @@ def validation_mask(y: np.ndarray, share: float, seed: int) -> np.ndarray:
 
 
 def _subset(examples: Examples, mask: np.ndarray) -> Examples:
+    """The samples of ``examples`` where ``mask`` is true, in their order."""
     return Examples([examples.inputs[i] for i in np.flatnonzero(mask)], examples.y[mask],
                     examples.classes, examples.spec)
 
@@ -427,8 +428,8 @@ def fit(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
     sp = SurrogateParams(hidden=converted.model.weights[0].shape[1], step_us=EVENTS_PER_STEP,
                          tau_us=math.inf, shift=0, l2=0.0, seed=params.seed, **FINE_TUNE)
     samples = _feature_samples(tuned.inputs, tuned.y)
-    validation = _feature_samples([examples.inputs[i] for i in np.flatnonzero(held)],
-                                  examples.y[held])
+    held_out = _subset(examples, held)
+    validation = _feature_samples(held_out.inputs, held_out.y)
     start = [torch.from_numpy(np.asarray(w, np.float32)) for w in converted.model.weights]
     start[0] = start[0] / EVENTS_PER_STEP
     spike = _spike_function(torch, sp.slope)
