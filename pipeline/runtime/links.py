@@ -494,14 +494,14 @@ class Receiver:
                 if len(frames) == 1:
                     self._control(frames[0].bytes)
                     return None
-                self._queued.extend(wire.decode_message(frames))
+                self._queued.extend(self._accepted(wire.decode_message(frames)))
             except wire.Malformed as exc:
                 self.stats.malformed[exc.reason] += 1
                 log.warning("malformed message on %s dropped: %s", self.address, exc)
                 return None
+            if not self._queued:
+                return None  # duplicates only
         packet = self._queued.popleft()
-        if not self._track(packet):
-            return None
         if packet.is_eos and not self.defer_end:
             self.acknowledge_end()
         return packet
@@ -530,6 +530,39 @@ class Receiver:
             raise wire.Malformed("frame_count", f"expected 3 frames or a heartbeat, got "
                                                 f"{message[:40]!r}")
 
+    def _accepted(self, packets: list[Packet]) -> list[Packet]:
+        """The packets of one message to deliver, counted: a batch's consecutive sequence
+        numbers are checked at once, a single packet by ``_track``."""
+        if len(packets) == 1:
+            return packets if self._track(packets[0]) else []
+        first, n = packets[0].header.seq, len(packets)
+        if self.exactly_once:
+            skip = self.expected - first  # packets of the batch before the next one expected
+            if skip < 0 and not self.resuming:
+                self._missing(first)
+            accepted = packets[skip:] if 0 <= skip < n else []
+            if accepted:
+                self.resuming = False
+                self.expected = first + n
+            self.stats.duplicates += n - len(accepted)
+        else:
+            stream = packets[0].header.stream
+            expected = self._next_seq.get(stream, 0)
+            self.stats.gaps += max(first - expected, 0)
+            self._next_seq[stream] = max(expected, first + n)
+            accepted = packets
+        self.stats.packets += len(accepted)
+        self.stats.events += sum([packet.header.count for packet in accepted])
+        return accepted
+
+    def _missing(self, seq: int) -> None:
+        """Exactly-once: packets before ``seq`` were lost in a dropped connection: ask for them
+        again, dropping what comes before them."""
+        log.info("%s: packets %d-%d missing (a connection dropped); asking for them again",
+                 self.address, self.expected, seq - 1)
+        self._say(HELLO, self.expected)
+        self.resuming = True
+
     def _track(self, packet: Packet) -> bool:
         """Count the packet; False for a duplicate (exactly-once) or a repeated end of stream."""
         header = packet.header
@@ -537,11 +570,8 @@ class Receiver:
             if header.seq < self.expected or (self.resuming and header.seq > self.expected):
                 self.stats.duplicates += 1
                 return False
-            if header.seq > self.expected:  # lost in a dropped connection: ask again
-                log.info("%s: packets %d-%d missing (a connection dropped); asking for them "
-                         "again", self.address, self.expected, header.seq - 1)
-                self._say(HELLO, self.expected)
-                self.resuming = True
+            if header.seq > self.expected:  # lost in a dropped connection
+                self._missing(header.seq)
                 self.stats.duplicates += 1
                 return False
             self.resuming = False

@@ -58,6 +58,57 @@ def test_every_event_arrives_in_order_byte_identical(tmp_path, runner, transport
     assert snaps["record"]["gaps"] == snaps["pass"]["gaps"] == 0
 
 
+def test_an_exactly_once_link_gives_a_restarted_receiver_each_packet_once_from_its_resume_point(tmp_path):
+    """A batching exactly-once sender over a real ipc socket. The first receiver takes 150 of
+    the first 200 packets, acknowledges packet 100 as its resume point and goes away; a second
+    one starts at 100 while the sender, not yet aware of it, sends 200-299. The second receiver
+    drops those (it waits for 100), then takes the resent 100-299: each packet once, in order."""
+    import time
+
+    import zmq
+
+    from pipeline.core.packet import events_packet
+    from pipeline.runtime.links import LOSSLESS, Receiver, Sender
+
+    events = dv_events()[:30_000]
+    chunks = [np.ascontiguousarray(events[seq * 100:(seq + 1) * 100]) for seq in range(300)]
+    ctx = zmq.Context()
+    address = f"ipc://{tmp_path}/once.sock"
+    sender = Sender(ctx, address, LOSSLESS, hwm=1000, batch=True, exactly_once=True)
+    first = Receiver(ctx, address, LOSSLESS, hwm=1000, exactly_once=True)
+    for seq, chunk in enumerate(chunks[:200]):
+        sender.send(events_packet("replay", seq, chunk, 320, 240))
+    sender.flush()
+    taken, deadline = [], time.monotonic() + 20
+    while len(taken) < 150 and time.monotonic() < deadline:
+        packet = first.receive(50)
+        if packet is not None:
+            taken.append(packet.header.seq)
+    assert taken == list(range(150))
+    first.resumed(100)
+    monitor = sender.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    first.close()
+    assert monitor.poll(10_000), "the sender never saw the first receiver go"  # else it could
+    sender.sock.disable_monitor()  # still deal packets to the first receiver, and lose them
+    monitor.close()
+    second = Receiver(ctx, address, LOSSLESS, hwm=1000, exactly_once=True, resume_seq=100)
+    for seq, chunk in enumerate(chunks[200:], 200):
+        sender.send(events_packet("replay", seq, chunk, 320, 240))
+    sender.flush()
+    got, deadline = [], time.monotonic() + 20
+    while len(got) < 200 and time.monotonic() < deadline:
+        sender.control()  # reads the acknowledgement, then the hello: sends 100-299 again
+        packet = second.receive(50)
+        if packet is not None:
+            got.append(packet)
+    assert [p.header.seq for p in got] == list(range(100, 300))
+    assert data_bytes(concat_records([p.records for p in got])) == data_bytes(events[10_000:30_000])
+    assert sender.stats.resent == 200 and second.stats.duplicates == 100
+    sender.close()
+    second.close()
+    ctx.term()
+
+
 def test_a_batching_sender_sends_fewer_messages_and_every_packet_once_in_order(tmp_path):
     """A lossless batching sender over a real ipc socket, read by a bare DEALER counting the
     messages and by decoding each: every packet once and in order, in fewer messages."""
