@@ -479,6 +479,7 @@ class Worker:
                 break
             for sock in ready:
                 receiver, slot = by_socket[sock]
+                index, transit = position[receiver], slot.metrics.transit_ns
                 drained = 0
                 while receiver.queued or sock.poll(0, zmq.POLLIN):
                     packet = receiver.receive()
@@ -486,8 +487,8 @@ class Worker:
                     if packet is None:
                         continue
                     arrival = time.time_ns()
-                    slot.metrics.transit_ns.append(arrival - packet.header.sent_ns)
-                    self._candidate(position[receiver], packet.header.seq, packet)
+                    transit.append(arrival - packet.header.sent_ns)
+                    self._candidate(index, packet.header.seq, packet)
                     if packet.is_eos:
                         poller.unregister(sock)
                         open_sockets -= 1
