@@ -40,7 +40,9 @@ class TrainParams:
     with one (0: the method's own default, ``hidden_width``); epochs, batch, lr (Adam step), l2
     (weight decay): the optimiser; percentile:
     normalisation (100 = max); prototype_samples: samples the HOTS layer learns from; k: decoder
-    spike lead (0 = calibrate); seed: every random choice."""
+    spike lead (0 = calibrate); k_slack: calibration keeps the smallest k whose early accuracy
+    is at most this many held-out samples below the best k's (0: the best k itself); seed: every
+    random choice."""
 
     method: str = "conversion"
     classifier: str = "softmax"
@@ -52,6 +54,7 @@ class TrainParams:
     percentile: float = 100.0
     prototype_samples: int = 100
     k: int = 0
+    k_slack: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -59,6 +62,8 @@ class TrainParams:
             raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {self.classifier!r}")
         if self.hidden < 0:
             raise ValueError(f"hidden must be >= 0 (0: the method's default), got {self.hidden}")
+        if self.k_slack < 0:
+            raise ValueError(f"k_slack must be >= 0 (held-out samples), got {self.k_slack}")
 
 
 def hidden_width(params: TrainParams, default: int) -> int:
