@@ -9,7 +9,8 @@
    normalisation (``pipeline.learn.classifier``, ``pipeline.learn.convert``; docs/training.md).
 3. The decoder's spike lead ``k`` calibrated on a held-out fifth of the training samples: a model
    trained on the other four fifths is streamed through the real snn and decoder stages, and the
-   ``k`` with the best early accuracy (abstentions count as wrong; ties: smaller k) is kept.
+   smallest ``k`` whose early accuracy (abstentions count as wrong) is within ``params.k_slack``
+   held-out samples of the best is kept (``smallest_k``).
 4. The model trained on all training samples is saved with its prototypes and, under
    ``training``, a JSON string: feature parameters, decoder parameters, normalisation factors and
    training statistics.
@@ -60,11 +61,19 @@ def save_model(path, model: SnnModel, prototypes: np.ndarray, training: dict) ->
                             "training": np.array(json.dumps(training))})
 
 
+def smallest_k(table: dict, slack: float) -> int:
+    """The smallest k of ``table`` ({k: metrics}) whose early accuracy is within ``slack`` of the
+    best: a larger lead decides later, and on a small calibration set the accuracies of
+    neighbouring k differ by a sample or two, noise that should not buy a later decision."""
+    best = max(table[k]["accuracy_early"] for k in table)
+    return min(k for k in table if table[k]["accuracy_early"] >= best - slack - 1e-12)
+
+
 def calibrate(files, inputs, labels, classes, spec, prototypes, params, runner=None) -> dict:
     """Train on four fifths of ``files`` and calibrate the read-outs on the held-out fifth: the
-    decoder's ``k`` (each sample streamed through the snn stage and one decoder per candidate,
-    the k with the best early accuracy) and the live read-out (``calibrate_live``: the held-out
-    samples as marker-free streams). Returns k, its table and the live setting with its table.
+    decoder's ``k`` (each sample streamed through the snn stage and one decoder per candidate;
+    ``smallest_k`` within ``params.k_slack`` samples of the best early accuracy) and the live
+    read-out (``calibrate_live``: the held-out samples as marker-free streams). Returns k, its table and the live setting with its table.
     The held-out files are mapped over ``runner``'s workers for the decoder's k; the marker-free
     stream is one stream, run in this process."""
     part = folds(files, 5, params.seed) == 0
@@ -78,9 +87,9 @@ def calibrate(files, inputs, labels, classes, spec, prototypes, params, runner=N
                    {"features": asdict(spec), "decoder": {"rule": "count", "k": 1}})
         table = evaluate(path, held, ks=K_CANDIDATES, desc="calibration", runner=runner)
         live = calibrate_live(path, held, params.seed)
-    best = max(K_CANDIDATES, key=lambda k: (table[k]["accuracy_early"], -k))
-    return {"k": best, "table": {str(k): {key: table[k][key] for key in (
-        "accuracy_early", "early_rate", "median_event_fraction")} for k in K_CANDIDATES},
+    return {"k": smallest_k(table, params.k_slack / len(held)),
+            "table": {str(k): {key: table[k][key] for key in (
+                "accuracy_early", "early_rate", "median_event_fraction")} for k in K_CANDIDATES},
             "live": live}
 
 
