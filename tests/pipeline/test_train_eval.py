@@ -28,7 +28,7 @@ from pipeline.learn.features import (
     learn_prototypes,
     select,
 )
-from pipeline.learn.train import TrainParams, train
+from pipeline.learn.train import TrainParams, smallest_k, train
 from sensors.replay import dataset_files
 from tests.conftest import NMNIST_TRAIN, ROOT
 from tests.sinks.helpers import demo_config, nmnist_subset
@@ -92,6 +92,27 @@ def test_small_training_run_writes_the_model_it_trained(small_model):
     truth = np.array([model.classes.index(label) for label in labels])
     assert training["train_accuracy_ann"] == np.mean(predicted == truth)
     assert path.stat().st_size < 5e6
+
+
+def test_calibration_keeps_the_smallest_k_within_one_held_out_sample_of_the_best(small_model):
+    """The decoder's lead is the smallest k whose early accuracy on the held-out fifth (20 of the
+    100 samples) is at most one sample below the best k's; a larger k only decides later."""
+    _, training, files = small_model
+    table = {int(k): row["accuracy_early"] for k, row in training["calibration"].items()}
+    held = len(files) // 5
+    best = max(table.values())
+    chosen = training["decoder"]["k"]
+    assert table[chosen] >= best - 1 / held - 1e-12
+    assert all(table[k] < best - 1 / held - 1e-12 for k in table if k < chosen)
+    assert smallest_k({k: {"accuracy_early": a} for k, a in table.items()}, 0.0) == min(
+        k for k, a in table.items() if a == best)
+
+
+def test_a_negative_k_slack_is_refused_by_name(tmp_path):
+    done = evpipe("train", "--data", BUNDLED, "--out", tmp_path / "m.npz", "--k-slack", "-1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "k_slack must be >= 0 (held-out samples), got -1" in done.stderr
+    assert not (tmp_path / "m.npz").exists()
 
 
 def test_normalisation_scales_layers_to_max_one_and_keeps_the_decisions(small_model):
