@@ -160,7 +160,8 @@ def same_batch(a: Header, b: Header) -> bool:
 def encode_batch(packets: list[Packet], sent_ns: int) -> list:
     """The three frames of one message carrying ``packets``: consecutive data packets of one
     stream, all ``batchable`` and ``same_batch``, at least two. The payload is their records one
-    after the other, copied (batches carry small packets); ``sent_ns`` (host ``time.time_ns()``) is the batch's send time."""
+    after the other, copied (batches carry small packets); ``sent_ns`` (host
+    ``time.time_ns()``) is the batch's send time."""
     first = packets[0].header
     layout = dtype_by_name(first.dtype)
     records = [packet.records for packet in packets]

@@ -73,7 +73,8 @@ def calibrate(files, inputs, labels, classes, spec, prototypes, params, runner=N
     """Train on four fifths of ``files`` and calibrate the read-outs on the held-out fifth: the
     decoder's ``k`` (each sample streamed through the snn stage and one decoder per candidate;
     ``smallest_k`` within ``params.k_slack`` samples of the best early accuracy) and the live
-    read-out (``calibrate_live``: the held-out samples as marker-free streams). Returns k, its table and the live setting with its table.
+    read-out (``calibrate_live``: the held-out samples as marker-free streams). Returns k, its
+    table and the live setting with its table.
     The held-out files are mapped over ``runner``'s workers for the decoder's k; the marker-free
     stream is one stream, run in this process."""
     part = folds(files, 5, params.seed) == 0
