@@ -158,7 +158,8 @@ def link_costs(packets: list) -> tuple[float, float]:
     from pipeline.runtime.links import BATCH_PACKETS, LOSSLESS, Receiver, Sender
 
     ctx = zmq.Context()
-    sender = Sender(ctx, "inproc://costs", LOSSLESS, len(packets) + 1, batch=True, exactly_once=True)
+    sender = Sender(ctx, "inproc://costs", LOSSLESS, len(packets) + 1, batch=True,
+                    exactly_once=True)
     receiver = Receiver(ctx, "inproc://costs", LOSSLESS, len(packets) + 1, exactly_once=True)
     send_ns = receive_ns = 0
     for first in range(0, len(packets), BATCH_PACKETS):

@@ -158,6 +158,11 @@ def batchable(packet: Packet) -> bool:
     return wire.batchable(packet) and packet.records.nbytes < ZERO_COPY_BYTES
 
 
+def full(count: int, size: int) -> bool:
+    """Whether a batch of ``count`` packets and ``size`` payload bytes may take no more."""
+    return count >= BATCH_PACKETS or size >= BATCH_BYTES
+
+
 def messages(packets: list[Packet], sent_ns: int) -> list[list]:
     """The frames of the messages that carry ``packets`` (consecutive, of one stream) in order:
     runs of ``batchable`` packets that may share a batch, at most ``BATCH_PACKETS`` or about
@@ -175,8 +180,7 @@ def messages(packets: list[Packet], sent_ns: int) -> list[list]:
             close_run()
             out.append(wire.encode(packet, sent_ns))
             continue
-        if run and (not wire.same_batch(run[0].header, packet.header) or len(run) >= BATCH_PACKETS
-                    or size >= BATCH_BYTES):
+        if run and (not wire.same_batch(run[0].header, packet.header) or full(len(run), size)):
             close_run()
         if not run:
             size = 0
@@ -272,7 +276,8 @@ class Sender:
 
     def _resend(self, resume_seq: int) -> None:
         """A receiver (re)started at ``resume_seq``: send again what it may not have had."""
-        again = [packet for packet, _ in self.backlog if resume_seq <= packet.header.seq <= self.sent_seq]
+        again = [packet for packet, _ in self.backlog
+                 if resume_seq <= packet.header.seq <= self.sent_seq]
         if not again:
             if resume_seq <= self.sent_seq:  # all of it gone from the buffer
                 log.error("%s: the receiver resumes at packet %d, no longer in the resend "
@@ -293,7 +298,8 @@ class Sender:
         self.stats.resent += len(again)
 
     def _keep(self, packet: Packet, size: int) -> None:
-        """Exactly-once: hold ``packet`` (``size`` payload bytes) for a receiver that may restart."""
+        """Exactly-once: hold ``packet`` (``size`` payload bytes) for a receiver that may
+        restart."""
         self.backlog.append((packet, size))
         self.backlog_bytes += size
         while len(self.backlog) > self.resend_packets or self.backlog_bytes > self.resend_bytes:
@@ -359,7 +365,7 @@ class Sender:
                 self._keep(packet, size)
             self.held.append(packet)
             self.held_bytes += size
-            if len(self.held) >= BATCH_PACKETS or self.held_bytes >= BATCH_BYTES:
+            if full(len(self.held), self.held_bytes):
                 self.flush()
             self.stats.packets += 1
             self.stats.events += packet.header.count
