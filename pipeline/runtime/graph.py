@@ -141,18 +141,25 @@ class _Start:
         self.opened, self.go = opened, go
         self.began = time.monotonic()
         self.went: float | None = None
+        self.went_ns = 0  # the start signal in host ns (``time.time_ns()``)
 
     def check(self, ended) -> None:
         """Give the start signal when every worker has opened or any has ended."""
         if self.went is None and (all(event.is_set() for event in self.opened.values()) or ended):
             self.go.set()
-            self.went = time.monotonic()
+            self.went, self.went_ns = time.monotonic(), time.time_ns()
 
-    def timing(self) -> tuple[float | None, float | None]:
-        """(s until the start signal, s from it until now)."""
+    def timing(self, finals: list[dict]) -> tuple[float | None, float | None]:
+        """(s until the start signal, s from it until the graph ended): until the last of the
+        nodes' ``finals`` (their final snapshots, stamped ``time_ns`` once a node's streams have
+        ended, in this host's clock) when there are any, else until now. Ending at the last
+        final snapshot leaves out what follows the work: worker processes exiting and this loop
+        noticing it (up to its 100 ms poll)."""
         if self.went is None:
             return None, None
-        return self.went - self.began, time.monotonic() - self.went
+        streamed = (max(snap["time_ns"] for snap in finals) - self.went_ns) / 1e9 if finals \
+            else time.monotonic() - self.went
+        return self.went - self.began, streamed
 
 
 def _finish(collector: Collector, config: Config, ok: bool, start: _Start) -> RunResult:
@@ -164,7 +171,7 @@ def _finish(collector: Collector, config: Config, ok: bool, start: _Start) -> Ru
     snapshots = {name: snap for name, snap in snapshots.items() if snap is not None}
     ok = ok and not missing and not any(snap.get("error") for snap in snapshots.values())
     collector.announce_end(ok)
-    ready_s, streamed_s = start.timing()
+    ready_s, streamed_s = start.timing([snap for snap in snapshots.values() if snap.get("final")])
     if config.graph.summary and snapshots:
         print(summary_table(list(snapshots.values())), flush=True)
         if ready_s is not None:

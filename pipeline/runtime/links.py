@@ -427,7 +427,7 @@ class Sender:
 
 class Receiver:
     """Receiving end of one edge: validated packets, per-reason malformed counts, gap counts.
-    ``receive`` returns the packets of a batch one by one; ``queued`` says some are left.
+    ``receive`` returns the packets of a batch one by one, ``receive_message`` all at once.
     ``resume_seq``: exactly-once links after a restart, the sequence number this end resumes at
     (its ``hello``); None on a fresh start.
     ``defer_end``: the caller acknowledges end of stream itself (``acknowledge_end``)."""
@@ -461,10 +461,6 @@ class Receiver:
         if self.exactly_once and resume_seq is not None:
             self._say(HELLO, resume_seq)  # queued until the connection is up
 
-    @property
-    def queued(self) -> bool:
-        return bool(self._queued)
-
     def _say(self, tag: bytes, value: int | None = None) -> None:
         """Send a control message upstream, unless the queue towards it is full (a later one
         says as much)."""
@@ -494,23 +490,30 @@ class Receiver:
         if not self._queued:
             if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
                 return None
-            frames = self.sock.recv_multipart(copy=False)
-            self.watch.heard()
-            try:
-                if len(frames) == 1:
-                    self._control(frames[0].bytes)
-                    return None
-                self._queued.extend(self._accepted(wire.decode_message(frames)))
-            except wire.Malformed as exc:
-                self.stats.malformed[exc.reason] += 1
-                log.warning("malformed message on %s dropped: %s", self.address, exc)
-                return None
+            self._queued.extend(self.receive_message())
             if not self._queued:
-                return None  # duplicates only
-        packet = self._queued.popleft()
-        if packet.is_eos and not self.defer_end:
-            self.acknowledge_end()
-        return packet
+                return None
+        return self._queued.popleft()
+
+    def receive_message(self) -> list[Packet]:
+        """The valid packets of the next message, in order (blocks until one arrives): a batch's
+        or one packet, or none after a control message, duplicates only or a malformed message
+        (counted). What ``receive`` hands out one by one, for a caller that takes a whole
+        message at a time (the worker)."""
+        frames = self.sock.recv_multipart(copy=False)
+        self.watch.heard()
+        try:
+            if len(frames) == 1:
+                self._control(frames[0].bytes)
+                return []
+            packets = self._accepted(wire.decode_message(frames))
+        except wire.Malformed as exc:
+            self.stats.malformed[exc.reason] += 1
+            log.warning("malformed message on %s dropped: %s", self.address, exc)
+            return []
+        if len(packets) == 1 and packets[0].is_eos and not self.defer_end:
+            self.acknowledge_end()  # end of stream travels alone
+        return packets
 
     def acknowledge_end(self) -> None:
         """Lossless links: tell the sender its end of stream is through, so it may close. The

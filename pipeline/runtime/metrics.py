@@ -20,11 +20,12 @@ buffer let go), silences (times a peer went unheard for its link's ``peer_timeou
 restarts (times the orchestrator restarted the node's worker process; counts start again
 with each process), counters (the node's own counts, ``Stage.counters``), malformed ({reason: count}), records_in_per_s,
 records_out_per_s, packets_in_per_s, packets_out_per_s (over the last interval), busy_s (time
-inside process), max_drained (the longest run of input messages read back to back without
-waiting, over the last interval: each was already queued when read, so an input that keeps up
+inside process), max_drained (the longest run of input messages read back to back before the
+input ran dry, over the last interval: each was already queued when read, so an input that keeps up
 shows 1 and a growing run means the node is behind; ZeroMQ exposes no queue length),
 latency_p50_us / latency_p99_us (host arrival of a packet to emission of its results),
-transit_p50_us / transit_p99_us (sender's send time to host arrival, across the link) and
+transit_p50_us / transit_p99_us (sender's send time to host arrival, across the link; one
+sample per message, as a batch's packets share its send time) and
 e2e_p50_us / e2e_p99_us (end to end: from the moment the source obtained a packet's events, its
 ``origin_ns``, to the moment this node was done with it, its results sent; for a sink, the
 packet delivered: a decision published or written). Percentiles are over the last ``SAMPLES``

@@ -62,6 +62,8 @@ SUBSCRIBER_WAIT_S = 10.0  # live links: how long a sender waits for its receiver
 QUIET_WAIT_S = 1.0  # ... of which the first second without saying so (graphs start that fast)
 STOP_DRAIN_S = 10.0  # after a stop, how long sends may wait for receivers that take nothing
 SAVE_INTERVAL_S = 0.02  # resume points are saved, and acknowledged upstream, at most this often
+DRAIN_MESSAGES = 16  # messages taken from one input before the other inputs, the held-back sends
+# and the resume points get their turn (an input that never runs dry must not starve them)
 
 
 def default_address(link: LinkSettings, runner: str, run_dir: str) -> str:
@@ -470,6 +472,7 @@ class Worker:
                 by_socket[receiver.sock] = (receiver, slot)
         open_sockets = len(by_socket)
         position = {receiver: index for index, receiver in enumerate(self.inputs)}
+        runs = [0] * len(self.inputs)  # messages read back to back per input (max_drained)
         leaving = self.standalone  # a node run alone stops once its inputs are empty
         while open_sockets and not self._abort.is_set():
             self._waiting()
@@ -479,28 +482,41 @@ class Worker:
                 break
             for sock in ready:
                 receiver, slot = by_socket[sock]
-                index, transit = position[receiver], slot.metrics.transit_ns
-                drained = 0
-                while receiver.queued or sock.poll(0, zmq.POLLIN):
-                    packet = receiver.receive()
-                    drained += 1
-                    if packet is None:
-                        continue
-                    arrival = time.time_ns()
-                    transit.append(arrival - packet.header.sent_ns)
-                    self._candidate(index, packet.header.seq, packet)
-                    if packet.is_eos:
-                        poller.unregister(sock)
-                        open_sockets -= 1
-                        self._input_ended(slot)
-                        if receiver.defer_end:  # once what follows from it has ended
-                            receiver.acknowledge_end()
-                        break
-                    self._process(slot, packet, arrival)
-                    if self.first_after_restart:
-                        self._first_packet_again(packet)
-                slot.metrics.max_drained = max(slot.metrics.max_drained, drained)
+                index = position[receiver]
+                taken, ended = self._drain(index, receiver, slot)
+                runs[index] += taken
+                slot.metrics.max_drained = max(slot.metrics.max_drained, runs[index])
+                if taken < DRAIN_MESSAGES:  # it ran dry: the next run starts from nothing
+                    runs[index] = 0
+                if ended:
+                    poller.unregister(sock)
+                    open_sockets -= 1
             self._report(reporter)
+
+    def _drain(self, index: int, receiver, slot: Slot) -> tuple[int, bool]:
+        """Handle up to ``DRAIN_MESSAGES`` messages queued on input ``index`` (``receiver``,
+        into ``slot``): (messages taken, whether its end of stream came). Fewer were taken when
+        the input ran dry."""
+        sock = receiver.sock
+        for taken in range(DRAIN_MESSAGES):
+            if not sock.poll(0, zmq.POLLIN):
+                return taken, False
+            packets = receiver.receive_message()
+            if not packets:
+                continue
+            # a message has one send time: one transit sample
+            slot.metrics.transit_ns.append(time.time_ns() - packets[0].header.sent_ns)
+            for packet in packets:
+                self._candidate(index, packet.header.seq, packet)
+                if packet.is_eos:
+                    self._input_ended(slot)
+                    if receiver.defer_end:  # once what follows from it has ended
+                        receiver.acknowledge_end()
+                    return taken + 1, True
+                self._process(slot, packet, time.time_ns())
+                if self.first_after_restart:
+                    self._first_packet_again(packet)
+        return DRAIN_MESSAGES, False
 
     def run(self) -> dict[str, dict]:
         """Run until every node has ended; the final snapshot of each node."""

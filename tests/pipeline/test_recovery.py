@@ -18,7 +18,9 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from pipeline.runtime.config import load
+from pipeline.runtime.graph import run
+from tests.conftest import NMNIST_TRAIN, ROOT
 from tests.golden.test_default_decisions import GOLDEN, KEPT
 from tests.pipeline.test_cli import EVPIPE
 from tests.sinks.helpers import demo_config
@@ -150,3 +152,25 @@ def test_a_stage_run_alone_resumes_when_an_external_supervisor_starts_it_again(t
     got = [{key: record[key] for key in KEPT} for record in decisions(tmp_path)]
     assert got == json.loads(GOLDEN.read_text())
     assert not list(run_dir.glob("*.resume"))  # every stage ended cleanly: the next run is fresh
+
+
+def test_a_lagging_worker_keeps_acknowledging_so_the_resend_buffer_stays_bounded(tmp_path):
+    """The default placement unpaced on 80 training samples (about 20,000 packets): the second
+    worker (hots, snn, decoder, sinks) is the slower one, so its input never runs dry. It must
+    still save resume points and acknowledge them upstream as it goes: the first worker's resend
+    buffer, limited here to 6,000 packets (what the link's queues and a drain between
+    acknowledgements hold is about half that), never overflows."""
+    data = tmp_path / "data"
+    for digit in sorted(p for p in NMNIST_TRAIN.iterdir() if p.is_dir()):
+        (data / digit.name).mkdir(parents=True)
+        for file in sorted(digit.iterdir())[:8]:
+            (data / digit.name / file.name).symlink_to(file)
+    path = pathlib.Path(demo_config(tmp_path, name=f"lagging-{tmp_path.name}", summary=False))
+    text, found = re.subn(r'(?m)^path = "[^"]*nmnist"', f'path = "{data}"', path.read_text())
+    assert found == 1
+    path.write_text(text.replace("[[link]]\n", "[[link]]\nhwm = 4\nresend_packets = 6000\n"))
+    result = run(load(str(path)))
+    assert result.ok
+    assert result.snapshots["decoder"]["packets_in"] > 18_000
+    assert result.snapshots["jsonl"]["packets_in"] == 80
+    assert result.snapshots["denoise"]["overflow"] == 0
