@@ -8,6 +8,9 @@ evaluation runs exactly the code of the live pipeline.
 Rules for implementers: ``process`` is called once per data packet in arrival order; it must not
 modify the records it receives (they may view a ZeroMQ buffer) nor the records it has returned.
 ``finish`` is called once after every input has ended and returns the last packets (flushes).
+The packets a stage returns are new ``Packet`` objects, never one it was given: the runtime sets
+their headers, and the packet it was given may go to other nodes as well. A stage that forwards
+a packet unchanged returns a new one over the same header and records (``PassThrough``).
 
 Origins: every packet keeps the host time at which its source obtained the events it derives
 from (``Header.origin_ns``, what end-to-end latency is measured from). The runtime copies the

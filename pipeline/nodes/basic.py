@@ -124,7 +124,7 @@ class PassThrough(Stage):
         super().__init__(name)
 
     def process(self, packet: Packet) -> list[Packet]:
-        return [packet]
+        return [Packet(packet.header, packet.records)]  # its own packet (pipeline.core.stage)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
 from sensors.dv_events import from_dv
 from tests.conftest import AEDAT4_SAMPLE
-from tests.pipeline.helpers import chain_config, free_port
+from tests.pipeline.helpers import chain_config, free_port, write_config
 
 
 def dv_events() -> np.ndarray:
@@ -143,3 +145,48 @@ def test_a_batching_sender_sends_fewer_messages_and_every_packet_once_in_order(t
     sender.close()
     reader.close(linger=0)
     ctx.term()
+
+
+def test_a_packet_forwarded_as_is_keeps_its_header_for_the_other_nodes_that_take_it(tmp_path):
+    """The replay feeds a passthrough stage and a sink in the same worker (direct calls): the
+    runtime stamps what the passthrough returns with its own stream name, and the sink beside it
+    still sees the replay's stream, once per packet, in order."""
+    write_config(tmp_path / "fan.toml", f"""
+[graph]
+runner = "threads"
+
+[source.replay]
+type = "replay"
+path = "{AEDAT4_SAMPLE}"
+
+[stage.pass]
+type = "passthrough"
+
+[sink.beside]
+type = "jsonl"
+path = "{tmp_path / 'beside.jsonl'}"
+
+[sink.after]
+type = "jsonl"
+path = "{tmp_path / 'after.jsonl'}"
+
+[[link]]
+from = "replay"
+to = "pass"
+
+[[link]]
+from = "replay"
+to = "beside"
+
+[[link]]
+from = "pass"
+to = "after"
+""")
+    result = run(load(str(tmp_path / "fan.toml")))
+    assert result.ok
+    assert result.snapshots["beside"]["packets_in"] == result.snapshots["after"]["packets_in"] > 10
+    beside = [json.loads(line) for line in (tmp_path / "beside.jsonl").read_text().splitlines()]
+    after = [json.loads(line) for line in (tmp_path / "after.jsonl").read_text().splitlines()]
+    assert [record["stream"] for record in beside] == ["replay"]
+    assert [record["stream"] for record in after] == ["pass"]
+    assert beside[0]["packets"] == after[0]["packets"] == result.snapshots["after"]["packets_in"]
