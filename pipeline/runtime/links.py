@@ -204,6 +204,7 @@ class Sender:
         self.address, self.mode, self.aborting = address, mode, aborting
         self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.XPUB)
         _configure(self.sock, hwm, heartbeat_s, peer_timeout_s)
+        self.sock.copy_threshold = ZERO_COPY_BYTES  # smaller frames are copied (pyzmq)
         if mode == LIVE:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
         if curve is not None:
@@ -331,18 +332,16 @@ class Sender:
             self.stats.silences += 1
 
     def _send_now(self, frames) -> None:
-        """Send a message's frames without blocking (zmq.Again when the queue is full).
+        """Send a message's frames without blocking (zmq.Again when the queue is full: ZeroMQ
+        counts whole messages against the high-water mark, so once the first frame is taken the
+        others are too).
 
-        Topics and headers are small and copied; a payload goes zero-copy when it is large
-        enough for that to pay (ZeroMQ copies small frames anyway).
+        Topics and headers are small and copied; a payload goes zero-copy when it is at least
+        ``ZERO_COPY_BYTES`` (the socket's ``copy_threshold``: pyzmq copies smaller frames
+        anyway).
         """
-        last = len(frames) - 1
-        self.sock.send(frames[0], zmq.NOBLOCK | (zmq.SNDMORE if last else 0))
+        self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
         self.watch.last_sent = time.monotonic()
-        for index in range(1, last + 1):  # later parts of a message never block
-            frame = frames[index]
-            self.sock.send(frame, 0 if index == last else zmq.SNDMORE,
-                           copy=len(frame) < ZERO_COPY_BYTES)
 
     def _blocking_send(self, frames) -> None:
         while True:
