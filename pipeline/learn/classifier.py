@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from pipeline.core.model import SnnModel
 from pipeline.learn.convert import ann_logits, normalise, to_snn
-from pipeline.learn.features import PREFIXES, FeatureSpec, feature_matrix
+from pipeline.learn.features import PREFIXES, FeatureSpec, feature_matrix, tile_columns
 
 CLASSIFIERS = ("softmax", "mlp")
 
@@ -41,8 +41,10 @@ class TrainParams:
     (weight decay): the optimiser; percentile:
     normalisation (100 = max); prototype_samples: samples the HOTS layer learns from; k: decoder
     spike lead (0 = calibrate); k_slack: calibration keeps the smallest k whose early accuracy
-    is at most this many held-out samples below the best k's (0: the best k itself); seed: every
-    random choice."""
+    is at most this many held-out samples below the best k's (0: the best k itself); tile: the
+    conversion method's classifier reads the counts of tiles of tile x tile input cells at every
+    cell-sized shift (``features.tile_columns``; 1: the cells themselves); seed: every random
+    choice."""
 
     method: str = "conversion"
     classifier: str = "softmax"
@@ -55,6 +57,7 @@ class TrainParams:
     prototype_samples: int = 100
     k: int = 0
     k_slack: int = 1
+    tile: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -64,6 +67,11 @@ class TrainParams:
             raise ValueError(f"hidden must be >= 0 (0: the method's default), got {self.hidden}")
         if self.k_slack < 0:
             raise ValueError(f"k_slack must be >= 0 (held-out samples), got {self.k_slack}")
+        if self.tile < 1:
+            raise ValueError(f"tile must be >= 1 (input cells per tile side), got {self.tile}")
+        if self.tile > 1 and self.method != "conversion":
+            raise ValueError(f"tile applies to the conversion method only, got tile {self.tile} "
+                             f"with method {self.method!r}")
 
 
 def hidden_width(params: TrainParams, default: int) -> int:
@@ -90,6 +98,15 @@ class Examples:
         ``len(inputs)`` rows are the whole samples."""
         return (feature_matrix(self.inputs, self.spec.n_inputs, fractions),
                 np.tile(self.y, len(fractions)))
+
+    def tile_rows(self, columns: np.ndarray, n_columns: int,
+                  fractions=PREFIXES) -> np.ndarray:
+        """The rows of ``rows`` as tile counts (``features.tile_columns``): each tiling's counts
+        per input event, the tilings side by side (each tiling's block sums to 1)."""
+        x = np.zeros((len(fractions) * len(self.inputs), n_columns))
+        for tiling in columns:
+            x += feature_matrix([tiling[idx] for idx in self.inputs], n_columns, fractions)
+        return x
 
     def snn(self, weights) -> SnnModel:
         """IF layers (threshold 1, reset by subtraction) over ``weights``, this input mapping."""
@@ -169,9 +186,15 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 
 def conversion(examples: Examples, params: TrainParams, desc: str = "") -> Trained:
     """Review 3.2: the classifier trained on prefix rows, normalised (data-based, Diehl et al.
-    2015) and converted to IF layers."""
+    2015) and converted to IF layers. With ``params.tile`` > 1 it is trained on tile counts
+    (``Examples.tile_rows``); a tile's count is the sum of its cells' counts, so the first layer
+    over the cells, each cell's row the sum of the rows of the tiles holding it, computes the same
+    activations, and the SNN keeps one input per cell and prototype."""
     x, y = examples.rows()
-    weights = fit(x, y, len(examples.classes), params, desc)
+    columns, n_columns = tile_columns(examples.spec, params.tile)
+    tiled = x if params.tile == 1 else examples.tile_rows(columns, n_columns)
+    weights = fit(tiled, y, len(examples.classes), params, desc)
+    weights[0] = weights[0][columns].sum(axis=0)
     scaled, lambdas = normalise(weights, x, params.percentile)
     full = x[-len(examples.inputs):]
     return Trained(examples.snn(scaled), {

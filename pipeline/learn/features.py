@@ -224,3 +224,25 @@ def prefix_features(idx: np.ndarray, n: int, fraction: float = 1.0) -> np.ndarra
 def feature_matrix(inputs: list[np.ndarray], n: int, fractions=PREFIXES) -> np.ndarray:
     """Rows: every sample at every fraction, fraction-major (all samples at fractions[0], ...)."""
     return np.array([prefix_features(idx, n, f) for f in fractions for idx in inputs])
+
+
+def tile_columns(spec: FeatureSpec, tile: int) -> tuple[np.ndarray, int]:
+    """Tile coding of the input cells (CMAC, Albus 1975; Sutton and Barto 2018, section 9.5.4):
+    ``tile * tile`` tilings of square tiles of ``tile`` x ``tile`` cells, the tiles of tiling
+    (ox, oy) starting ox cells left of and oy cells above the first cell (0 .. tile - 1), so
+    every cell-sized shift of the tile grid is one tiling; cell (cx, cy) is in tile
+    ((cx + ox) // tile, (cy + oy) // tile). Returns ``columns`` (int64, tilings x ``spec.n_inputs``), the column of each SNN
+    input index among the tile counts of all tilings concatenated (a tiling's columns: tile
+    ``(ty * tiles_x + tx) * n_prototypes + f``), and the number of columns. ``tile = 1``: one
+    tiling, the cells themselves (``columns[0]`` is the identity)."""
+    nx, ny, n = -(-spec.width // spec.cell), -(-spec.height // spec.cell), spec.n_prototypes
+    index = np.arange(spec.n_inputs)
+    f, cell = index % n, index // n
+    cx, cy = cell % nx, cell // nx
+    columns, start = [], 0
+    for oy in range(tile):
+        for ox in range(tile):
+            tiles_x = (nx - 1 + ox) // tile + 1
+            columns.append(start + (((cy + oy) // tile) * tiles_x + (cx + ox) // tile) * n + f)
+            start += tiles_x * ((ny - 1 + oy) // tile + 1) * n
+    return np.array(columns), start

@@ -20,7 +20,7 @@ from pipeline.core.model import load_model, read_training
 from pipeline.learn import binary, constrained, stdp
 from pipeline.learn.classifier import Examples, TrainParams
 from pipeline.learn.evaluate import evaluate
-from pipeline.learn.features import FeatureSpec, extract, select
+from pipeline.learn.features import FeatureSpec, extract, select, tile_columns
 from pipeline.learn.train import train
 from sensors.readers import open_reader
 from sensors.replay import dataset_files
@@ -166,9 +166,45 @@ def test_stdp_feature_layer_is_zero_sum(models):
     assert read_training(path)["lambdas"] == training["lambdas"]
 
 
+def test_tile_counts_sum_their_cells_so_tile_weights_fold_into_the_cell_inputs(split):
+    """Tile coding (``tile_columns``, 2 x 2 cells at the four cell shifts) on real samples (the
+    shipped model's prototypes): each tile's count, as ``Examples.tile_rows`` computes it, is the
+    sum of its cells' counts found by walking the cells, and a layer over the tiles equals the
+    layer over the cells whose rows are the sums of the rows of the tiles holding each cell (what
+    conversion stores)."""
+    spec = FeatureSpec(cell=5)
+    with np.load(ROOT / "recordings" / "model.npz") as archive:
+        prototypes = archive["hots_prototypes"]
+    inputs, _ = extract(split[1], spec, prototypes, desc="")
+    examples = Examples(inputs, np.zeros(len(inputs), np.int64), ("0",), spec)
+    nx, ny, n = -(-spec.width // spec.cell), -(-spec.height // spec.cell), spec.n_prototypes
+    assert np.array_equal(tile_columns(spec, 1)[0], [np.arange(spec.n_inputs)])
+    columns, n_columns = tile_columns(spec, 2)
+    cells = examples.rows()[0].reshape(-1, ny, nx, n)
+    tiles = examples.tile_rows(columns, n_columns)
+    start = 0
+    for oy in (0, 1):
+        for ox in (0, 1):
+            for ty in range((ny - 1 + oy) // 2 + 1):
+                for tx in range((nx - 1 + ox) // 2 + 1):
+                    ys = slice(max(2 * ty - oy, 0), 2 * ty - oy + 2)
+                    xs = slice(max(2 * tx - ox, 0), 2 * tx - ox + 2)
+                    np.testing.assert_allclose(tiles[:, start:start + n],
+                                               cells[:, ys, xs].sum(axis=(1, 2)), atol=1e-12)
+                    start += n
+    assert start == n_columns
+    np.testing.assert_allclose(tiles.sum(axis=1), 4.0)
+    w = np.random.default_rng(0).normal(size=(n_columns, 10))
+    np.testing.assert_allclose(examples.rows()[0] @ w[columns].sum(axis=0), tiles @ w,
+                               atol=1e-9)
+
+
 @pytest.mark.parametrize("flags, message", [
     (("--method", "nope"), "--method: invalid choice: 'nope'"),
-    (("--hidden", "-1"), "hidden must be >= 0 (0: the method's default), got -1")])
+    (("--hidden", "-1"), "hidden must be >= 0 (0: the method's default), got -1"),
+    (("--tile", "0"), "tile must be >= 1 (input cells per tile side), got 0"),
+    (("--tile", "2", "--method", "stdp"),
+     "tile applies to the conversion method only, got tile 2 with method 'stdp'")])
 def test_bad_training_parameters_are_refused(tmp_path, flags, message):
     done = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--data",
                            str(NMNIST_TRAIN), "--out", str(tmp_path / "m.npz"), *flags],
