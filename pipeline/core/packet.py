@@ -102,8 +102,11 @@ def events_packet(stream: str, seq: int, events: np.ndarray, width: int, height:
     """A data packet over ``events``, with first/last time and count filled in; ``origin_ns``
     (host ns, ``time.time_ns()``) is when its source obtained them, 0 if unknown."""
     n = len(events)
-    t_first = int(events["t"][0]) if n else 0
-    t_last = int(events["t"][-1]) if n else 0
+    if n:
+        t = events["t"]  # one field view for both ends
+        t_first, t_last = int(t[0]), int(t[-1])
+    else:
+        t_first = t_last = 0
     header = Header(stream, seq, dtype, width, height, t_first, t_last, n, "sensor", 0, DATA,
                     segment, origin_ns)  # by position: a third cheaper than by keyword
     return Packet(header, events)
