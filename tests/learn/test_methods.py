@@ -199,6 +199,16 @@ def test_tile_counts_sum_their_cells_so_tile_weights_fold_into_the_cell_inputs(s
                                atol=1e-9)
 
 
+def test_tile_coded_conversion_keeps_one_input_per_cell_and_runs_in_the_core(split, tmp_path):
+    """``--tile 2`` on 3-pixel cells: the model's first layer has one row per cell and
+    prototype (the tile weights folded in), and it decides on samples it never saw."""
+    path = tmp_path / "tiles.npz"
+    train(split[0], path, FeatureSpec(cell=3), TrainParams(tile=2, prototype_samples=10, k=16))
+    model = load_model(path)
+    assert model.cell == 3 and model.weights[0].shape == (FeatureSpec(cell=3).n_inputs, 10)
+    assert evaluate(path, split[1]).metrics["accuracy_final"] >= 0.5
+
+
 @pytest.mark.parametrize("flags, message", [
     (("--method", "nope"), "--method: invalid choice: 'nope'"),
     (("--hidden", "-1"), "hidden must be >= 0 (0: the method's default), got -1"),
