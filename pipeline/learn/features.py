@@ -231,10 +231,11 @@ def tile_columns(spec: FeatureSpec, tile: int) -> tuple[np.ndarray, int]:
     ``tile * tile`` tilings of square tiles of ``tile`` x ``tile`` cells, the tiles of tiling
     (ox, oy) starting ox cells left of and oy cells above the first cell (0 .. tile - 1), so
     every cell-sized shift of the tile grid is one tiling; cell (cx, cy) is in tile
-    ((cx + ox) // tile, (cy + oy) // tile). Returns ``columns`` (int64, tilings x ``spec.n_inputs``), the column of each SNN
-    input index among the tile counts of all tilings concatenated (a tiling's columns: tile
-    ``(ty * tiles_x + tx) * n_prototypes + f``), and the number of columns. ``tile = 1``: one
-    tiling, the cells themselves (``columns[0]`` is the identity)."""
+    ((cx + ox) // tile, (cy + oy) // tile). Returns ``columns`` (int64, tilings x
+    ``spec.n_inputs``), the column of each SNN input index among the tile counts of all tilings
+    concatenated (a tiling's columns: tile ``(ty * tiles_x + tx) * n_prototypes + f``), and the
+    number of columns. ``tile = 1``: one tiling, the cells themselves (``columns[0]`` is the
+    identity)."""
     nx, ny, n = -(-spec.width // spec.cell), -(-spec.height // spec.cell), spec.n_prototypes
     index = np.arange(spec.n_inputs)
     f, cell = index % n, index // n
