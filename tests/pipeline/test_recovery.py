@@ -20,10 +20,10 @@ import pytest
 
 from pipeline.runtime.config import load
 from pipeline.runtime.graph import run
-from tests.conftest import NMNIST_TRAIN, ROOT
+from tests.conftest import ROOT
 from tests.golden.test_default_decisions import GOLDEN, KEPT
 from tests.pipeline.test_cli import EVPIPE
-from tests.sinks.helpers import demo_config
+from tests.sinks.helpers import demo_config, nmnist_subset
 
 
 def replaying_config(folder: pathlib.Path, placement: str = "per_node", **graph) -> str:
@@ -160,11 +160,7 @@ def test_a_lagging_worker_keeps_acknowledging_so_the_resend_buffer_stays_bounded
     still save resume points and acknowledge them upstream as it goes: the first worker's resend
     buffer, limited here to 6,000 packets (what the link's queues and a drain between
     acknowledgements hold is about half that), never overflows."""
-    data = tmp_path / "data"
-    for digit in sorted(p for p in NMNIST_TRAIN.iterdir() if p.is_dir()):
-        (data / digit.name).mkdir(parents=True)
-        for file in sorted(digit.iterdir())[:8]:
-            (data / digit.name / file.name).symlink_to(file)
+    data, total = nmnist_subset(tmp_path / "data", per_class=8)
     path = pathlib.Path(demo_config(tmp_path, name=f"lagging-{tmp_path.name}", summary=False))
     text, found = re.subn(r'(?m)^path = "[^"]*nmnist"', f'path = "{data}"', path.read_text())
     assert found == 1
@@ -172,5 +168,5 @@ def test_a_lagging_worker_keeps_acknowledging_so_the_resend_buffer_stays_bounded
     result = run(load(str(path)))
     assert result.ok
     assert result.snapshots["decoder"]["packets_in"] > 18_000
-    assert result.snapshots["jsonl"]["packets_in"] == 80
+    assert result.snapshots["jsonl"]["packets_in"] == total == 80
     assert result.snapshots["denoise"]["overflow"] == 0
