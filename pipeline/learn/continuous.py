@@ -39,9 +39,14 @@ from sensors.replay import SegmentFile
 # Calibration streams: gaps (us) between objects, and noise (events/s over the whole sensor).
 CALIBRATION_GAPS_US = (0, 100_000, 300_000)
 CALIBRATION_NOISE = (0.0, 2000.0)
-# Candidate settings of the live read-out, searched by calibrate_live.
+# Candidate settings of the live read-out, searched by calibrate_live. The leads ``k`` and
+# ``k_change`` are fractions of the median number of output spikes per object on the calibration
+# streams (``LEAD_FRACTIONS``), so that a network firing ten times less often is offered leads ten
+# times smaller; for the conversion model (about 2000 spikes per N-MNIST sample) ``k`` is about
+# 32, 64 or 128 spikes and ``k_change`` 64, 128 or 256.
 CANDIDATES = {"leak_tau_us": (30_000.0, 50_000.0), "evidence_tau_us": (20_000.0, 50_000.0),
-              "k": (32.0, 64.0), "k_change": (64.0, 96.0, 128.0), "quiet_us": (80_000.0, 95_000.0)}
+              "quiet_us": (80_000.0, 95_000.0)}
+LEAD_FRACTIONS = {"k": (1 / 64, 1 / 32, 1 / 16), "k_change": (1 / 32, 1 / 16, 1 / 8)}
 
 
 @dataclass
@@ -143,19 +148,39 @@ def evaluate_continuous(model_path, files: list[SegmentFile], gap_us: int,
             "live": live_readout(model_path)}
 
 
+def spikes_per_object(spikes: list[Packet], streams: list[Stream]) -> float:
+    """Median number of output spikes between an object's onset and its last event, over the
+    objects of ``streams`` (``spikes[i]``: the one packet of stream i's output spikes)."""
+    counts = [np.count_nonzero((times >= s.onset_us) & (times <= s.end_us))
+              for [packet], stream in zip(spikes, streams)
+              for times in [packet.records["t"]] for s in stream.shown]
+    return float(np.median(counts))
+
+
+def lead_candidates(per_object: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The candidate ``k`` and ``k_change`` (whole spikes, at least 1) for a network that fires
+    ``per_object`` output spikes per object: ``LEAD_FRACTIONS`` of it."""
+    return tuple(tuple(float(max(1, round(per_object * f))) for f in LEAD_FRACTIONS[key])
+                 for key in ("k", "k_change"))
+
+
 def calibrate_live(model_path, files: list[SegmentFile], seed: int = 0) -> dict:
-    """The live read-out setting (of ``CANDIDATES``) that decides most objects of ``files``
-    exactly once and right, over streams with each of ``CALIBRATION_GAPS_US`` and
-    ``CALIBRATION_NOISE``; ties go to the earliest median decision. Returns the setting (keys of
-    ``LIVE_DEFAULTS``) plus ``table``: the mean scores of every candidate."""
+    """The live read-out setting (of ``CANDIDATES`` and ``lead_candidates``) that decides most
+    objects of ``files`` exactly once and right, over streams with each of
+    ``CALIBRATION_GAPS_US`` and ``CALIBRATION_NOISE``; ties go to the earliest median decision.
+    Returns the setting (keys of ``LIVE_DEFAULTS``) plus ``table``: the mean scores of every
+    candidate, and ``spikes_per_object`` for each leak (what the leads were scaled by)."""
     spec = FeatureSpec(**read_training(str(model_path))["features"])
     streams = [make_stream(files, gap, noise, seed, spec.packet_us)
                for gap, noise in itertools.product(CALIBRATION_GAPS_US, CALIBRATION_NOISE)]
     features = [features_of(model_path, stream) for stream in streams]
     table = []
+    per_object = []
     for leak in CANDIDATES["leak_tau_us"]:
         spikes = [as_one_packet(spikes_of(model_path, f, leak)) for f in features]
-        others = [CANDIDATES[key] for key in ("evidence_tau_us", "k", "k_change", "quiet_us")]
+        per_object.append({"leak_tau_us": leak, "spikes": spikes_per_object(spikes, streams)})
+        ks, k_changes = lead_candidates(per_object[-1]["spikes"])
+        others = (CANDIDATES["evidence_tau_us"], ks, k_changes, CANDIDATES["quiet_us"])
         for tau, k, k_change, quiet in itertools.product(*others):
             live = {"leak_tau_us": leak, "evidence_tau_us": tau, "k": k, "k_change": k_change,
                     "quiet_us": quiet}
@@ -168,7 +193,8 @@ def calibrate_live(model_path, files: list[SegmentFile], seed: int = 0) -> dict:
                           "median_delay_ms": float(np.median(delays)) if delays else None})
     best = max(table, key=lambda row: (round(row["right_once"], 6),
                                        -(row["median_delay_ms"] or float("inf"))))
-    return {**{key: best[key] for key in LIVE_DEFAULTS}, "table": table}
+    return {**{key: best[key] for key in LIVE_DEFAULTS}, "table": table,
+            "spikes_per_object": per_object}
 
 
 def live_graph_config(recording, model_path, out, name: str = "live") -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.learn.continuous import as_one_packet, decide, evaluate_continuous, features_of, \
-    make_stream, score, spikes_of
+from pipeline.learn.continuous import as_one_packet, calibrate_live, decide, evaluate_continuous, \
+    features_of, make_stream, score, spikes_of
 from pipeline.learn.evaluate import evaluate
 from sensors.replay import dataset_files
 from tests.conftest import ROOT
 
 MODEL = ROOT / "recordings" / "model.npz"
+SURROGATE = ROOT / "recordings" / "models" / "surrogate.npz"
 BUNDLED = ROOT / "recordings" / "nmnist"
 
 
@@ -52,3 +53,20 @@ def test_objects_shown_back_to_back_with_the_same_class_are_one():
     assert len(decide(MODEL, spikes_of(MODEL, features_of(MODEL, joined)))) == 1
     apart = make_stream(same, gap_us=300_000, seed=0)
     assert len(decide(MODEL, spikes_of(MODEL, features_of(MODEL, apart)))) == 2
+
+
+def test_live_leads_are_scaled_to_the_output_rate_of_the_network():
+    """The surrogate network fires about ten times fewer output spikes than the converted one;
+    calibration offers it leads as much smaller, and its live read-out then decides the objects
+    once and right as the converted one's does."""
+    files = dataset_files(BUNDLED)[::2]
+    converted, surrogate = calibrate_live(MODEL, files), calibrate_live(SURROGATE, files)
+    rate = [min(row["spikes"] for row in c["spikes_per_object"]) for c in (converted, surrogate)]
+    assert rate[1] < rate[0] / 4
+    for key in ("k", "k_change"):  # the leads offered, with the 30 ms leak
+        offered = [sorted({row[key] for row in c["table"] if row["leak_tau_us"] == 30_000.0})
+                   for c in (converted, surrogate)]
+        assert len(offered[1]) == len(offered[0]) == 3
+        assert all(mine <= theirs / 4 for theirs, mine in zip(*offered))
+    for calibration in (converted, surrogate):  # the chosen setting is the table's best
+        assert max(row["right_once"] for row in calibration["table"]) >= 0.8
