@@ -14,14 +14,14 @@ non-spiking network on the training samples' whole feature vectors).
 
 Conversion (Diehl et al. 2015; Rueckauer et al. 2017): a bias-free classifier trained with Adam
 (Kingma and Ba 2015) on softmax cross-entropy with L2 weight decay, softmax regression or one
-hidden ReLU layer, on the prefix rows of ``Examples.rows``, then normalised layer by layer
-(``pipeline.learn.convert``).
+hidden ReLU layer (or several bagged into one, ``bagged``), on the prefix rows of
+``Examples.rows``, then normalised layer by layer (``pipeline.learn.convert``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -43,8 +43,9 @@ class TrainParams:
     spike lead (0 = calibrate); k_slack: calibration keeps the smallest k whose early accuracy
     is at most this many held-out samples below the best k's (0: the best k itself); tile: the
     conversion method's classifier reads the counts of tiles of tile x tile input cells at every
-    cell-sized shift (``features.tile_columns``; 1: the cells themselves); seed: every random
-    choice."""
+    cell-sized shift (``features.tile_columns``; 1: the cells themselves); ensemble: the
+    "mlp" classifier of the conversion method is this many networks bagged into one hidden layer
+    (``bagged``; 1: one network); seed: every random choice."""
 
     method: str = "conversion"
     classifier: str = "softmax"
@@ -58,6 +59,7 @@ class TrainParams:
     k: int = 0
     k_slack: int = 1
     tile: int = 1
+    ensemble: int = 1
     seed: int = 0
 
     def __post_init__(self):
@@ -72,6 +74,12 @@ class TrainParams:
         if self.tile > 1 and self.method != "conversion":
             raise ValueError(f"tile applies to the conversion method only, got tile {self.tile} "
                              f"with method {self.method!r}")
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble must be >= 1 (networks bagged), got {self.ensemble}")
+        if self.ensemble > 1 and (self.method, self.classifier) != ("conversion", "mlp"):
+            raise ValueError(f"ensemble applies to the conversion method's mlp classifier only, "
+                             f"got ensemble {self.ensemble} with method {self.method!r} and "
+                             f"classifier {self.classifier!r}")
 
 
 def hidden_width(params: TrainParams, default: int) -> int:
@@ -122,37 +130,40 @@ class Trained:
     info: dict
 
 
-def batches(n: int, params: TrainParams, rng: np.random.Generator, desc: str = ""):
-    """Row indices of each mini-batch: ``params.epochs`` passes over ``n`` rows, each in a new
-    order drawn from ``rng``, ``params.batch`` rows at a time; a progress bar counts epochs."""
+def batches(n: int, params: TrainParams, rng: np.random.Generator, desc: str = "",
+            rows: np.ndarray | None = None):
+    """Row indices of each mini-batch: ``params.epochs`` passes over ``rows`` (default: all
+    ``n`` rows), each in a new order drawn from ``rng``, ``params.batch`` rows at a time; a
+    progress bar counts epochs."""
+    rows = np.arange(n) if rows is None else rows
     for _ in tqdm(range(params.epochs), desc=desc, unit="epoch", disable=None if desc else True,
                   leave=False):
-        order = rng.permutation(n)
-        for start in range(0, n, params.batch):
+        order = rows[rng.permutation(len(rows))]
+        for start in range(0, len(rows), params.batch):
             yield order[start:start + params.batch]
 
 
 def fit(x: np.ndarray, y: np.ndarray, n_classes: int, params: TrainParams,
-        desc: str = "") -> list[np.ndarray]:
+        desc: str = "", rows: np.ndarray | None = None) -> list[np.ndarray]:
     """Bias-free weights (one matrix for softmax regression, two for the ReLU network) trained
-    with Adam on mean cross-entropy + l2/2 |W|^2. Inputs are scaled by sqrt(n_features) during
-    training (a conditioning choice), folded back into the first matrix afterwards."""
+    with Adam on mean cross-entropy + l2/2 |W|^2 over the rows ``rows`` of ``x`` (default: all;
+    an index may repeat). Inputs are scaled by sqrt(n_features) during training (a conditioning
+    choice), folded back into the first matrix afterwards."""
     rng = np.random.default_rng(params.seed)
     scale = np.sqrt(x.shape[1])
-    x = x * scale
     hidden = [hidden_width(params, MLP_HIDDEN)] if params.classifier == "mlp" else []
     sizes = [x.shape[1]] + hidden + [n_classes]
     weights = [rng.normal(0, np.sqrt(2.0 / a), (a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
     m = [np.zeros_like(w) for w in weights]
     v = [np.zeros_like(w) for w in weights]
     onehot = np.eye(n_classes)[y]
-    for step, rows in enumerate(batches(len(x), params, rng, desc), 1):
-        acts = [x[rows]]
+    for step, batch in enumerate(batches(len(x), params, rng, desc, rows), 1):
+        acts = [x[batch] * scale]
         for l, w in enumerate(weights):
             a = acts[-1] @ w
             acts.append(np.maximum(a, 0.0) if l < len(weights) - 1 else a)
         p = np.exp(acts[-1] - acts[-1].max(axis=1, keepdims=True))
-        delta = (p / p.sum(axis=1, keepdims=True) - onehot[rows]) / len(rows)
+        delta = (p / p.sum(axis=1, keepdims=True) - onehot[batch]) / len(batch)
         for l in reversed(range(len(weights))):
             grad = acts[l].T @ delta + params.l2 * weights[l]
             if l:
@@ -163,6 +174,29 @@ def fit(x: np.ndarray, y: np.ndarray, n_classes: int, params: TrainParams,
                 np.sqrt(v[l] / (1 - 0.999 ** step)) + 1e-8)
     weights[0] = weights[0] * scale
     return weights
+
+
+def bagged(x: np.ndarray, y: np.ndarray, n_samples: int, n_classes: int, params: TrainParams,
+           desc: str = "") -> list[np.ndarray]:
+    """``fit``, or with ``params.ensemble`` = N > 1 bagging (Breiman 1996) of the one-hidden-layer
+    network: N networks, network i trained with seed ``params.seed + 1 + i`` on a bootstrap
+    resample of the ``n_samples`` training samples (drawn with replacement; a drawn sample brings
+    all its prefix rows, ``x`` being fraction-major as ``Examples.rows`` makes it), joined into
+    one network: the hidden layers side by side (N x width units) and the output weights stacked
+    and divided by N, so its logits are the mean of the N networks' logits. It is still one
+    bias-free ReLU layer, converted like one network."""
+    if params.ensemble == 1:
+        return fit(x, y, n_classes, params, desc)
+    rng = np.random.default_rng(params.seed)
+    prefixes = np.arange(len(x) // n_samples)[:, None] * n_samples
+    members = []
+    for i in range(params.ensemble):
+        drawn = rng.integers(0, n_samples, n_samples)
+        members.append(fit(x, y, n_classes, replace(params, seed=params.seed + 1 + i),
+                           f"{desc} {i + 1}/{params.ensemble}" if desc else "",
+                           (drawn + prefixes).ravel()))
+    return [np.hstack([w1 for w1, _ in members]),
+            np.vstack([w2 for _, w2 in members]) / params.ensemble]
 
 
 @contextlib.contextmanager
@@ -193,7 +227,7 @@ def conversion(examples: Examples, params: TrainParams, desc: str = "") -> Train
     x, y = examples.rows()
     columns, n_columns = tile_columns(examples.spec, params.tile)
     tiled = x if params.tile == 1 else examples.tile_rows(columns, n_columns)
-    weights = fit(tiled, y, len(examples.classes), params, desc)
+    weights = bagged(tiled, y, len(examples.inputs), len(examples.classes), params, desc)
     weights[0] = weights[0][columns].sum(axis=0)
     scaled, lambdas = normalise(weights, x, params.percentile)
     full = x[-len(examples.inputs):]
