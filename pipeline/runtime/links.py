@@ -36,9 +36,11 @@ distributed stream processing", ICDE 2005).
 
 **Heartbeats.** An end that has sent nothing for ``heartbeat_s`` sends ``beat``; an end that has
 heard nothing from its peer for ``peer_timeout_s`` logs it once and counts it (``silences``),
-and logs again when the peer is back. ZeroMQ's own ZMTP heartbeats (``ZMQ_HEARTBEAT_IVL``,
-``ZMQ_HEARTBEAT_TIMEOUT``) drop a tcp connection to a peer that stopped answering, so a peer
-that returns reconnects. Live links carry heartbeats from sender to receiver only.
+and logs again when the peer is back. On tcp links ZeroMQ's own ZMTP heartbeats
+(``ZMQ_HEARTBEAT_IVL``, ``ZMQ_HEARTBEAT_TIMEOUT``) also drop a connection to a peer that stopped
+answering, so a peer that returns reconnects. Live links carry heartbeats from sender to
+receiver only. While the graph stops, a peer unheard for ``peer_timeout_s`` is taken as gone
+(``Sender``, ``pipeline.runtime.worker``).
 
 The sending side binds and the receiving side connects, so a stage can be restarted, or moved to
 another host, without touching its upstream. Addresses are ``inproc://``, ``ipc://`` or
@@ -74,6 +76,11 @@ class Aborted(RuntimeError):
     """A blocking send or wait gave up because the graph is being torn down."""
 
 
+class ReceiverGone(Aborted):
+    """A blocking send or wait gave up during a stop because the receiving end has been unheard
+    for its peer timeout: what it waited to deliver is lost."""
+
+
 @dataclass
 class SendStats:
     packets: int = 0
@@ -104,12 +111,18 @@ BATCH_PACKETS = 128  # a batching sender holds back at most this many packets
 BATCH_BYTES = 2**20  # or about this many payload bytes
 
 
-def _configure(sock: zmq.Socket, hwm: int, heartbeat_s: float, peer_timeout_s: float) -> None:
+def _configure(sock: zmq.Socket, address: str, hwm: int, heartbeat_s: float,
+               peer_timeout_s: float) -> None:
+    """Linger, queue bounds and, on tcp links only, ZMTP heartbeats. An ipc or inproc peer that
+    dies closes its end of the connection at once, so they would add nothing there, and libzmq
+    4.3 can abort the process (assertion ``!_io_error`` in stream_engine_base.cpp) when a ZMTP
+    heartbeat falls on a connection whose peer was killed."""
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, int(heartbeat_s * 1e3))
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(peer_timeout_s * 1e3))
+    if address.startswith("tcp://"):
+        sock.setsockopt(zmq.HEARTBEAT_IVL, int(heartbeat_s * 1e3))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(peer_timeout_s * 1e3))
 
 
 def control_message(tag: bytes, value: int | None = None) -> bytes:
@@ -192,18 +205,21 @@ def messages(packets: list[Packet], sent_ns: int) -> list[list]:
 
 class Sender:
     """Sending end of one edge. ``send`` returns False when a live link dropped the packet;
-    ``batch``: a lossless link holds packets back until ``flush`` (module docstring)."""
+    ``batch``: a lossless link holds packets back until ``flush`` (module docstring).
+    A blocked send or an unacknowledged end of stream gives up (``Aborted``) when ``aborting()``
+    says so, or when ``stopping()`` does and the receiving end has been unheard for
+    ``peer_timeout_s``: its process is gone, and nothing will take what waits for it."""
 
     def __init__(self, ctx: zmq.Context, address: str, mode: str = LOSSLESS, hwm: int = 64,
                  aborting=lambda: False, batch: bool = False, curve=None,
                  exactly_once: bool = False, resend_packets: int = 65536,
                  resend_bytes: int = 256 * 2**20,
-                 heartbeat_s: float = 1.0, peer_timeout_s: float = 5.0):
+                 heartbeat_s: float = 1.0, peer_timeout_s: float = 5.0, stopping=lambda: False):
         if mode not in MODES:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
-        self.address, self.mode, self.aborting = address, mode, aborting
+        self.address, self.mode, self.aborting, self.stopping = address, mode, aborting, stopping
         self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.XPUB)
-        _configure(self.sock, hwm, heartbeat_s, peer_timeout_s)
+        _configure(self.sock, address, hwm, heartbeat_s, peer_timeout_s)
         self.sock.copy_threshold = ZERO_COPY_BYTES  # smaller frames are copied (pyzmq)
         if mode == LIVE:
             self.sock.setsockopt(zmq.XPUB_NODROP, 1)
@@ -351,7 +367,21 @@ class Sender:
             except zmq.Again:
                 if self.aborting():
                     raise Aborted(f"send to {self.address} abandoned") from None
+                if self._receiver_gone():
+                    raise ReceiverGone(self._gone_message()) from None
                 self.sock.poll(POLL_MS, zmq.POLLOUT)
+
+    def _receiver_gone(self) -> bool:
+        """Stopping, and the lossless receiving end unheard for ``peer_timeout_s`` (``beat``
+        reads what it said meanwhile)."""
+        if self.mode != LOSSLESS or not self.stopping():
+            return False
+        self.beat(time.monotonic())
+        return self.watch.silent
+
+    def _gone_message(self) -> str:
+        return (f"its receiving end {self.address} unheard for "
+                f"{time.monotonic() - self.watch.last_heard:.1f} s, the graph stopping")
 
     def send(self, packet: Packet) -> bool:
         """Send ``packet`` stamped with the current host time (a batch: the time it leaves);
@@ -419,6 +449,8 @@ class Sender:
                 self.control()  # a receiver that restarts meanwhile is sent the rest again
             elif self.aborting():
                 raise Aborted(f"end of stream on {self.address} not acknowledged")
+            elif self._receiver_gone():
+                raise ReceiverGone(self._gone_message())
 
     def close(self) -> None:
         self.sock.close(linger=0 if self.aborting() else None)
@@ -439,7 +471,7 @@ class Receiver:
             raise ValueError(f"link mode must be one of {MODES}, got {mode!r}")
         self.address, self.mode = address, mode
         self.sock = ctx.socket(zmq.DEALER if mode == LOSSLESS else zmq.SUB)
-        _configure(self.sock, hwm, heartbeat_s, peer_timeout_s)
+        _configure(self.sock, address, hwm, heartbeat_s, peer_timeout_s)
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         if curve is not None:
             secure_receiver(self.sock, *curve)

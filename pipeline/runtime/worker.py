@@ -20,9 +20,12 @@ uses it). For every node, the worker:
   downstream nodes), end-to-end latency; transit only across sockets;
 - on ``stop()`` (SIGINT/SIGTERM): a source stops reading and ends its stream, so in-flight packets
   drain through the graph and sinks flush; a node running on its own (``evpipe stage``) also
-  stops, after emptying what its inputs already hold. A send still blocked ``STOP_DRAIN_S`` after
-  the stop (its receiver is gone, or never came) gives up: the node reports what it could not
-  deliver as its error, and the worker ends;
+  stops, after emptying what its inputs already hold. A send still blocked after the stop gives
+  up once its receiving end has been unheard for the link's ``peer_timeout_s`` (its process is
+  gone, or never came), or ``STOP_DRAIN_S`` after the stop at the latest: the node reports what
+  it could not deliver as its error, and the worker ends. Likewise an input whose sender has been
+  unheard for ``peer_timeout_s`` after the stop, with nothing queued, counts as ended, so the
+  nodes downstream of a process that is gone still finish, flush and close;
 - with a resume folder (the processes runner, ``evpipe stage``): keeps the worker's resume
   points and its sinks' marks there (``pipeline.runtime.recovery``), and, when it finds them at
   start, resumes: every node numbers its packets as it did at the resume point, each socket
@@ -50,7 +53,7 @@ import zmq
 from pipeline.core.nodetype import SINK, SOURCE
 from pipeline.core.packet import Packet, eos_packet
 from pipeline.runtime.config import Config, LinkSettings, NodeSettings
-from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiveStats, Sender
+from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiverGone, ReceiveStats, Sender
 from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
 from pipeline.runtime.recovery import Recovery
 from pipeline.runtime.registry import lookup
@@ -215,7 +218,8 @@ class Worker:
                                                resend_packets=link.resend_packets,
                                                resend_bytes=link.resend_bytes,
                                                heartbeat_s=link.heartbeat_s,
-                                               peer_timeout_s=link.peer_timeout_s))
+                                               peer_timeout_s=link.peer_timeout_s,
+                                               stopping=self._stop.is_set))
         for slot in self.slots.values():
             for sender in slot.senders:
                 if sender.wait_for_subscriber(QUIET_WAIT_S):
@@ -330,8 +334,8 @@ class Worker:
                     self._emit(slot, out, origin_ns=slot.last_origin)
             for sender in slot.senders:
                 sender.send(eos_packet(slot.name, slot.seq))
-        except Aborted:
-            self._abandoned(slot, "end of stream")
+        except Aborted as exc:
+            self._abandoned(slot, "end of stream", exc)
         for target, _ in slot.direct_out:
             self._input_ended(target)
 
@@ -340,15 +344,19 @@ class Worker:
         if slot.open_inputs == 0 and not slot.ended:
             self._end(slot)
 
-    def _abandoned(self, slot: Slot, what: str) -> None:
+    def _abandoned(self, slot: Slot, what: str, why: Aborted) -> None:
         """A send of ``slot`` gave up: an error of the node when no receiver took it within
-        ``STOP_DRAIN_S`` of the stop, a warning when the graph tore the worker down."""
-        if not self._gave_up:
+        ``STOP_DRAIN_S`` of the stop or its receiver fell silent after the stop
+        (``ReceiverGone``), a warning when the graph tore the worker down."""
+        if isinstance(why, ReceiverGone):
+            slot.metrics.error = f"{what} not delivered: {why}"
+        elif self._gave_up:
+            slot.metrics.error = (f"{what} not delivered: no receiver took it within "
+                                  f"{STOP_DRAIN_S:.0f} s of the stop")
+        else:
             log.warning("node %r: %s abandoned during shutdown", slot.name, what)
             return
         slot.failed = True
-        slot.metrics.error = (f"{what} not delivered: no receiver took it within "
-                              f"{STOP_DRAIN_S:.0f} s of the stop")
         log.error("node %r: %s", slot.name, slot.metrics.error)
 
     def _fail(self, slot: Slot, where: str, exc: BaseException) -> None:
@@ -438,8 +446,8 @@ class Worker:
                 self._report(reporter)
                 if self._abort.is_set():
                     break
-        except Aborted:
-            self._abandoned(slot, "packets")
+        except Aborted as exc:
+            self._abandoned(slot, "packets", exc)
         except Exception as exc:  # reported; end of stream still goes downstream
             self._fail(slot, "run", exc)
         self._end(slot)
@@ -490,8 +498,25 @@ class Worker:
                     runs[index] = 0
                 if ended:
                     poller.unregister(sock)
+                    del by_socket[sock]
+                    open_sockets -= 1
+            if self._stop.is_set():
+                for sock in [sock for sock, (receiver, _) in by_socket.items()
+                             if receiver.watch.silent and sock not in ready]:
+                    self._sender_gone(*by_socket.pop(sock))
+                    poller.unregister(sock)
                     open_sockets -= 1
             self._report(reporter)
+
+    def _sender_gone(self, receiver, slot: Slot) -> None:
+        """The graph is stopping and ``receiver``'s sender has been unheard for its peer timeout
+        with nothing left queued: its process is gone (killed, and the supervisor gave up on it),
+        so the end of stream it owes will never come. The input counts as ended, so this worker
+        and everything downstream finish, flush and close instead of waiting to be killed."""
+        log.warning("%s: the graph is stopping and it is silent; its input counts as ended",
+                    receiver.watch.what)
+        receiver.ended = True
+        self._input_ended(slot)
 
     def _drain(self, index: int, receiver, slot: Slot) -> tuple[int, bool]:
         """Handle up to ``DRAIN_MESSAGES`` messages queued on input ``index`` (``receiver``,
@@ -537,8 +562,8 @@ class Worker:
                     self._run_source(reporter)
                 else:
                     self._run_inputs(reporter)
-            except Aborted:
-                self._abandoned(next(s for s in self.slots.values() if s.senders), "packets")
+            except Aborted as exc:
+                self._abandoned(next(s for s in self.slots.values() if s.senders), "packets", exc)
             for slot in self.slots.values():  # aborted, or a standalone stop: end the rest
                 if not slot.ended:
                     self._end(slot)

@@ -106,12 +106,15 @@ def test_a_killed_replay_worker_reads_again_from_the_segment_it_was_in(tmp_path)
 
 
 def test_a_graph_that_may_not_restart_ends_by_itself_keeping_what_it_wrote(tmp_path):
-    """restarts = 0: the supervisor gives up at once; the other processes end their nodes, the
+    """restarts = 0: the supervisor gives up at once; the other processes end their nodes by
+    themselves (the ones beside the dead one once it has been silent for the peer timeout), the
     sink closes its file with every decision written before, and the run exits 1."""
     started = time.monotonic()
     code, before, _, stderr = run_and_kill(tmp_path, "hots", 5, restarts=0)
     assert code == 1
     assert "giving up; ending the graph" in stderr
+    assert "did not drain" not in stderr and "Assertion failed" not in stderr, stderr[-3000:]
+    assert re.findall(r"worker '(\w+)' ended: killed", stderr) == ["hots"], stderr[-3000:]
     kept = decisions(tmp_path)
     golden = json.loads(GOLDEN.read_text())
     assert before <= len(kept) < len(golden)
