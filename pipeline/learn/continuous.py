@@ -151,9 +151,10 @@ def evaluate_continuous(model_path, files: list[SegmentFile], gap_us: int,
 def spikes_per_object(spikes: list[Packet], streams: list[Stream]) -> float:
     """Median number of output spikes between an object's onset and its last event, over the
     objects of ``streams`` (``spikes[i]``: the one packet of stream i's output spikes)."""
-    counts = [np.count_nonzero((times >= s.onset_us) & (times <= s.end_us))
-              for [packet], stream in zip(spikes, streams)
-              for times in [packet.records["t"]] for s in stream.shown]
+    counts = []
+    for [packet], stream in zip(spikes, streams):
+        times = packet.records["t"]
+        counts += [np.count_nonzero((times >= s.onset_us) & (times <= s.end_us)) for s in stream.shown]
     return float(np.median(counts))
 
 
