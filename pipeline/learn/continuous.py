@@ -154,7 +154,8 @@ def spikes_per_object(spikes: list[Packet], streams: list[Stream]) -> float:
     counts = []
     for [packet], stream in zip(spikes, streams):
         times = packet.records["t"]
-        counts += [np.count_nonzero((times >= s.onset_us) & (times <= s.end_us)) for s in stream.shown]
+        counts += [np.count_nonzero((times >= s.onset_us) & (times <= s.end_us))
+                   for s in stream.shown]
     return float(np.median(counts))
 
 
