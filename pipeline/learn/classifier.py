@@ -30,20 +30,21 @@ from pipeline.core.model import SnnModel
 from pipeline.learn.convert import ann_logits, normalise, to_snn
 from pipeline.learn.features import PREFIXES, FeatureSpec, feature_matrix, tile_columns
 
-CLASSIFIERS = ("softmax", "mlp")
+CLASSIFIERS = ("softmax", "mlp", "conv")
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    """method: the training method (``pipeline.learn.methods``); classifier: "softmax" or "mlp"
-    (one hidden ReLU layer); hidden: the width of the hidden layer of "mlp" and of the methods
-    with one (0: the method's own default, ``hidden_width``); epochs, batch, lr (Adam step), l2
-    (weight decay): the optimiser; percentile:
-    normalisation (100 = max); prototype_samples: samples the HOTS layer learns from; k: decoder
-    spike lead (0 = calibrate); k_slack: calibration keeps the smallest k whose early accuracy
-    is at most this many held-out samples below the best k's (0: the best k itself); tile: the
-    conversion method's classifier reads the counts of tiles of tile x tile input cells at every
-    cell-sized shift (``features.tile_columns``; 1: the cells themselves); ensemble: the
+    """method: the training method (``pipeline.learn.methods``); classifier: "softmax", "mlp"
+    (one hidden ReLU layer) or "conv" (two conv layers, ``pipeline.learn.convnet``); hidden: the
+    width of the hidden layer of "mlp", the channels of "conv"'s layers, and the width of the
+    hidden layer of the methods with one (0: the method's own default, ``hidden_width``); epochs,
+    batch, lr (Adam step), l2 (weight decay): the optimiser; percentile: normalisation (100 =
+    max); prototype_samples: samples the HOTS layer learns from; k: decoder spike lead (0 =
+    calibrate); k_slack: calibration keeps the smallest k whose early accuracy is at most this
+    many held-out samples below the best k's (0: the best k itself); tile: the conversion
+    method's softmax and mlp classifiers read the counts of tiles of tile x tile input cells at
+    every cell-sized shift (``features.tile_columns``; 1: the cells themselves); ensemble: the
     "mlp" classifier of the conversion method is this many networks bagged into one hidden layer
     (``bagged``; 1: one network); seed: every random choice."""
 
@@ -71,9 +72,10 @@ class TrainParams:
             raise ValueError(f"k_slack must be >= 0 (held-out samples), got {self.k_slack}")
         if self.tile < 1:
             raise ValueError(f"tile must be >= 1 (input cells per tile side), got {self.tile}")
-        if self.tile > 1 and self.method != "conversion":
-            raise ValueError(f"tile applies to the conversion method only, got tile {self.tile} "
-                             f"with method {self.method!r}")
+        if self.tile > 1 and (self.method != "conversion" or self.classifier == "conv"):
+            raise ValueError(f"tile applies to the conversion method's softmax and mlp "
+                             f"classifiers only, got tile {self.tile} with method "
+                             f"{self.method!r} and classifier {self.classifier!r}")
         if self.ensemble < 1:
             raise ValueError(f"ensemble must be >= 1 (networks bagged), got {self.ensemble}")
         if self.ensemble > 1 and (self.method, self.classifier) != ("conversion", "mlp"):
@@ -116,10 +118,11 @@ class Examples:
             x += feature_matrix([tiling[idx] for idx in self.inputs], n_columns, fractions)
         return x
 
-    def snn(self, weights) -> SnnModel:
-        """IF layers (threshold 1, reset by subtraction) over ``weights``, this input mapping."""
+    def snn(self, weights, convs=()) -> SnnModel:
+        """IF layers (threshold 1, reset by subtraction) over ``weights`` (``convs`` as
+        ``convert.ann_activations``), this input mapping."""
         s = self.spec
-        return to_snn(weights, self.classes, s.width, s.height, s.cell, s.n_prototypes)
+        return to_snn(weights, self.classes, s.width, s.height, s.cell, s.n_prototypes, convs)
 
 
 @dataclass(frozen=True)
@@ -223,13 +226,27 @@ def conversion(examples: Examples, params: TrainParams, desc: str = "") -> Train
     2015) and converted to IF layers. With ``params.tile`` > 1 it is trained on tile counts
     (``Examples.tile_rows``); a tile's count is the sum of its cells' counts, so the first layer
     over the cells, each cell's row the sum of the rows of the tiles holding it, computes the same
-    activations, and the SNN keeps one input per cell and prototype."""
+    activations, and the SNN keeps one input per cell and prototype. The "conv" classifier is
+    ``pipeline.learn.convnet``'s network, its conv layers run as conv layers of the core."""
     x, y = examples.rows()
-    columns, n_columns = tile_columns(examples.spec, params.tile)
-    tiled = x if params.tile == 1 else examples.tile_rows(columns, n_columns)
-    weights = bagged(tiled, y, len(examples.inputs), len(examples.classes), params, desc)
-    weights[0] = weights[0][columns].sum(axis=0)
-    scaled, lambdas = normalise(weights, x, params.percentile)
+    if params.classifier == "conv":
+        # imported here: it brings torch, which the other classifiers do not need
+        from pipeline.learn import convnet
+
+        s = examples.spec
+        in_shape = (s.n_prototypes, -(-s.height // s.cell), -(-s.width // s.cell))
+        weights, convs = convnet.fit(x, y, len(examples.classes), in_shape,
+                                     hidden_width(params, convnet.CONV_WIDTH),
+                                     batches(len(x), params, np.random.default_rng(params.seed),
+                                             desc), params.lr, params.l2, params.seed)
+    else:
+        columns, n_columns = tile_columns(examples.spec, params.tile)
+        tiled = x if params.tile == 1 else examples.tile_rows(columns, n_columns)
+        weights = bagged(tiled, y, len(examples.inputs), len(examples.classes), params, desc)
+        weights[0] = weights[0][columns].sum(axis=0)
+        convs = ()
+    scaled, lambdas = normalise(weights, x, params.percentile, convs)
     full = x[-len(examples.inputs):]
-    return Trained(examples.snn(scaled), {
-        "lambdas": lambdas, "train_accuracy_ann": accuracy(ann_logits(scaled, full), examples.y)})
+    return Trained(examples.snn(scaled, convs), {
+        "lambdas": lambdas,
+        "train_accuracy_ann": accuracy(ann_logits(scaled, full, convs), examples.y)})

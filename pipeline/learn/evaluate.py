@@ -157,6 +157,7 @@ class _Streamer(PerFile):
         self.packet_us, self.n_inputs = spec.packet_us, spec.n_inputs
         self.n_classes = len(model.classes)
         self.weights = [np.asarray(w, np.float64) for w in model.weights]
+        self.convs = [model.layer_conv(l) for l in range(model.n_layers)]
         self.branches = Branches([DecoderStage("decoder", replace(p, model=path))
                                   for p in job.decoders])
         self.stages = spec.stages(path) + [
@@ -165,7 +166,7 @@ class _Streamer(PerFile):
 
     def _inputs(self, idx: np.ndarray, label: str) -> None:
         x = np.array([prefix_features(idx, self.n_inputs, f) for f in FRACTIONS])
-        self.result = Sample(label, ann=np.argmax(ann_logits(self.weights, x), axis=1))
+        self.result = Sample(label, ann=np.argmax(ann_logits(self.weights, x, self.convs), axis=1))
 
     def _spikes(self, seen: np.ndarray, neuron: np.ndarray, total: int) -> None:
         counts = [np.bincount(neuron[seen <= math.ceil(f * total)], minlength=self.n_classes)

@@ -214,7 +214,11 @@ def test_tile_coded_conversion_keeps_one_input_per_cell_and_runs_in_the_core(spl
     (("--hidden", "-1"), "hidden must be >= 0 (0: the method's default), got -1"),
     (("--tile", "0"), "tile must be >= 1 (input cells per tile side), got 0"),
     (("--tile", "2", "--method", "stdp"),
-     "tile applies to the conversion method only, got tile 2 with method 'stdp'"),
+     ("tile applies to the conversion method's softmax and mlp classifiers only, got tile 2 with "
+      "method 'stdp' and classifier 'softmax'")),
+    (("--tile", "2", "--classifier", "conv"),
+     ("tile applies to the conversion method's softmax and mlp classifiers only, got tile 2 with "
+      "method 'conversion' and classifier 'conv'")),
     (("--ensemble", "0"), "ensemble must be >= 1 (networks bagged), got 0"),
     (("--ensemble", "3"), "ensemble applies to the conversion method's mlp classifier only, "
                           "got ensemble 3 with method 'conversion' and classifier 'softmax'")])
