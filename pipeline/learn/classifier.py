@@ -233,9 +233,7 @@ def conversion(examples: Examples, params: TrainParams, desc: str = "") -> Train
         # imported here: it brings torch, which the other classifiers do not need
         from pipeline.learn import convnet
 
-        s = examples.spec
-        in_shape = (s.n_prototypes, -(-s.height // s.cell), -(-s.width // s.cell))
-        weights, convs = convnet.fit(x, y, len(examples.classes), in_shape,
+        weights, convs = convnet.fit(x, y, len(examples.classes), examples.spec.input_map,
                                      hidden_width(params, convnet.CONV_WIDTH),
                                      batches(len(x), params, np.random.default_rng(params.seed),
                                              desc), params.lr, params.l2, params.seed)

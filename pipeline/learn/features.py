@@ -52,6 +52,12 @@ class FeatureSpec:
     def n_inputs(self) -> int:
         return n_inputs(self.width, self.height, self.cell, self.n_prototypes)
 
+    @property
+    def input_map(self) -> tuple[int, int, int]:
+        """The SNN inputs as a map (prototypes, cells high, cells wide): the ``in_shape`` of a
+        first conv layer (``kernels.conv``)."""
+        return self.n_prototypes, -(-self.height // self.cell), -(-self.width // self.cell)
+
     def stages(self, prototypes: str | None = None) -> list[Stage]:
         """The denoise and hots stage objects, as config.toml builds them; without
         ``prototypes`` (a .npy or model .npz path) the HOTS layer learns online."""
@@ -236,7 +242,7 @@ def tile_columns(spec: FeatureSpec, tile: int) -> tuple[np.ndarray, int]:
     concatenated (a tiling's columns: tile ``(ty * tiles_x + tx) * n_prototypes + f``), and the
     number of columns. ``tile = 1``: one tiling, the cells themselves (``columns[0]`` is the
     identity)."""
-    nx, ny, n = -(-spec.width // spec.cell), -(-spec.height // spec.cell), spec.n_prototypes
+    n, ny, nx = spec.input_map
     index = np.arange(spec.n_inputs)
     f, cell = index % n, index // n
     cx, cy = cell % nx, cell // nx
