@@ -30,11 +30,13 @@ from pipeline.core.nodetype import SOURCE
 from pipeline.runtime.config import Config, ConfigError, load
 from pipeline.runtime.metrics import END_TOPIC, SNAPSHOT_TOPIC, metrics_address, summary_table
 from pipeline.security import CertificateError, check_link
-from pipeline.runtime.worker import Worker
+from pipeline.runtime.worker import STOP_DRAIN_S, Worker
 
 log = logging.getLogger(__name__)
 
-DRAIN_TIMEOUT_S = 10.0
+# after the stop: the workers' blocked sends give up by themselves (``STOP_DRAIN_S``), each
+# reporting what it could not deliver; what still runs some seconds later is killed
+DRAIN_TIMEOUT_S = STOP_DRAIN_S + 5.0
 CRASHED = 3  # exit code of a worker process whose runtime broke (not a node's failure)
 START_POLL_MS = 5  # how often the orchestrator looks for the last worker to open, until it has
 PUBLISH_LINGER_MS = 1000  # how long closing waits to deliver the last metrics to `evpipe top`
@@ -292,8 +294,10 @@ class _Supervisor:
     """Starts the worker processes and restarts one that dies (killed, or ``CRASHED``) after
     ``restart_backoff_s``, doubled at each further restart of it, at most ``restarts`` times;
     a restarted worker resumes from its resume points (``pipeline.runtime.recovery``). When a
-    worker has died once more than that, the supervisor gives up: it aborts every other worker,
-    so each ends its nodes (sinks flush what they received) and the run exits 1."""
+    worker has died once more than that, the supervisor gives up: it stops every other worker
+    (once: a second SIGTERM would abort, and two sent back to back may arrive as one), so the
+    sources end their streams, the workers beside the dead one give up on it after the peer
+    timeout, every sink flushes what it received, and the run exits 1."""
 
     def __init__(self, config: Config, spawn, make_args, procs: dict, ready: dict,
                  stops: _SourceStops, collector: Collector):
@@ -348,14 +352,14 @@ class _Supervisor:
                 self.start(name)
 
     def give_up(self) -> None:
-        """Abort every other worker (twice SIGTERM: stop, then give up on blocked sends)."""
+        """Stop every other worker: the sources through ``stops`` (once ready), the rest with
+        one SIGTERM now (a worker still starting ends by it: it has taken nothing yet)."""
         self.gave_up = True
         self.due.clear()
         self.stops.request()
         for name, proc in self.procs.items():
-            if proc.is_alive():
-                for _ in range(2 if self.ready[name].is_set() else 1):
-                    os.kill(proc.pid, signal.SIGTERM)
+            if name not in self.stops.sent and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
 
 
 def run_processes(config: Config) -> RunResult:

@@ -40,7 +40,10 @@ and logs again when the peer is back. On tcp links ZeroMQ's own ZMTP heartbeats
 (``ZMQ_HEARTBEAT_IVL``, ``ZMQ_HEARTBEAT_TIMEOUT``) also drop a connection to a peer that stopped
 answering, so a peer that returns reconnects. Live links carry heartbeats from sender to
 receiver only. While the graph stops, a peer unheard for ``peer_timeout_s`` is taken as gone
-(``Sender``, ``pipeline.runtime.worker``).
+(``Sender``, ``pipeline.runtime.worker``). An end of a lossless link that closes without
+finishing the stream (a graph stop, a stage run alone that is stopped) says ``bye``: its peer
+takes it as silent at once, so a stop spreads through a chain of processes in one peer timeout
+rather than one per process.
 
 The sending side binds and the receiving side connects, so a stage can be restarted, or moved to
 another host, without touching its upstream. Addresses are ``inproc://``, ``ipc://`` or
@@ -103,7 +106,8 @@ class ReceiveStats:
 
 LINGER_MS = 2000  # how long unsent messages may delay closing a socket
 RECEIVER_LINGER_MS = 200  # ... a receiving end's, which sends control messages only
-HELLO, RESUMED, ENDED, BEAT, ANEW = b"hello", b"ack", b"end", b"beat", b"anew"  # control messages
+HELLO, RESUMED, ENDED, BEAT, ANEW, LEFT = (b"hello", b"ack", b"end", b"beat", b"anew",
+                                       b"bye")  # control messages
 LIVE_EOS_REPEATS = 5
 LIVE_EOS_SPACING_S = 0.1
 ZERO_COPY_BYTES = 64 * 1024  # payloads at least this large are sent without copying
@@ -132,7 +136,7 @@ def control_message(tag: bytes, value: int | None = None) -> bytes:
 def parse_control(message: bytes) -> tuple[bytes, int | None]:
     """(tag, value) of a control message; ValueError when it is none."""
     tag, _, value = message.partition(b" ")
-    if tag not in (HELLO, RESUMED, ENDED, BEAT, ANEW) or (value and not value.isdigit()):
+    if tag not in (HELLO, RESUMED, ENDED, BEAT, ANEW, LEFT) or (value and not value.isdigit()):
         raise ValueError(f"not a control message: {message[:40]!r}")
     return tag, int(value) if value else None
 
@@ -155,6 +159,13 @@ class PeerWatch:
     def due(self, now: float) -> bool:
         """Whether this end should send a heartbeat now."""
         return now - self.last_sent >= self.heartbeat_s
+
+    def left(self) -> None:
+        """The peer said ``bye``: it closed without finishing the stream. It counts as silent
+        now rather than after ``peer_timeout_s``; anything it sends later is heard again."""
+        if not self.silent:
+            self.silent = True
+            log.info("%s: it left", self.what)
 
     def fell_silent(self, now: float) -> bool:
         """True once when the peer has been unheard for ``peer_timeout_s`` (logged)."""
@@ -275,6 +286,9 @@ class Sender:
                 tag, value = parse_control(message)
             except ValueError as exc:
                 log.warning("%s: %s", self.address, exc)
+                continue
+            if tag == LEFT:
+                self.watch.left()
                 continue
             self.watch.heard()
             if tag == ENDED:
@@ -453,6 +467,14 @@ class Sender:
                 raise ReceiverGone(self._gone_message())
 
     def close(self) -> None:
+        """Close; a lossless end whose end of stream was not acknowledged says ``bye`` first,
+        so its receiver need not wait ``peer_timeout_s`` to learn it is gone (best effort:
+        behind a full queue it is not sent, and the peer timeout still tells)."""
+        if self.mode == LOSSLESS and not self.end_acknowledged:
+            try:
+                self.sock.send(LEFT, zmq.NOBLOCK)
+            except zmq.Again:
+                pass
         self.sock.close(linger=0 if self.aborting() else None)
 
 
@@ -554,13 +576,15 @@ class Receiver:
             self._say(ENDED)
 
     def _control(self, message: bytes) -> None:
-        """A one-frame message: a heartbeat, or a restarted sender's ``anew``; anything else is
-        malformed."""
+        """A one-frame message: a heartbeat, a leaving sender's ``bye``, or a restarted
+        sender's ``anew``; anything else is malformed."""
         try:
             tag, value = parse_control(message)
         except ValueError:
             tag = value = None
-        if tag == ANEW and self.exactly_once:
+        if tag == LEFT:
+            self.watch.left()
+        elif tag == ANEW and self.exactly_once:
             log.info("%s: the sending end restarted or lost packets %d-%d; its packets from %d "
                      "on are new", self.address, self.expected, value - 1, value)
             self.stats.gaps += max(value - self.expected, 0)
@@ -631,7 +655,9 @@ class Receiver:
         return True
 
     def close(self) -> None:
-        """Close, giving what this end still sends (its control messages: the last ``end``)
-        ``RECEIVER_LINGER_MS`` to leave; a sender that has gone would otherwise hold the
-        close for the whole linger."""
+        """Close, giving what this end still sends (its control messages: the last ``end``, or
+        ``bye`` on a lossless link whose end of stream never came) ``RECEIVER_LINGER_MS`` to
+        leave; a sender that has gone would otherwise hold the close for the whole linger."""
+        if self.mode == LOSSLESS and not self.ended:
+            self._say(LEFT)
         self.sock.close(linger=RECEIVER_LINGER_MS)

@@ -324,18 +324,21 @@ class Worker:
         """Every input of ``slot`` has ended (a source: its loop has): flush its node and end its
         outputs."""
         slot.ended = True
-        try:
-            if not slot.is_source and not slot.failed:
+        if not slot.is_source and not slot.failed:
+            try:
+                out = slot.node.finish()
+            except Exception as exc:  # reported; its outputs still end
+                self._fail(slot, "finish", exc)
+            else:
                 try:
-                    out = slot.node.finish()
-                except Exception as exc:  # reported; its outputs still end
-                    self._fail(slot, "finish", exc)
-                else:
                     self._emit(slot, out, origin_ns=slot.last_origin)
-            for sender in slot.senders:
+                except Aborted as exc:
+                    self._abandoned(slot, "what finish returned", exc)
+        for sender in slot.senders:  # each on its own: one receiver gone leaves the others theirs
+            try:
                 sender.send(eos_packet(slot.name, slot.seq))
-        except Aborted as exc:
-            self._abandoned(slot, "end of stream", exc)
+            except Aborted as exc:
+                self._abandoned(slot, "end of stream", exc)
         for target, _ in slot.direct_out:
             self._input_ended(target)
 

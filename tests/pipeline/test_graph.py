@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -108,6 +109,46 @@ def test_an_exactly_once_link_gives_a_restarted_receiver_each_packet_once_from_i
     assert sender.stats.resent == 200 and second.stats.duplicates == 100
     sender.close()
     second.close()
+    ctx.term()
+
+
+def test_an_end_that_leaves_before_the_end_of_stream_says_bye_and_its_peer_does_not_wait(tmp_path):
+    """Real ipc sockets, a peer timeout of 60 s: a receiver that closes before the end of stream
+    says bye, so a stopping sender's end of stream gives up at once (ReceiverGone) instead of
+    waiting out the timeout; a sender that closes unfinished is likewise silent at once to its
+    receiver. A receiver that had the end of stream says nothing more."""
+    import zmq
+
+    from pipeline.core import wire
+    from pipeline.core.packet import eos_packet, events_packet
+    from pipeline.runtime.links import LOSSLESS, Receiver, ReceiverGone, Sender
+
+    ctx = zmq.Context()
+    chunk = np.ascontiguousarray(dv_events()[:100])
+    links = []
+    for name in ("gone", "done", "quit"):
+        address = f"ipc://{tmp_path}/{name}.sock"
+        links.append((Sender(ctx, address, LOSSLESS, exactly_once=True, peer_timeout_s=60.0,
+                             stopping=lambda: True),
+                      Receiver(ctx, address, LOSSLESS, exactly_once=True, peer_timeout_s=60.0)))
+    (gone_sender, gone_receiver), (done_sender, done_receiver), (quit_sender, quit_receiver) = links
+    for sender, receiver in links:
+        sender.send(events_packet("replay", 0, chunk, 320, 240))
+        assert receiver.receive(10_000).header.seq == 0
+    gone_receiver.close()
+    with pytest.raises(ReceiverGone, match=r"gone.sock unheard for ([\d.]+) s") as gave_up:
+        gone_sender.send(eos_packet("replay", 1))
+    unheard = float(re.search(r"unheard for ([\d.]+) s", str(gave_up.value))[1])
+    assert unheard < 30.0 and gone_sender.watch.silent  # at the bye, not after 60 s
+    done_sender.sock.send_multipart(wire.encode(eos_packet("replay", 1)))  # not waiting for "end"
+    assert done_receiver.receive(10_000).is_eos and done_receiver.ended
+    done_receiver.close()  # had its end of stream: no bye
+    assert done_sender.sock.poll(10_000, zmq.POLLIN)
+    assert done_sender.sock.recv() == b"end" and not done_sender.sock.poll(300, zmq.POLLIN)
+    quit_sender.close()
+    assert quit_receiver.receive(10_000) is None and quit_receiver.watch.silent
+    for end in (gone_sender, done_sender, quit_receiver):
+        end.close()
     ctx.term()
 
 
