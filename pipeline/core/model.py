@@ -89,17 +89,22 @@ class SnnModel:
         """The conv shape of ``layer``, or None for a dense layer."""
         return self.convs[layer] if self.convs else None
 
-    def network(self, taus_us) -> lif.LIFNetwork:
-        """The packed network with these membrane time constants (us, one per layer)."""
+    def network(self, taus_us, refractory_us=None) -> lif.LIFNetwork:
+        """The packed network with these membrane time constants (us, one per layer) and
+        refractory periods (us; None: the model's)."""
+        refractory = self.refractory_us if refractory_us is None else refractory_us
         return lif.make_network(list(self.weights), list(self.thresholds), list(taus_us),
-                                list(self.resets), list(self.refractory_us), list(self.biases),
+                                list(self.resets), list(refractory), list(self.biases),
                                 [self.layer_conv(l) for l in range(self.n_layers)])
 
     def leaky_network(self, tau_us: float) -> lif.LIFNetwork:
         """The same network with every layer leaky with membrane time constant ``tau_us`` (us):
         what it integrated fades, so it can run on a stream without resets (docs/snn.md, "Live
-        read-out")."""
-        return self.network([float(tau_us)] * self.n_layers)
+        read-out"). A refractory period longer than ``tau_us`` is cut to it: on a stream it
+        would silence a neuron through objects it has not seen (the binary method's hidden
+        units, refractory for longer than a sample so that they fire once per sample)."""
+        refractory = [int(min(r, tau_us)) for r in self.refractory_us]
+        return self.network([float(tau_us)] * self.n_layers, refractory)
 
     def save(self, path, extra: dict | None = None) -> None:
         """Write the model; ``extra`` adds arrays under other keys (feature prototypes, training

@@ -133,6 +133,24 @@ def test_binary_samples_are_shorter_than_the_refractory_period(recordings):
         assert int(events["t"][-1]) - int(events["t"][0]) < binary.REFRACTORY_US / 2
 
 
+def test_the_live_binary_network_lets_its_hidden_units_fire_again_after_the_leak(models, held_out):
+    """On a stream (``leaky_network``, docs/snn.md "Live read-out") the hidden refractory
+    period is cut to the leak's time constant: a sample shown twice, 300 ms apart (1 us per
+    event), makes hidden spikes both times; with the model's own period (1 s) the second
+    showing would find every unit that fired still refractory."""
+    model = load_model(models["binary"][0])
+    leak_us = 50_000.0
+    net = model.leaky_network(leak_us)
+    assert list(net.refractory) == [int(leak_us), 0]
+    idx = held_out.inputs[0]
+    times = np.concatenate([np.arange(len(idx)), 300_000 + np.arange(len(idx))])
+    spikes = lif.run(net, lif.init_state(net), times, np.concatenate([idx, idx]))
+    hidden = spikes["layer"] == 0
+    first, second = (np.unique(spikes["neuron"][hidden & part]) for part in
+                     (spikes["src"] < len(idx), spikes["src"] >= len(idx)))
+    assert len(first) > 0 and len(np.intersect1d(first, second)) > 0
+
+
 def test_stdp_kernel_equals_its_reference_on_nmnist(held_out):
     rng = np.random.default_rng(3)
     n_in = held_out.spec.n_inputs

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.learn.continuous import as_one_packet, calibrate_live, decide, evaluate_continuous, \
-    features_of, make_stream, score, spikes_of
+from pipeline.learn.continuous import LEAD_FRACTIONS, as_one_packet, calibrate_live, decide, \
+    evaluate_continuous, features_of, make_stream, score, spikes_of
 from pipeline.learn.evaluate import evaluate
 from sensors.replay import dataset_files
 from tests.conftest import ROOT
@@ -66,7 +66,7 @@ def test_live_leads_are_scaled_to_the_output_rate_of_the_network():
     for key in ("k", "k_change"):  # the leads offered, with the 30 ms leak
         offered = [sorted({row[key] for row in c["table"] if row["leak_tau_us"] == 30_000.0})
                    for c in (converted, surrogate)]
-        assert len(offered[1]) == len(offered[0]) == 3
+        assert len(offered[1]) == len(offered[0]) == len(LEAD_FRACTIONS[key])
         assert all(mine <= theirs / 4 for theirs, mine in zip(*offered))
     for calibration in (converted, surrogate):  # the chosen setting is the table's best
         assert max(row["right_once"] for row in calibration["table"]) >= 0.8
