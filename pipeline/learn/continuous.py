@@ -43,7 +43,8 @@ CALIBRATION_NOISE = (0.0, 2000.0)
 # ``k_change`` are fractions of the median number of output spikes per object on the calibration
 # streams (``LEAD_FRACTIONS``), so that a network firing ten times less often is offered leads ten
 # times smaller; for the conversion model (about 2000 spikes per N-MNIST sample) ``k`` is about
-# 32, 64 or 128 spikes and ``k_change`` 64, 128 or 256.
+# 16, 32, 64 or 128 spikes and ``k_change`` 64, 128 or 256. Leaks up to 200 ms serve networks
+# whose units integrate a whole sample (the binary method's count thresholds).
 CANDIDATES = {"leak_tau_us": (30_000.0, 50_000.0, 100_000.0, 200_000.0),
               "evidence_tau_us": (20_000.0, 50_000.0, 100_000.0), "quiet_us": (80_000.0, 95_000.0)}
 LEAD_FRACTIONS = {"k": (1 / 128, 1 / 64, 1 / 32, 1 / 16), "k_change": (1 / 32, 1 / 16, 1 / 8)}
