@@ -102,18 +102,37 @@ def labelled_files(data) -> list[SegmentFile]:
     return files
 
 
-def select(data, k: int = 0, fold: int = 0, test: bool = True, seed: int = 0) -> list[SegmentFile]:
+def share_of(files: list[SegmentFile], share: float, seed: int = 0) -> list[SegmentFile]:
+    """``share`` (0 < share <= 1) of ``files``, class by class: of each class's files, in a
+    seeded random order, the first ``max(1, round(share * n))``; in the order of ``files``. A
+    smaller share's files are among a larger one's (same seed), so the points of a learning
+    curve differ only by the files added."""
+    if not 0 < share <= 1:
+        raise DatasetError(f"the training share (--train-share) must be in (0, 1], got {share}")
+    labels = np.array([f.label for f in files])
+    rng = np.random.default_rng(seed)
+    keep = np.zeros(len(files), bool)
+    for label in sorted(set(labels)):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        keep[members[:max(1, round(share * len(members)))]] = True
+    return [f for f, kept in zip(files, keep) if kept]
+
+
+def select(data, k: int = 0, fold: int = 0, test: bool = True, seed: int = 0,
+           share: float = 1.0) -> list[SegmentFile]:
     """The labelled files of dataset folder ``data`` (``labelled_files``): all (k = 0), the test
-    fold ``fold`` of k, or the other k - 1 folds."""
+    fold ``fold`` of k, or the other k - 1 folds; of the training files (all, or the other
+    folds) only ``share`` of each class (``share_of``), the test fold whole."""
     files = labelled_files(data)
     if k <= 0:
-        return files
+        return share_of(files, share, seed) if share != 1 else files
     if not 0 <= fold < k:
         raise DatasetError(f"the held-out fold must be in [0, {k}), got {fold}")
     if k > len(files):
         raise DatasetError(f"{data}: {len(files)} recording(s) cannot be split into {k} folds")
     chosen = (folds(files, k, seed) == fold) == test
-    return [f for f, keep in zip(files, chosen) if keep]
+    kept = [f for f, keep in zip(files, chosen) if keep]
+    return kept if test or share == 1 else share_of(kept, share, seed)
 
 
 def replay_packets(files: list[SegmentFile], packet_us: int, desc: str = ""):

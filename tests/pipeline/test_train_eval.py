@@ -71,6 +71,32 @@ def test_folds_are_stratified_disjoint_and_seeded(recordings):
         assert all(abs(counts[c] - n / 5) <= 1 for c, n in per_class.items())
 
 
+def test_a_training_share_keeps_that_share_of_each_class_of_the_training_folds(recordings):
+    """The points of a learning curve: each class's share of the training files, seeded, a
+    smaller share's files among a larger one's, the held-out fold untouched."""
+    training = select(NMNIST_TRAIN, 5, 0, test=False)
+    per_class = Counter(f.label for f in training)
+    chosen = {share: select(NMNIST_TRAIN, 5, 0, test=False, share=share) for share in (0.25, 0.5)}
+    for share, files in chosen.items():
+        assert Counter(f.label for f in files) == {c: round(share * n) for c, n in per_class.items()}
+        assert {f.path for f in files} <= {f.path for f in training}
+        assert files == select(NMNIST_TRAIN, 5, 0, test=False, share=share)
+    assert {f.path for f in chosen[0.25]} < {f.path for f in chosen[0.5]}
+    assert chosen[0.5] != select(NMNIST_TRAIN, 5, 0, test=False, seed=1, share=0.5)
+    assert select(NMNIST_TRAIN, 5, 0, test=True, share=0.5) == select(NMNIST_TRAIN, 5, 0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--cross-validate", "2", "--train-share", "0"],
+     "the training share (--train-share) must be in (0, 1], got 0.0"),
+    (["--train-share", "0.5"],
+     "--train-share picks training files: it applies to --cross-validate only")])
+def test_a_training_share_out_of_range_or_without_training_is_refused_by_name(flags, message):
+    done = evpipe("eval", "--data", BUNDLED, *flags)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert message in done.stderr
+
+
 def test_small_training_run_writes_the_model_it_trained(small_model):
     """The file holds the prototypes the HOTS stage learns on the seeded subset, and its recorded
     training accuracy is what the saved weights score on the training features."""

@@ -59,16 +59,17 @@ def add_arguments(parser) -> None:
 
 def cross_validate(args, runner) -> dict:
     spec, params = parameters(args)
-    k, runs = args.cross_validate, []
+    k, runs, trained_on = args.cross_validate, [], []
     with tempfile.TemporaryDirectory() as tmp:
         for fold in range(k):
             path = os.path.join(tmp, f"fold{fold}.npz")
-            train(select(args.data, k, fold, test=False, seed=args.split_seed), path, spec, params,
-                  runner)
+            trained_on.append(train(select(args.data, k, fold, test=False, seed=args.split_seed,
+                                           share=args.train_share), path, spec, params,
+                                    runner)["n_samples"])
             runs.append(evaluate(path, select(args.data, k, fold, test=True, seed=args.split_seed),
                                  desc=f"fold {fold}", runner=runner))
             print(f"fold {fold}: " + _line(runs[-1].metrics), file=sys.stderr)
-    return {**pooled(runs), "folds": [run.metrics for run in runs]}
+    return {**pooled(runs), "train_samples": trained_on, "folds": [run.metrics for run in runs]}
 
 
 def _line(result: dict, keys=SHOWN) -> str:
@@ -103,6 +104,9 @@ def _model_problem(path) -> str:
 def main(args) -> int:
     try:
         cluster.parse_scheduler(args.scheduler)
+        if args.train_share != 1 and not args.cross_validate:
+            log.error("--train-share picks training files: it applies to --cross-validate only")
+            return 2
         if args.cross_validate:
             with cluster.connect(args.scheduler, args.scheduler_timeout) as runner:
                 result = cross_validate(args, runner)

@@ -43,6 +43,9 @@ def add_split_arguments(parser) -> None:
                         help="split DATA into this many stratified, seeded folds (0: use it all)")
     parser.add_argument("--fold", type=int, default=0, help="the held-out fold")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the fold assignment")
+    parser.add_argument("--train-share", type=float, default=1.0, metavar="S",
+                        help="train on this share (0 < S <= 1) of each class's training files, "
+                             "seeded by --split-seed, for a learning curve (default 1: all)")
 
 
 def add_arguments(parser) -> None:
@@ -62,7 +65,8 @@ def main(args) -> int:
         return 2
     try:
         cluster.parse_scheduler(args.scheduler)
-        files = select(args.data, args.folds, args.fold, test=False, seed=args.split_seed)
+        files = select(args.data, args.folds, args.fold, test=False, seed=args.split_seed,
+                       share=args.train_share)
         with cluster.connect(args.scheduler, args.scheduler_timeout) as runner:
             training = train(files, args.out, spec, params, runner)
     except (DatasetError, cluster.SchedulerError) as exc:
