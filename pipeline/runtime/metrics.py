@@ -194,12 +194,14 @@ def ms_text(value_us: float | None) -> str:
 
 
 def summary_table(snapshots: list[dict]) -> str:
-    """The end-of-run table: one row per node with record totals, the average rate of what it
+    """The end-of-run table: one row per node with record totals, the packets it dropped (live
+    sends refused) and missed (lost before it reached them, from sequence numbers: the same
+    packet shows as dropped at its sender and missed at its receiver), the average rate of what it
     counts (``counted``) over its run, with that unit, its p99 latency (us) and the p50 and p99
     of the end-to-end latency of the packets it was done with (ms; for a sink, delivered)."""
     header = f"{'node':<16} {'kind':<6} {'records in':>11} {'records out':>11} {'packets':>9} " \
-             f"{'drops':>7} {'malformed':>9} {'rate':>24} {'p99 us':>9} {'e2e p50 ms':>10} " \
-             f"{'e2e p99 ms':>10}"
+             f"{'dropped':>7} {'missed':>7} {'malformed':>9} {'rate':>24} {'p99 us':>9} " \
+             f"{'e2e p50 ms':>10} {'e2e p99 ms':>10}"
     rows = [header, "-" * len(header)]
     for snap in snapshots:
         side = counted(snap)[0]
@@ -208,7 +210,8 @@ def summary_table(snapshots: list[dict]) -> str:
         p99 = snap["latency_p99_us"]
         rows.append(
             f"{snap['node']:<16} {snap['kind']:<6} {snap['records_in']:>11,} {snap['records_out']:>11,} "
-            f"{packets:>9,} {snap['dropped'] + snap['gaps']:>7,} {sum(snap['malformed'].values()):>9,} "
+            f"{packets:>9,} {snap['dropped']:>7,} {snap['gaps']:>7,} "
+            f"{sum(snap['malformed'].values()):>9,} "
             f"{rate_text(snap, rate):>24} {'-' if p99 is None else f'{p99:.0f}':>9} "
             f"{ms_text(snap.get('e2e_p50_us')):>10} {ms_text(snap.get('e2e_p99_us')):>10}"
             + "".join(f"  {name} {count:,}" for name, count in snap.get("counters", {}).items()

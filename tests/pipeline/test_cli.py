@@ -290,5 +290,5 @@ def test_a_live_publisher_nobody_subscribes_to_says_so_and_counts_every_packet_d
     assert f"waiting up to 10 s more for a subscriber on {address}" in done.stderr
     assert "every packet nobody receives counted as dropped" in done.stderr
     row = next(line.split() for line in done.stdout.splitlines() if line.startswith("replay "))
-    packets, drops = int(row[4].replace(",", "")), int(row[5].replace(",", ""))
-    assert packets > 100 and drops == packets
+    packets, dropped = int(row[4].replace(",", "")), int(row[5].replace(",", ""))
+    assert packets > 100 and dropped == packets

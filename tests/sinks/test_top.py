@@ -27,7 +27,8 @@ def top(*args, timeout=120):
 def rows(table: str) -> dict[str, dict[str, str]]:
     """The rows of one printed table by node name: {heading: cell text}, cut at the column widths."""
     lines = table.strip().splitlines()
-    assert lines[0].split() == ["node", "kind", "rate", "packets/s", "drops", "malformed", "drained",
+    assert lines[0].split() == ["node", "kind", "rate", "packets/s", "dropped", "missed", "malformed",
+                                "drained",
                                 "restarts", "p50", "us", "p99", "us", "e2e", "p50", "ms", "e2e", "p99", "ms",
                                 "state"]
     found = {}
@@ -186,8 +187,8 @@ def test_top_survives_malformed_messages_and_says_when_nothing_comes(tmp_path):
     tables = result.stdout.strip().split("\n\n")
     assert len(tables) == 2
     row = rows(tables[-1])["cam"]
-    assert (row["kind"], row["rate"], row["packets/s"], row["drops"], row["restarts"]) == (
-        "source", "1,234 events/s", "5", "3", "2")
+    assert (row["kind"], row["rate"], row["packets/s"], row["dropped"], row["missed"],
+            row["restarts"]) == ("source", "1,234 events/s", "5", "2", "1", "2")
     assert "malformed metrics message(s) ignored" in tables[-1]
     # nobody publishing: a clear message and exit code 1, not a hang
     silent = top(f"ipc://{tmp_path}/nobody.sock", "--once", "--timeout", "1")

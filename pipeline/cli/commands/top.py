@@ -28,8 +28,8 @@ from pipeline.runtime.metrics import (
 )
 
 NAME = "top"
-HELP = ("live table of per-node metrics (records/s by kind, packets/s, drops, restarts, latency, "
-        "end-to-end latency)")
+HELP = ("live table of per-node metrics (records/s by kind, packets/s, packets dropped and missed, "
+        "restarts, latency, end-to-end latency)")
 
 log = logging.getLogger("evpipe")
 NUMBER = (int, float)
@@ -43,7 +43,8 @@ COLUMNS = (
     ("kind", -6, lambda s: s["kind"]),
     ("rate", 22, lambda s: rate_text(s, _per_s(s, "records"))),
     ("packets/s", 10, lambda s: f"{_per_s(s, 'packets'):,.0f}"),
-    ("drops", 8, lambda s: f"{s['dropped'] + s['gaps']:,}"),
+    ("dropped", 8, lambda s: f"{s['dropped']:,}"),
+    ("missed", 7, lambda s: f"{s['gaps']:,}"),
     ("malformed", 9, lambda s: f"{sum(s.get('malformed', {}).values()):,}"),
     ("drained", 7, lambda s: f"{s['max_drained']:,}"),
     ("restarts", 8, lambda s: f"{s.get('restarts', 0):,}"),
