@@ -104,9 +104,9 @@ def labelled_files(data) -> list[SegmentFile]:
 
 def share_of(files: list[SegmentFile], share: float, seed: int = 0) -> list[SegmentFile]:
     """``share`` (0 < share <= 1) of ``files``, class by class: of each class's files, in a
-    seeded random order, the first ``max(1, round(share * n))``; in the order of ``files``. A
-    smaller share's files are among a larger one's (same seed), so the points of a learning
-    curve differ only by the files added."""
+    seeded random order, the first ``max(1, round(share * n))`` (all at share 1); in the order
+    of ``files``. A smaller share's files are among a larger one's (same seed), so the points of
+    a learning curve differ only by the files added."""
     if not 0 < share <= 1:
         raise DatasetError(f"the training share (--train-share) must be in (0, 1], got {share}")
     labels = np.array([f.label for f in files])
@@ -125,14 +125,14 @@ def select(data, k: int = 0, fold: int = 0, test: bool = True, seed: int = 0,
     folds) only ``share`` of each class (``share_of``), the test fold whole."""
     files = labelled_files(data)
     if k <= 0:
-        return share_of(files, share, seed) if share != 1 else files
+        return share_of(files, share, seed)
     if not 0 <= fold < k:
         raise DatasetError(f"the held-out fold must be in [0, {k}), got {fold}")
     if k > len(files):
         raise DatasetError(f"{data}: {len(files)} recording(s) cannot be split into {k} folds")
     chosen = (folds(files, k, seed) == fold) == test
     kept = [f for f, keep in zip(files, chosen) if keep]
-    return kept if test or share == 1 else share_of(kept, share, seed)
+    return kept if test else share_of(kept, share, seed)
 
 
 def replay_packets(files: list[SegmentFile], packet_us: int, desc: str = ""):
