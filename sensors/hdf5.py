@@ -39,7 +39,9 @@ def open_hdf5(path: str, sensor: str = "", width: int = 0, height: int = 0) -> R
             lengths = {len(group[f]) for f in FIELDS}
             t_offset = int(handle["t_offset"][()]) if "t_offset" in handle else 0
             attrs = {k: int(group.attrs[k]) for k in ("width", "height") if k in group.attrs}
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        # h5py raises RuntimeError for damaged metadata (a B-tree signature, an address past
+        # the end of the file)
         raise FormatError(path, None, f"h5py cannot read it: {exc}") from None
     if len(lengths) != 1:
         raise FormatError(path, None, f"events/{{t,x,y,p}} lengths differ: {sorted(lengths)}")
@@ -52,7 +54,7 @@ def open_hdf5(path: str, sensor: str = "", width: int = 0, height: int = 0) -> R
             for field in FIELDS:
                 try:
                     columns[field] = group[field][start:stop]
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, RuntimeError) as exc:
                     raise FormatError(path, dataset_offset(group[field]),
                                       f"cannot read events/{field}[{start}:{stop}]: {exc}") from None
         return make_events(columns["t"].astype(np.int64) + t_offset, columns["x"], columns["y"],

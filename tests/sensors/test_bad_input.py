@@ -121,3 +121,20 @@ def test_wrong_magic_is_not_detected(tmp_path):
     path.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(FormatError, match="unrecognised format"):
         read_all(path)
+
+
+def test_damaged_hdf5_metadata_names_the_file(recordings, tmp_path):
+    """h5py reports a damaged B-tree as a RuntimeError; the reader turns it into a FormatError."""
+    import h5py
+
+    _, events = read_all(recordings / "prophesee/NCARS_obj_004397_td.dat")
+    path = tmp_path / "damaged.h5"
+    with h5py.File(path, "w") as handle:
+        for field in "txyp":
+            handle[f"events/{field}"] = events[field]
+    data = bytearray(path.read_bytes())
+    at = data.index(b"TREE")
+    data[at:at + 4] = b"EERT"
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="damaged.h5: h5py cannot read it"):
+        read_all(path)
