@@ -34,7 +34,7 @@ from sensors.aedat4_container import (
     lz4_event_payload_problem,
     read_container,
 )
-from sensors.dv_events import from_dv
+from sensors.dv_events import dv_message, from_dv
 from sensors.readers import Format, FormatError, Reader, register_format
 
 
@@ -79,7 +79,8 @@ def open_aedat4(path: str, camera: str = "", validate: int = 1) -> Reader:
         try:
             return dv.io.MonoCameraRecording(path, camera) if camera else dv.io.MonoCameraRecording(path)
         except RuntimeError as exc:
-            raise FormatError(path, header_offset, f"dv-processing cannot open it as AEDAT 4.0: {exc}") from None
+            raise FormatError(path, header_offset,
+                              f"dv-processing cannot open it as AEDAT 4.0: {dv_message(exc)}") from None
 
     first = [recording()]  # the first chunks() call reads through this one
     if not first[0].isEventStreamAvailable():
@@ -106,7 +107,7 @@ def open_aedat4(path: str, camera: str = "", validate: int = 1) -> Reader:
                 try:
                     batch = reader.getNextEventBatch()
                 except RuntimeError as exc:
-                    raise FormatError(path, at, f"corrupt AEDAT 4.0 event packet: {exc}") from None
+                    raise FormatError(path, at, f"corrupt AEDAT 4.0 event packet: {dv_message(exc)}") from None
                 if batch is None:
                     return
                 if container and at is None:

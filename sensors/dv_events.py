@@ -7,9 +7,26 @@ writing copies event by event because dv-processing 2.0 has no numpy constructor
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from pipeline.core.events import EVENT_DTYPE
+
+# the first line of a dv-processing exception: the C++ source location that threw it
+SOURCE_LOCATION = re.compile(r"\S+\.[ch]pp\(\d+\): ")
+
+
+def dv_message(exc: BaseException) -> str:
+    """The message of an exception dv-processing raised, on one line, without the C++ source
+    location line and the ``Stacktrace:`` frames it carries (``FileError: Provided file reader
+    does not contain any supported data streams for MonoCameraRecording``)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    if "Stacktrace:" in lines:
+        lines = lines[:lines.index("Stacktrace:")]
+    if len(lines) > 1 and SOURCE_LOCATION.match(lines[0]):
+        lines = lines[1:]
+    return " ".join(line for line in lines if line) or type(exc).__name__
 
 
 def from_dv(store) -> np.ndarray:

@@ -21,19 +21,19 @@ from typing import Iterator
 
 from pipeline.core.packet import Packet, Packetizer, events_packet
 from pipeline.core.stage import Source
-from sensors.dv_events import from_dv
+from sensors.dv_events import dv_message, from_dv
 
 log = logging.getLogger(__name__)
 POLL_S = 0.001  # wait between polls when no batch is ready
 SLEEP_SLICE_S = 0.05  # sleep in slices so stop() is honoured quickly
 # what dv-processing raises when an input cannot be opened (no camera found: IndexError)
 OPEN_ERRORS = (RuntimeError, IndexError, OSError)
-REASON_CHARS = 120  # dv-processing's messages run to hundreds of characters: the first line, cut
+REASON_CHARS = 120  # dv-processing's messages run to hundreds of characters: cut
 
 
 def reason(exc: BaseException) -> str:
-    """The first line of ``exc``'s message, at most ``REASON_CHARS`` characters."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """``exc``'s message (``dv_message``), at most ``REASON_CHARS`` characters."""
+    text = dv_message(exc)
     return text if len(text) <= REASON_CHARS else text[:REASON_CHARS - 3] + "..."
 
 

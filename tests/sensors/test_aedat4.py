@@ -279,3 +279,15 @@ def test_wrong_version_line_is_refused_by_name(tmp_path, sample):
     path.write_bytes(b"#!AER-DAT4.1\r\n" + sample[14:])
     with pytest.raises(FormatError, match="at byte 0: unsupported AEDAT version"):
         read_container(str(path))
+
+
+def test_dv_processing_refusal_is_one_line_without_its_cpp_stack_trace(tmp_path, sample):
+    """dv-processing requires the .aedat4 suffix; its refusal is reported in one line, without the
+    C++ source location and stack trace its exception carries."""
+    path = tmp_path / "recording.bin"
+    path.write_bytes(sample)
+    with pytest.raises(FormatError) as err:
+        read_all(path)
+    message = str(err.value)
+    assert message.startswith(f"{path} at byte 18: dv-processing cannot open it as AEDAT 4.0: ")
+    assert "'.aedat4'" in message and "\n" not in message and "Stacktrace" not in message
