@@ -53,7 +53,8 @@ def event_topics(path) -> dict[str, int]:
     try:
         with rosbag2.Reader(path) as bag:
             return {c.topic: c.msgcount for c in bag.connections if c.msgtype == EVENT_PACKET.type_name}
-    except (rosbag2.errors.ReaderError, OSError, ValueError, KeyError) as exc:
+    # rosbags raises TypeError on an MCAP file cut after its magic bytes (ord() of b"")
+    except (rosbag2.errors.ReaderError, OSError, ValueError, KeyError, TypeError) as exc:
         raise FormatError(path, None, f"not a readable rosbag2 file ({exc})") from None
 
 

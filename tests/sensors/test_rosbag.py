@@ -151,6 +151,10 @@ def test_bad_bags_topics_and_parameters_are_named_in_one_line(tmp_path, recordin
     corrupt = tmp_path / "corrupt.mcap"
     corrupt.write_bytes(b"\x89MCAP0\r\n" + bytes(range(256)) * 4)
     assert "corrupt.mcap: not a readable rosbag2 file" in one_line_error(evpipe("info", corrupt))
+    magic_only = tmp_path / "magic.mcap"
+    magic_only.write_bytes(b"\x89MCAP0\r\n")  # cut right after its magic bytes
+    with pytest.raises(FormatError, match="magic.mcap: not a readable rosbag2 file"):
+        read_all(magic_only)
 
     mono = tmp_path / "mono"
     write_sqlite_bag(mono, recordings, encoding="mono")
