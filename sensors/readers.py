@@ -27,9 +27,11 @@ HEAD_BYTES = 4096
 
 
 class FormatError(ValueError):
-    """A file that cannot be decoded; the message names the file and the byte offset."""
+    """A file that cannot be decoded; the message names the file and the byte offset, on one line
+    (a library's message spread over several lines, as a YAML parser's, is joined)."""
 
     def __init__(self, path, offset: int | None, problem: str):
+        problem = " ".join(line.strip() for line in problem.splitlines() if line.strip())
         where = f"{os.fspath(path)}" + (f" at byte {offset}" if offset is not None else "")
         super().__init__(f"{where}: {problem}")
         self.path = os.fspath(path)

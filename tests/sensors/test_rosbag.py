@@ -155,6 +155,12 @@ def test_bad_bags_topics_and_parameters_are_named_in_one_line(tmp_path, recordin
     magic_only.write_bytes(b"\x89MCAP0\r\n")  # cut right after its magic bytes
     with pytest.raises(FormatError, match="magic.mcap: not a readable rosbag2 file"):
         read_all(magic_only)
+    broken_yaml = tmp_path / "broken_yaml"
+    broken_yaml.mkdir()
+    (broken_yaml / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: [\n")
+    with pytest.raises(FormatError, match="broken_yaml: not a readable rosbag2 file") as err:
+        read_all(broken_yaml)
+    assert "\n" not in str(err.value)  # the YAML parser's message spans several lines
 
     mono = tmp_path / "mono"
     write_sqlite_bag(mono, recordings, encoding="mono")
