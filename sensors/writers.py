@@ -144,6 +144,9 @@ def convert(source, target, format: str = "auto", **options) -> dict:
     if suffix not in WRITERS:
         raise FormatError(target, None, REFUSED.get(suffix) or (
             f"cannot write {suffix or 'files without a suffix'!r}; writable: {', '.join(WRITERS)}"))
+    if os.path.exists(target) and os.path.exists(source) and os.path.samefile(source, target):
+        # the writers truncate the target before the readers have read it all
+        raise FormatError(target, None, "is the input itself; write to another path")
     reader = open_reader(source, format, **options)
     count = WRITERS[suffix](target, reader.chunks(), reader.width, reader.height)
     return {"from": reader.path, "format": reader.format, "to": target, "events": count,

@@ -102,6 +102,16 @@ def test_convert_to_unknown_suffix_is_an_error(recordings, tmp_path, capsys):
     assert "cannot write '.xyz'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".aedat4"])
+def test_converting_a_file_onto_itself_is_refused_and_keeps_it(recordings, tmp_path, capsys, suffix):
+    path = tmp_path / f"events{suffix}"
+    assert main(["convert", str(recordings / DAT), str(path)]) == 0
+    kept = path.read_bytes()
+    assert main(["convert", str(path), str(path)]) == 2
+    assert f"{path}: is the input itself; write to another path" in capsys.readouterr().err
+    assert path.read_bytes() == kept
+
+
 def test_info_reports_bad_files_without_traceback(tmp_path, capsys):
     path = tmp_path / "bad.raw"
     path.write_bytes(b"% evt 3.0\n\x01")
