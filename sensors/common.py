@@ -41,9 +41,10 @@ def sensor_size(name: str, path="<sensor>") -> tuple[int, int]:
     if key in SENSORS:
         return SENSORS[key]
     match = re.fullmatch(r"(\d+)x(\d+)", key)
-    if match:
+    if match and int(match.group(1)) and int(match.group(2)):
         return int(match.group(1)), int(match.group(2))
-    raise FormatError(path, None, f"unknown sensor {name!r}; use WxH or one of {', '.join(SENSORS)}")
+    raise FormatError(path, None, f"unknown sensor {name!r}; use WxH (W, H >= 1 px) or one of "
+                                  f"{', '.join(SENSORS)}")
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sensors.aedat3 import write_aedat3
-from sensors.common import split_header
+from sensors.common import sensor_size, split_header
 from sensors.readers import FormatError, read_all
 
 CUTS, FLIPS = 24, 24
@@ -138,3 +138,9 @@ def test_damaged_hdf5_metadata_names_the_file(recordings, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="damaged.h5: h5py cannot read it"):
         read_all(path)
+
+
+@pytest.mark.parametrize("name", ["0x0", "640x0", "12xab"])
+def test_a_sensor_size_without_pixels_is_refused_by_name(name):
+    with pytest.raises(FormatError, match=f"unknown sensor '{name}'; use WxH"):
+        sensor_size(name, "file.csv")
