@@ -7,10 +7,13 @@ words carry the sensor time themselves (24 bits of us, wrapping every 2**24 us =
 
 - the encoder (``kernels.evt3``) writes each packet's events as EVT 3.0 words (little-endian,
   ``is_bigendian = False``) and ``time_base`` (ns) = 1000 x the part of the first event's time
-  (us) that the 24 bits drop: ``time_base + 1000 x decoded time`` is the event time in ns;
+  (us) that the 24 bits drop: ``time_base + 1000 x decoded time`` is the event time in ns. A
+  stream's words start in the 24-bit period of its first event (the wraps before it are in
+  ``time_base``, not stepped through), so a recording stamped in Unix time (about 2**50 us) costs
+  no more words than one starting at 0;
 - the decoder reads the packets of a topic as one EVT 3.0 stream (``sensors.prophesee``, in the
   chosen ``evt3_time`` mode), as camera drivers send it (a packet need not start with a time
-  word), starting from the wraps that the first packet's ``time_base`` gives.
+  word), starting from the wraps that the ``time_base`` of the first packet with words gives.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class PacketEncoder:
         if not (0 < width <= MAX_SIZE and 0 < height <= MAX_SIZE):
             raise ValueError(f"EVT 3.0 holds sensors up to {MAX_SIZE}x{MAX_SIZE} px, not {width}x{height}")
         self.width, self.height = width, height
-        self.state = np.zeros(2, np.int64)
+        self.state = np.zeros(2, np.int64)  # kernels.evt3.encode_evt3's state
+        self.started = False  # a packet with events was encoded
         self.seq = 0
         self.clamped = 0  # events sent at an earlier event's time (EVT 3.0 cannot go back)
 
@@ -42,6 +46,9 @@ class PacketEncoder:
         """The EventPacket fields (all but the header) of ``events``, the next packet."""
         events = np.ascontiguousarray(events, dtype=EVENT_DTYPE)
         first = max(int(events["t"][0]), int(self.state[1])) if len(events) else int(self.state[1])
+        if len(events) and not self.started:  # TIME_HIGH counts from the first event's period
+            self.state[0] = (first - first % WRAP_US) >> 12
+            self.started = True
         words, clamped = encode(events, self.state)
         self.clamped += clamped
         fields = dict(height=self.height, width=self.width, seq=self.seq,
@@ -69,6 +76,7 @@ class PacketDecoder:
         self.dropped = 0  # packets missing from the seq numbers
         self.packets = 0
         self._odd = b""  # a byte of a word split between packets
+        self.started = False  # a packet with words was decoded
 
     def decode(self, width: int, height: int, seq: int, time_base: int, encoding: str,
                is_bigendian: bool, payload) -> list[np.ndarray]:
@@ -86,11 +94,13 @@ class PacketDecoder:
         if self.state is None:
             self.width, self.height = width, height
             self.state = np.zeros(8, np.int64)
-            self.state[3] = time_base // (1000 * WRAP_US)  # 24-bit wraps before the stream
         elif (width, height) != (self.width, self.height):
             raise FormatError(self.where, None, f"packet seq {seq}: sensor {width}x{height} after "
                                                 f"{self.width}x{self.height}")
         data = self._odd + bytes(payload)
+        if data and not self.started:
+            self.state[3] = time_base // (1000 * WRAP_US)  # 24-bit wraps before the stream
+            self.started = True
         cut = len(data) & ~1
         self._odd = data[cut:]
         words = np.frombuffer(data[:cut], "<u2")

@@ -147,6 +147,19 @@ def test_info_convert_and_replay_choose_the_topic_by_name(tmp_path, recordings):
     assert sum(len(p.records) for p in replayed) == len(events["/left/events"])
 
 
+def test_a_recording_stamped_in_unix_time_converts_exactly_and_compactly(tmp_path, recordings):
+    """The DVXplorer sample's times are Unix time in us (about 2**50): the bag carries the wraps
+    before its first event in ``time_base`` instead of stepping through them."""
+    source = recordings / "aedat4" / "dvxplorer_sample.aedat4"
+    out = tmp_path / "unix_time.mcap"
+    convert(source, out)
+    _, events = read_all(source)
+    _, again = read_all(out)
+    assert events["t"][0] > 1 << 50
+    assert all((again[k] == events[k]).all() for k in "txyp")
+    assert out.stat().st_size < 8 * len(events)  # EVT 3.0 takes at most 4 words an event
+
+
 def test_bad_bags_topics_and_parameters_are_named_in_one_line(tmp_path, recordings, sample):
     corrupt = tmp_path / "corrupt.mcap"
     corrupt.write_bytes(b"\x89MCAP0\r\n" + bytes(range(256)) * 4)
