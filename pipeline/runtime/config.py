@@ -437,7 +437,9 @@ def _place(builder: _Builder, graph: GraphSettings, nodes: dict[str, NodeSetting
     return placement
 
 
-def parse(text: str, path: str = "config.toml") -> Config:
+def parse(text: str, path: str = "config.toml", runner: str | None = None) -> Config:
+    """The config of TOML ``text`` (``path`` names it in errors); ``runner`` ("threads" or
+    "processes") replaces ``[graph] runner`` before the nodes are placed."""
     builder = _Builder(path, text)
     try:
         raw = tomllib.loads(text)
@@ -448,6 +450,8 @@ def parse(text: str, path: str = "config.toml") -> Config:
         if key not in allowed:
             raise builder.error((key,), f"unknown top-level table; expected one of: {', '.join(sorted(allowed))}")
     graph = builder.dataclass_from(GraphSettings, raw.get("graph", {}), ("graph",))
+    if runner:
+        graph = dataclasses.replace(graph, runner=runner)
     nodes: dict[str, NodeSettings] = {}
     for kind in (SOURCE, STAGE, SINK):
         section = raw.get(kind, {})
@@ -470,7 +474,8 @@ def parse(text: str, path: str = "config.toml") -> Config:
                   placement=_place(builder, graph, nodes, links))
 
 
-def load(path) -> Config:
+def load(path, runner: str | None = None) -> Config:
+    """The config of the TOML file ``path`` (``parse``)."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -479,4 +484,4 @@ def load(path) -> Config:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    return parse(text, path)
+    return parse(text, path, runner)

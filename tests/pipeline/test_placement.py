@@ -73,6 +73,8 @@ def test_one_core_or_threads_run_a_chain_in_one_worker_and_per_node_in_one_each(
     assert workers(one) == [("replay", "denoise", "hots", "snn", "decoder", "console", "jsonl")]
     threads = load(demo_config(tmp_path, name="threads", runner="threads", cores=2))
     assert len(workers(threads)) == 1
+    two = demo_config(tmp_path, name="flag", cores=2)  # evpipe run --threads
+    assert len(workers(load(two, "threads"))) == 1 and len(workers(load(two, "processes"))) == 2
     apart = load(demo_config(tmp_path, name="apart", placement="per_node"))
     assert [len(nodes) for nodes in workers(apart)] == [1] * 7 and not apart.placement.direct
 

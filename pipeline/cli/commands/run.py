@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from pipeline.runtime.config import ConfigError, load
@@ -26,9 +25,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     try:
-        config = load(args.config)
-        if args.runner:
-            config = dataclasses.replace(config, graph=dataclasses.replace(config.graph, runner=args.runner))
+        config = load(args.config, args.runner)
         return run(config).exit_code
     except (ConfigError, FormatError) as exc:
         log.error("%s", exc)
