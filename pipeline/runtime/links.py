@@ -7,7 +7,7 @@
   message (``wire.encode_batch``: one header, one payload): a ZeroMQ message, a header parse and
   a payload check cost the same whatever they hold, on both ends and in their I/O threads, as
   Apache Flink's network buffers and Kafka's producer batches amortise theirs. End of stream is
-  acknowledged: the receiver answers it with one ``ack`` frame and the sender does not close before
+  acknowledged: the receiver answers it with one ``end`` frame and the sender does not close before
   that answer. (Trap: ZeroMQ's LINGER alone does not prevent loss here: when the sender closes
   while the receiver's queue is full, libzmq drops what the receiving side had not yet queued.)
 - ``live`` (XPUB -> SUB): the sender never blocks. A message that finds the queue full, or no
