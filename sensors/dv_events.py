@@ -48,7 +48,7 @@ def to_dv(events: np.ndarray):
 
     events = np.ascontiguousarray(events, dtype=EVENT_DTYPE)
     store = dv.EventStore()
-    push = store.push_back  # ~1.2 Mev/s: one bound call per event, no per-event attribute lookup
+    push = store.push_back  # one bound call per event, no per-event attribute lookup
     for event in zip(events["t"].tolist(), events["x"].tolist(), events["y"].tolist(),
                      events["p"].astype(bool).tolist()):
         push(*event)
