@@ -27,6 +27,7 @@ a valid file (stores into a shared file mapping live in the page cache, not in t
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections import deque
@@ -39,6 +40,26 @@ log = logging.getLogger(__name__)
 def resume_path(folder: str, nodes) -> str:
     """The resume file of the worker running ``nodes`` (names, in order) in ``folder``."""
     return os.path.join(folder, "+".join(nodes) + ".resume")
+
+
+class FolderInUse(Exception):
+    """Another live process runs the same node with the same run folder."""
+
+
+def hold(folder: str, name: str) -> int:
+    """Lock ``<folder>/<name>.lock`` for the life of this process (``flock``; the kernel releases
+    it when the process ends, however it ends) and return its descriptor: two processes of one
+    node sharing a run folder would share its resume file and its receivers' resume points.
+    FolderInUse names the file when another process holds it."""
+    path = os.path.join(folder, f"{name}.lock")
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise FolderInUse(f"node {name!r} already runs with run folder {folder} ({path} is locked "
+                          f"by another process): stop it, or give this one another --run-dir") from None
+    return descriptor
 
 
 class ResumeFile:

@@ -219,12 +219,23 @@ def test_a_closed_stdout_ends_the_command_quietly(tmp_path, command, head_lines)
 
 
 def test_graph_split_over_separate_stage_commands(tmp_path):
-    """Each node started on its own with `evpipe stage`, linked over tcp, as on separate hosts."""
+    """Each node started on its own with `evpipe stage`, linked over tcp, as on separate hosts;
+    a second process of a running node, with the same run folder, is refused."""
     out = tmp_path / "split.npy"
     first, second = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     config = chain_config(tmp_path / "split.toml", AEDAT4_SAMPLE, out, addresses=(first, second))
-    procs = [subprocess.Popen(EVPIPE + ["stage", name, "-c", str(config)], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for name in ("record", "pass", "replay")]
+
+    def stage(name):
+        return subprocess.Popen(EVPIPE + ["stage", name, "-c", str(config), "--run-dir", str(tmp_path)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    procs = [stage("record")]
+    wait_until_handled(procs[0].pid, signal.SIGTERM)  # it holds its node's lock by then
+    again = stage("record")
+    _, stderr = again.communicate(timeout=60)
+    assert again.returncode == 2 and "Traceback" not in stderr, stderr
+    assert f"node 'record' already runs with run folder {tmp_path}" in stderr, stderr
+    procs += [stage("pass"), stage("replay")]
     for proc in procs:
         assert proc.wait(120) == 0, proc.stderr.read()
     events = np.load(out)

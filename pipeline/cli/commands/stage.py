@@ -9,7 +9,7 @@ import tempfile
 
 from pipeline.runtime.config import ConfigError, load
 from pipeline.runtime.graph import run_one
-from pipeline.runtime.recovery import resume_path
+from pipeline.runtime.recovery import FolderInUse, hold, resume_path
 from sensors.readers import FormatError
 
 NAME = "stage"
@@ -37,10 +37,11 @@ def main(args) -> int:
             raise ConfigError(f"{args.config}: no node named {args.name!r}; nodes: {', '.join(sorted(config.nodes))}")
         run_dir = args.run_dir or os.path.join(tempfile.gettempdir(), f"evpipe-{config.graph.name}")
         os.makedirs(run_dir, exist_ok=True)
+        hold(run_dir, args.name)  # released when this process ends
         if args.fresh:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(resume_path(run_dir, [args.name]))
         return run_one(config, args.name, run_dir, args.metrics)
-    except (ConfigError, FormatError) as exc:
+    except (ConfigError, FormatError, FolderInUse) as exc:
         log.error("%s", exc)
         return 2
