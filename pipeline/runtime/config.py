@@ -47,7 +47,7 @@ from pipeline.core.nodetype import (
     takes,
     type_hints,
 )
-from pipeline.runtime.links import LOSSLESS
+from pipeline.runtime.links import LOSSLESS, endpoint_problem
 from pipeline.runtime.placement import Edge, Placement, place
 from pipeline.runtime.registry import lookup
 
@@ -80,6 +80,11 @@ class GraphSettings(Params):
                              "code 1; 0: never (docs/architecture.md, Recovery)", ge=0)
     restart_backoff_s: float = param(0.1, "wait before the first restart of a worker, doubled at "
                                           "each further one", unit="s", ge=0)
+
+    def check(self):
+        super().check()
+        if self.metrics_address and endpoint_problem(self.metrics_address):
+            raise ParamError("metrics_address", endpoint_problem(self.metrics_address))
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ class LinkSettings(Params):
             raise ParamError(key, "a CURVE link names curve_server, curve_client and curve_clients")
         if all(given) and not self.address:
             raise ParamError("curve_server", "a CURVE link needs an address (tcp://HOST:PORT)")
+        if self.address and endpoint_problem(self.address):
+            raise ParamError("address", endpoint_problem(self.address))
         if self.peer_timeout_s <= self.heartbeat_s:
             raise ParamError("peer_timeout_s", f"must be longer than heartbeat_s "
                                                f"({self.heartbeat_s} s), got {self.peer_timeout_s}")

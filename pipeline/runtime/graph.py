@@ -202,8 +202,16 @@ def run_threads(config: Config, stop_event: threading.Event | None = None) -> Ru
                           direct=config.placement.direct, opened=start.opened[plan.name],
                           go=start.go) for plan in plans]
 
+        refused: list[ConfigError] = []
+
         def target(worker: Worker) -> None:
-            worker.run()
+            try:
+                worker.run()
+            except ConfigError as exc:  # a link it cannot bind: its streams never start or end,
+                refused.append(exc)  # so every worker stops and gives up on them
+                for each in workers:
+                    each.stop()
+                return
             if worker.failed:
                 stop_sources()
 
@@ -224,6 +232,8 @@ def run_threads(config: Config, stop_event: threading.Event | None = None) -> Ru
                 if stop_event is not None and stop_event.is_set():
                     stop_sources()
             collector.poll(200)
+        if refused:
+            raise refused[0]
         ok = not any(worker.failed for worker in workers)
         return _finish(collector, config, ok, start)
 
@@ -249,6 +259,9 @@ def _child(config_path: str, names: tuple[str, ...], direct: list, run_dir: str,
         ready.set()
         worker.run()
         ctx.term()
+    except ConfigError as exc:  # a link it cannot bind: one line, restarted like a crash
+        log.error("worker %s: %s", label, exc)
+        os._exit(CRASHED)
     except Exception:  # a bug of the runtime itself: logged, and the worker is restarted
         log.exception("worker %s crashed", label)
         os._exit(CRASHED)

@@ -58,6 +58,7 @@ certificate).
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -70,9 +71,21 @@ from pipeline.security import secure_receiver
 
 LOSSLESS, LIVE = "lossless", "live"
 MODES = (LOSSLESS, LIVE)
+# the ZeroMQ endpoints a link binds and connects to (zmq_tcp(7), zmq_ipc(7), zmq_inproc(7))
+ENDPOINT = re.compile(r"tcp://(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(\d{1,5})|ipc://\S+|inproc://\S+")
 POLL_MS = 100  # how often a blocked sender looks at its abort flag
 
 log = logging.getLogger(__name__)
+
+
+def endpoint_problem(address: str) -> str:
+    """Why ``address`` is not an endpoint a link can bind and connect to, or "" when it is."""
+    match = ENDPOINT.fullmatch(address)
+    if match is None:
+        return f"expected tcp://HOST:PORT, ipc://PATH or inproc://NAME, got {address!r}"
+    if match.group(1) is not None and not 1 <= int(match.group(1)) <= 65535:
+        return f"a tcp port is 1 to 65535, got {match.group(1)} in {address!r}"
+    return ""
 
 
 class Aborted(RuntimeError):
@@ -237,7 +250,11 @@ class Sender:
         if curve is not None:
             guard, server, clients, domain = curve
             guard.secure_sender(self.sock, server, clients, domain)
-        self.sock.bind(address)
+        try:
+            self.sock.bind(address)
+        except zmq.ZMQError:  # in use, or not bindable here: leave no socket to block ctx.term()
+            self.sock.close(linger=0)
+            raise
         self.stats = SendStats()
         self.subscribers = 0
         self.batching = batch and mode == LOSSLESS

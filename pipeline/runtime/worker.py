@@ -52,7 +52,7 @@ import zmq
 
 from pipeline.core.nodetype import SINK, SOURCE
 from pipeline.core.packet import Packet, eos_packet
-from pipeline.runtime.config import Config, LinkSettings, NodeSettings
+from pipeline.runtime.config import Config, ConfigError, LinkSettings, NodeSettings
 from pipeline.runtime.links import POLL_MS, Aborted, Receiver, ReceiverGone, ReceiveStats, Sender
 from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
 from pipeline.runtime.recovery import Recovery
@@ -212,14 +212,7 @@ class Worker:
                 else:
                     curve = ((self.guard, link.curve_server, link.curve_clients, link.name)
                              if link.curve else None)
-                    slot.senders.append(Sender(self.ctx, self._address(link), link.mode, link.hwm,
-                                               aborting=self._abort.is_set, batch=True,
-                                               curve=curve, exactly_once=self._exactly_once(link),
-                                               resend_packets=link.resend_packets,
-                                               resend_bytes=link.resend_bytes,
-                                               heartbeat_s=link.heartbeat_s,
-                                               peer_timeout_s=link.peer_timeout_s,
-                                               stopping=self._stop.is_set))
+                    slot.senders.append(self._sender(link, curve))
         for slot in self.slots.values():
             for sender in slot.senders:
                 if sender.wait_for_subscriber(QUIET_WAIT_S):
@@ -243,6 +236,20 @@ class Worker:
             slot.receivers.append(receiver)
             self.inputs.append(receiver)
             slot.open_inputs += 1
+
+    def _sender(self, link: LinkSettings, curve) -> Sender:
+        """The sending end of ``link``, bound; ConfigError naming the link and the address when
+        it cannot be bound (a tcp port in use, an ipc path in a missing folder)."""
+        address = self._address(link)
+        try:
+            return Sender(self.ctx, address, link.mode, link.hwm, aborting=self._abort.is_set,
+                          batch=True, curve=curve, exactly_once=self._exactly_once(link),
+                          resend_packets=link.resend_packets, resend_bytes=link.resend_bytes,
+                          heartbeat_s=link.heartbeat_s, peer_timeout_s=link.peer_timeout_s,
+                          stopping=self._stop.is_set)
+        except zmq.ZMQError as exc:
+            raise ConfigError(f"{self.config.path}: link {link.name}: cannot bind {address} "
+                              f"({zmq.strerror(exc.errno)})") from None
 
     def _exactly_once(self, link: LinkSettings) -> bool:
         return link.exactly_once and bool(self.resume_dir)

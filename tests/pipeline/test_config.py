@@ -59,6 +59,12 @@ def test_good_config_parses_into_typed_objects(tmp_path):
     ('[graph]', '[grahp]', 1, "grahp: unknown top-level table"),
     ('path = "recordings/nmnist"', 'path = "recordings/nmnist"\nspeed = 500.0', 7,
      "source.replay.speed: expected a number >= 0 and <= 100, got 500"),
+    ('from = "pass"', 'from = "pass"\naddress = "127.0.0.1:5555"', 20,
+     "link[1].address: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME, got '127.0.0.1:5555'"),
+    ('from = "pass"', 'from = "pass"\naddress = "tcp://127.0.0.1:99999"', 20,
+     "link[1].address: a tcp port is 1 to 65535, got 99999"),
+    ('[graph]\nname = "t"', '[graph]\nname = "t"\nmetrics_address = "tcp://localhost"', 3,
+     "graph.metrics_address: expected tcp://HOST:PORT"),
 ])
 def test_mistakes_name_key_and_line(old, new, line, needle):
     assert old in GOOD

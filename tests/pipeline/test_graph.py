@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import numpy as np
 import pytest
 
 from pipeline.core.events import EVENT_DTYPE, concat_records
-from pipeline.runtime.config import load
+from pipeline.runtime.config import ConfigError, load
 from pipeline.runtime.graph import run
 from sensors.dv_events import from_dv
 from tests.conftest import AEDAT4_SAMPLE
@@ -59,6 +60,19 @@ def test_every_event_arrives_in_order_byte_identical(tmp_path, runner, transport
     assert snaps["replay"]["records_out"] == snaps["pass"]["records_in"] == snaps["record"]["records_in"] == 111_954
     assert snaps["replay"]["packets_out"] == snaps["record"]["packets_in"] > 500  # 1 ms packets
     assert snaps["record"]["gaps"] == snaps["pass"]["gaps"] == 0
+
+
+def test_a_link_whose_tcp_port_is_taken_ends_the_threads_run_with_one_config_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"tcp://127.0.0.1:{taken.getsockname()[1]}"
+        path = chain_config(tmp_path / "graph.toml", AEDAT4_SAMPLE, tmp_path / "out.npy",
+                            graph='runner = "threads"\nsummary = false', addresses=("", address),
+                            link="heartbeat_s = 0.1\npeer_timeout_s = 0.3")
+        with pytest.raises(ConfigError, match=f"link pass->record: cannot bind {address} "
+                                              r"\(Address already in use\)$"):
+            run(load(path))  # ends: the workers give up on the link that never opened
 
 
 def test_an_exactly_once_link_gives_a_restarted_receiver_each_packet_once_from_its_resume_point(tmp_path):
