@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,10 @@ from kernels.snn_input import n_inputs
 
 FORMAT = "evpipe-snn/1"
 INPUT_KINDS = ("events", "features")
+# what numpy raises for a file that is not a whole .npz archive: missing, empty (EOFError),
+# truncated or with a bad CRC (zipfile.BadZipFile), damaged compressed data (zlib.error), not an
+# archive at all (ValueError)
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,13 +145,16 @@ def load_model(path) -> SnnModel:
     path = os.fspath(path)
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
+    except NPZ_ERRORS as error:
         raise ValueError(f"{path}: not a readable .npz model ({error})") from None
     with archive:
         def get(key):
             if key not in archive:
                 raise ValueError(f"{path}: model file lacks key {key!r}")
-            return archive[key]
+            try:
+                return archive[key]
+            except NPZ_ERRORS as error:
+                raise ValueError(f"{path}: cannot read key {key!r} ({error})") from None
 
         if str(get("format")) != FORMAT:
             raise ValueError(f"{path}: format {str(get('format'))!r}, expected {FORMAT!r}")
@@ -177,10 +186,14 @@ def load_model(path) -> SnnModel:
 
 def read_training(path) -> dict:
     """The ``training`` metadata (JSON) of a model file written by ``pipeline/learn/train.py``."""
-    with np.load(os.fspath(path), allow_pickle=False) as archive:
-        if "training" not in archive:
-            raise ValueError(f"{path}: not a trained model (no 'training' metadata)")
-        return json.loads(str(archive["training"]))
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as archive:
+            training = str(archive["training"]) if "training" in archive else None
+    except NPZ_ERRORS as error:
+        raise ValueError(f"{path}: not a readable .npz model ({error})") from None
+    if training is None:
+        raise ValueError(f"{path}: not a trained model (no 'training' metadata)")
+    return json.loads(training)
 
 
 # The live read-out's parameters (docs/snn.md, "Live read-out"), used when a model file carries no

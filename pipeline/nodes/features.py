@@ -38,6 +38,7 @@ from kernels.hats import HatsState
 from kernels.hots import MODES, hots_map, hots_records, screening_tables, surface_dim
 from kernels.timesurface import sae_new, sae_update, sample_surface
 from pipeline.core.events import FEATURE_DTYPE, register_dtype
+from pipeline.core.model import NPZ_ERRORS
 from pipeline.core.nodetype import (
     EVENTS,
     FEATURES,
@@ -427,7 +428,7 @@ def prototypes_for(params: HotsParams) -> np.ndarray:
     channels and N; ParamError names the parameter that disagrees with the file."""
     try:
         protos = np.ascontiguousarray(load_prototypes(params.prototypes), dtype=np.float64)
-    except (OSError, ValueError) as exc:
+    except NPZ_ERRORS as exc:
         raise ParamError("prototypes", f"cannot read prototypes: {exc}") from None
     dim = surface_dim(params.in_channels, params.radius, MODES[params.mode])
     if protos.ndim != 2:

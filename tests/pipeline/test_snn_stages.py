@@ -98,6 +98,11 @@ def test_model_round_trip_and_errors(model_path, tmp_path):
     np.savez(broken, **archive)
     with pytest.raises(ValueError, match="w0 has 2312 rows, the input mapping needs 578"):
         load_model(broken)
+    whole = model_path.read_bytes()
+    for cut in (0, len(whole) // 2):  # an empty file (EOFError), a truncated one (BadZipFile)
+        broken.write_bytes(whole[:cut])
+        with pytest.raises(ValueError, match=f"{broken}: not a readable .npz model"):
+            load_model(broken)
 
 
 def test_snn_stage_equals_kernel_with_resets_at_segment_starts(recordings, model_path):
