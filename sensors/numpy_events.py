@@ -12,12 +12,12 @@ coordinate + 1.
 
 from __future__ import annotations
 
-import zipfile
 from typing import Iterator
 
 import numpy as np
 
 from pipeline.core.events import from_structured, make_events
+from pipeline.core.model import NPZ_ERRORS
 from sensors.common import check_bounds, sensor_size
 from sensors.readers import Format, FormatError, Reader, register_format
 
@@ -34,7 +34,7 @@ def map_npy(path: str) -> np.ndarray:
             read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                     else np.lib.format.read_array_header_2_0)
             shape, fortran, dtype = read(handle)
-        except (ValueError, SyntaxError, EOFError) as exc:
+        except NPZ_ERRORS as exc:
             raise FormatError(path, handle.tell(), f"bad .npy header: {exc}") from None
         offset = handle.tell()
     if dtype.names is None or len(shape) != 1 or dtype.hasobject:
@@ -72,7 +72,7 @@ def load_npz(path: str) -> tuple[np.ndarray, int, int]:
             picked = {f: next((archive[k] for k in names if k in keys), None) for f, names in
                       {"t": ("t", "ts", "timestamp"), "x": ("x",), "y": ("y",),
                        "p": ("p", "polarity", "on")}.items()}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+    except (*NPZ_ERRORS, KeyError) as exc:
         raise FormatError(path, None, f"bad .npz archive: {exc}") from None
     missing = [f for f, a in picked.items() if a is None]
     if missing or len({len(a) for a in picked.values()}) != 1:

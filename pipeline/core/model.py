@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -41,10 +42,12 @@ from kernels.snn_input import n_inputs
 
 FORMAT = "evpipe-snn/1"
 INPUT_KINDS = ("events", "features")
-# what numpy raises for a file that is not a whole .npz archive: missing, empty (EOFError),
-# truncated or with a bad CRC (zipfile.BadZipFile), damaged compressed data (zlib.error), not an
-# archive at all (ValueError)
-NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+# what numpy raises for a file that is not a whole .npz archive (or .npy array): missing, empty
+# (EOFError), truncated or with a bad CRC (zipfile.BadZipFile), damaged compressed data
+# (zlib.error), a damaged array header (SyntaxError, tokenize.TokenError), not an archive at all
+# (ValueError)
+NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, SyntaxError,
+              tokenize.TokenError)
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,6 +4,9 @@ never a hang or another exception. Fuzz cases are bounded: a few dozen per forma
 
 from __future__ import annotations
 
+import struct
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -144,3 +147,18 @@ def test_damaged_hdf5_metadata_names_the_file(recordings, tmp_path):
 def test_a_sensor_size_without_pixels_is_refused_by_name(name):
     with pytest.raises(FormatError, match=f"unknown sensor '{name}'; use WxH"):
         sensor_size(name, "file.csv")
+
+
+def test_damaged_compressed_npz_names_the_file(recordings, tmp_path):
+    """numpy reports damaged deflate data as zlib.error; the reader turns it into a FormatError."""
+    _, events = read_all(recordings / "prophesee/NCARS_obj_004397_td.dat")
+    path = tmp_path / "damaged.npz"
+    np.savez_compressed(path, events=events)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        member = archive.getinfo("events.npy")
+    name_bytes, extra_bytes = struct.unpack_from("<HH", data, member.header_offset + 26)
+    data[member.header_offset + 30 + name_bytes + extra_bytes] = 0xFF  # deflate block type 3
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="damaged.npz: bad .npz archive: .*invalid block type"):
+        read_all(path)
