@@ -58,6 +58,7 @@ from pipeline.runtime.metrics import MetricsReporter, NodeMetrics
 from pipeline.runtime.recovery import Recovery
 from pipeline.runtime.registry import lookup
 from pipeline.security import Guard
+from sensors.readers import FormatError
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class Worker:
         self.config, self.ctx, self.runner = config, ctx, runner
         self.run_dir, self.collector, self.standalone = run_dir, collector, standalone
         self.resume_dir = resume_dir
-        self.slots = {name: Slot(config.nodes[name], index) for index, name in enumerate(names)}
+        self.slots = {name: self._slot(name, index) for index, name in enumerate(names)}
         self.direct = frozenset(direct)
         self.source = next((slot for slot in self.slots.values() if slot.is_source), None)
         self.opened, self.go = opened, go
@@ -166,6 +167,18 @@ class Worker:
     @property
     def failed(self) -> bool:
         return any(slot.failed for slot in self.slots.values())
+
+    def _slot(self, name: str, index: int) -> Slot:
+        """Node ``name`` built; ConfigError naming it when a file it names cannot be opened (a
+        recording missing or unreadable, an output that cannot be created)."""
+        settings = self.config.nodes[name]
+        try:
+            return Slot(settings, index)
+        except FormatError as exc:
+            problem = str(exc)
+        except OSError as exc:
+            problem = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        raise ConfigError(f"{self.config.path}: {settings.kind}.{name}: {problem}")
 
     # control, from any thread --------------------------------------------------------------
     def stop(self) -> None:

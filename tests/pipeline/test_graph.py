@@ -75,6 +75,30 @@ def test_a_link_whose_tcp_port_is_taken_ends_the_threads_run_with_one_config_err
             run(load(path))  # ends: the workers give up on the link that never opened
 
 
+def test_a_sink_whose_file_cannot_be_created_is_one_config_error_naming_it(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    path = write_config(tmp_path / "graph.toml", f"""
+[graph]
+runner = "threads"
+summary = false
+
+[source.replay]
+type = "replay"
+path = "{AEDAT4_SAMPLE}"
+
+[sink.record]
+type = "jsonl"
+path = "{blocker / 'out.jsonl'}"
+
+[[link]]
+from = "replay"
+to = "record"
+""")
+    with pytest.raises(ConfigError, match=f"graph.toml: sink.record: {blocker}: File exists$"):
+        run(load(path))
+
+
 def test_an_exactly_once_link_gives_a_restarted_receiver_each_packet_once_from_its_resume_point(tmp_path):
     """A batching exactly-once sender over a real ipc socket. The first receiver takes 150 of
     the first 200 packets, acknowledges packet 100 as its resume point and goes away; a second
