@@ -48,8 +48,9 @@ class PacketParams(Params):
 
     emits = (EVENTS,)
 
+    # at most 2**62 us: a packet's end (its first int64 time + packet_us) must not overflow
     packet_us: int = param(1000, "cut a packet every this much sensor time; 0 = by count only",
-                           unit="us", ge=0)
+                           unit="us", ge=0, le=2**62)
     packet_events: int = param(10_000, "... or at this many events, whichever comes first; "
                                        "0 = by time only", unit="events", ge=0)
 

@@ -59,6 +59,8 @@ def test_good_config_parses_into_typed_objects(tmp_path):
     ('[graph]', '[grahp]', 1, "grahp: unknown top-level table"),
     ('path = "recordings/nmnist"', 'path = "recordings/nmnist"\nspeed = 500.0', 7,
      "source.replay.speed: expected a number >= 0 and <= 100, got 500"),
+    ('path = "recordings/nmnist"', 'path = "recordings/nmnist"\npacket_us = 99999999999999999999', 7,
+     "source.replay.packet_us: expected an integer >= 0 and <= 4611686018427387904"),
     ('from = "pass"', 'from = "pass"\naddress = "127.0.0.1:5555"', 20,
      "link[1].address: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME, got '127.0.0.1:5555'"),
     ('from = "pass"', 'from = "pass"\naddress = "tcp://127.0.0.1:99999"', 20,
