@@ -228,15 +228,23 @@ def file_inputs(job: FeatureJob, file: SegmentFile) -> tuple[np.ndarray, str] | 
     return reused(("features", job), lambda: _Features(job)).run(file)
 
 
+def readable_inputs(files: list[SegmentFile], spec: FeatureSpec, prototypes: np.ndarray,
+                    desc: str = "features", runner: Runner | None = None
+                    ) -> tuple[list[SegmentFile], list[np.ndarray], list[str]]:
+    """The readable ``files`` (an unreadable one is skipped, logged by the replay) and, for
+    each, its SNN input indices in time order (int64) and its label; the files are mapped over
+    ``runner``'s workers (default: this process)."""
+    job = FeatureJob.of(spec, prototypes)
+    done = (runner or Runner()).map(file_inputs, files, desc, shared=job)
+    kept = [(file, result) for file, result in zip(files, done.results) if result is not None]
+    return [file for file, _ in kept], [idx for _, (idx, _) in kept], [label for _, (_, label) in kept]
+
+
 def extract(files: list[SegmentFile], spec: FeatureSpec, prototypes: np.ndarray,
             desc: str = "features", runner: Runner | None = None
             ) -> tuple[list[np.ndarray], list[str]]:
-    """Per readable file, its SNN input indices in time order (int64) and its label; the files
-    are mapped over ``runner``'s workers (default: this process)."""
-    job = FeatureJob.of(spec, prototypes)
-    done = (runner or Runner()).map(file_inputs, files, desc, shared=job)
-    kept = [result for result in done.results if result is not None]
-    return [idx for idx, _ in kept], [label for _, label in kept]
+    """Per readable file, its SNN input indices and its label (``readable_inputs``)."""
+    return readable_inputs(files, spec, prototypes, desc, runner)[1:]
 
 
 def prefix_features(idx: np.ndarray, n: int, fraction: float = 1.0) -> np.ndarray:

@@ -36,9 +36,9 @@ from pipeline.learn.features import (
     PREFIXES,
     DatasetError,
     FeatureSpec,
-    extract,
     folds,
     learn_prototypes,
+    readable_inputs,
 )
 from pipeline.learn.methods import method
 from sensors.replay import SegmentFile
@@ -94,6 +94,14 @@ def calibrate(files, inputs, labels, classes, spec, prototypes, params, runner=N
             "live": live}
 
 
+def check_classes(files: list[SegmentFile]) -> list[str]:
+    """The class names of ``files``; DatasetError when there are fewer than two."""
+    classes = sorted({f.label for f in files})
+    if len(classes) < 2:
+        raise DatasetError(f"training needs recordings of at least two classes, got {classes}")
+    return classes
+
+
 def train(files: list[SegmentFile], out, spec: FeatureSpec = FeatureSpec(),
           params: TrainParams = TrainParams(), runner: Runner | None = None) -> dict:
     """Train on ``files`` and write the model to ``out``; returns the training metadata. The
@@ -102,11 +110,11 @@ def train(files: list[SegmentFile], out, spec: FeatureSpec = FeatureSpec(),
     model does not depend on the runner (its ``seconds`` aside)."""
     started = time.perf_counter()
     method(params.method)  # an unknown name fails before any work
-    classes = sorted({f.label for f in files})
-    if len(classes) < 2:
-        raise DatasetError(f"training needs recordings of at least two classes, got {classes}")
+    check_classes(files)
     prototypes = learn_prototypes(files, spec, params.prototype_samples, params.seed)
-    inputs, labels = extract(files, spec, prototypes, runner=runner)
+    # the calibration split and the counts below index the readable files only
+    files, inputs, labels = readable_inputs(files, spec, prototypes, runner=runner)
+    classes = check_classes(files)
     calibration = (calibrate(files, inputs, labels, classes, spec, prototypes, params, runner)
                    if params.k <= 0 else {"k": params.k, "table": None, "live": dict(LIVE_DEFAULTS)})
     trained = fitted(inputs, labels, classes, spec, params, "fit")

@@ -26,10 +26,11 @@ from pipeline.learn.features import (
     feature_matrix,
     folds,
     learn_prototypes,
+    readable_inputs,
     select,
 )
 from pipeline.learn.train import TrainParams, smallest_k, train
-from sensors.replay import dataset_files
+from sensors.replay import SegmentFile, dataset_files
 from tests.conftest import NMNIST_TRAIN, ROOT
 from tests.sinks.helpers import demo_config, nmnist_subset
 
@@ -139,6 +140,19 @@ def test_a_negative_k_slack_is_refused_by_name(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "k_slack must be >= 0 (held-out samples), got -1" in done.stderr
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_an_unreadable_recording_is_dropped_with_its_label_and_the_rest_stay_aligned(tmp_path):
+    files = dataset_files(BUNDLED)
+    with np.load(SHIPPED) as archive:
+        prototypes = archive["hots_prototypes"].astype(np.float64)
+    broken = tmp_path / "1" / "broken.bin"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\x00" * 7)  # not a whole 5-byte N-MNIST record
+    given = [files[0], SegmentFile(str(broken), "1"), files[-1]]
+    kept, inputs, labels = readable_inputs(given, FeatureSpec(), prototypes, desc="")
+    assert kept == [files[0], files[-1]]
+    assert labels == [files[0].label, files[-1].label] and len(inputs) == 2
 
 
 def test_normalisation_scales_layers_to_max_one_and_keeps_the_decisions(small_model):
