@@ -70,6 +70,15 @@ class TrainParams:
             raise ValueError(f"hidden must be >= 0 (0: the method's default), got {self.hidden}")
         if self.k_slack < 0:
             raise ValueError(f"k_slack must be >= 0 (held-out samples), got {self.k_slack}")
+        for name in ("epochs", "batch", "prototype_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.l2 >= 0:  # nan fails both
+            raise ValueError(f"lr must be > 0 and l2 >= 0, got lr {self.lr} and l2 {self.l2}")
+        if not 0 < self.percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+        if self.k < 0:
+            raise ValueError(f"k must be >= 0 (0: calibrate), got {self.k}")
         if self.tile < 1:
             raise ValueError(f"tile must be >= 1 (input cells per tile side), got {self.tile}")
         if self.tile > 1 and (self.method != "conversion" or self.classifier == "conv"):

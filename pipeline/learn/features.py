@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kernels.snn_input import map_inputs, n_inputs
+from pipeline.core.nodetype import ParamError
 from pipeline.core.packet import Packet
 from pipeline.core.stage import Stage, run_chain
 from pipeline.learn.cluster import Runner, Shipped, reused
@@ -47,6 +48,18 @@ class FeatureSpec:
     packet_us: int = 1000
     width: int = 34
     height: int = 34
+
+    def __post_init__(self):
+        """ParamError (a ValueError) naming the first parameter outside its range, before any
+        work: the stages' own ranges, and cell, packet_us, width and height >= 1."""
+        try:
+            self.stages()
+        except ParamError as exc:  # named as here: denoise_us is the denoise stage's duration_us
+            raise ParamError("denoise_us" if exc.key == "duration_us" else exc.key,
+                             exc.message) from None
+        for name in ("cell", "packet_us", "width", "height"):
+            if getattr(self, name) < 1:
+                raise ParamError(name, f"expected an integer >= 1, got {getattr(self, name)}")
 
     @property
     def n_inputs(self) -> int:

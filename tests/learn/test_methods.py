@@ -238,6 +238,8 @@ def test_tile_coded_conversion_keeps_one_input_per_cell_and_runs_in_the_core(spl
      ("tile applies to the conversion method's softmax and mlp classifiers only, got tile 2 with "
       "method 'conversion' and classifier 'conv'")),
     (("--ensemble", "0"), "ensemble must be >= 1 (networks bagged), got 0"),
+    (("--batch", "0"), "batch must be >= 1, got 0"),
+    (("--denoise-us", "-1"), "denoise_us: expected an integer >= 1, got -1"),
     (("--ensemble", "3"), "ensemble applies to the conversion method's mlp classifier only, "
                           "got ensemble 3 with method 'conversion' and classifier 'softmax'")])
 def test_bad_training_parameters_are_refused(tmp_path, flags, message):

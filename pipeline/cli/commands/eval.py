@@ -57,8 +57,7 @@ def add_arguments(parser) -> None:
     add_parameter_arguments(parser)
 
 
-def cross_validate(args, runner) -> dict:
-    spec, params = parameters(args)
+def cross_validate(args, runner, spec, params) -> dict:
     k, runs, trained_on = args.cross_validate, [], []
     with tempfile.TemporaryDirectory() as tmp:
         for fold in range(k):
@@ -108,8 +107,13 @@ def main(args) -> int:
             log.error("--train-share picks training files: it applies to --cross-validate only")
             return 2
         if args.cross_validate:
+            try:
+                spec, params = parameters(args)
+            except ValueError as exc:  # a training flag out of range, named in the message
+                log.error("%s", exc)
+                return 2
             with cluster.connect(args.scheduler, args.scheduler_timeout) as runner:
-                result = cross_validate(args, runner)
+                result = cross_validate(args, runner, spec, params)
         else:
             problem = _model_problem(args.model)
             if problem:
