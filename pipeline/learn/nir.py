@@ -297,6 +297,9 @@ def from_nir(graph, dt_s: float = DT_S, time_scale: float = 1.0, reset: str | No
     become conv layers, their neurons and the rows of a ``Linear`` after a ``Flatten`` reordered
     from torch's channel-first order to the core's channel-last one. NIRError names the node that
     cannot be mapped and why."""
+    if not (dt_s > 0 and time_scale > 0):  # nan fails too
+        raise NIRError(f"the clock step and the time scale must be > 0, got dt_s {dt_s} and "
+                       f"time_scale {time_scale}")
     meta = graph.metadata.get("evpipe") if isinstance(graph.metadata, dict) else None
     stored = json.loads(_text(meta)) if meta is not None else {}
     order = _chain(graph)

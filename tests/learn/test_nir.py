@@ -107,6 +107,10 @@ def test_unsupported_nodes_and_settings_are_named(tmp_path, capsys):
                        "events", "--width", "2", "--height", "2", "--cell", "1", "--channels", "2"])
         err = capsys.readouterr().err
         assert code == 2 and message in err and str(path) in err and "Traceback" not in err
+    for flags in (["--dt-s", "0"], ["--time-scale", "nan"]):
+        code = evpipe(["import", str(path), "--out", str(tmp_path / "m.npz"), *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and "the clock step and the time scale must be > 0" in err
 
 
 def snntorch_network(model: SnnModel) -> torch.nn.Sequential:
