@@ -193,3 +193,15 @@ def test_view_command_on_a_live_link(tmp_path):
     assert saved.shape == expected.shape and np.array_equal(saved[:half], expected[:half])
     for colour in (ON_COLOUR, OFF_COLOUR):
         assert (np.abs(saved.astype(int) - colour).sum(axis=2) == 0).sum() > 50
+
+
+@pytest.mark.parametrize("inputs, flags, message", [
+    (["tcp://nope"], [], "expected tcp://HOST:PORT, ipc://PATH or inproc://NAME, got 'tcp://nope'"),
+    ([str(AEDAT4_SAMPLE)], ["--format", "bogus"], "--format: expected 'auto' or one of"),
+])
+def test_view_refuses_a_malformed_address_or_an_unknown_format_in_one_line(
+        tmp_path, caplog, inputs, flags, message):
+    from pipeline.cli.main import main
+
+    assert main(["view", *inputs, "--save", str(tmp_path / "v.png"), *flags]) == 2
+    assert message in caplog.text and not (tmp_path / "v.png").exists()

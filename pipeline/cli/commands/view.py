@@ -7,9 +7,9 @@ import time
 
 import zmq
 
-from pipeline.runtime.links import LIVE, MODES, Receiver
+from pipeline.runtime.links import LIVE, MODES, Receiver, endpoint_problem
 from pipeline.ui.viewer import CLOCKS, SAVE_SUFFIXES, Viewer
-from sensors.readers import FormatError
+from sensors.readers import FormatError, formats
 from sensors.replay import Replay
 
 NAME = "view"
@@ -70,6 +70,10 @@ def main(args) -> int:
     saving = bool(args.save)
     clock = args.clock or ("stream" if saving else "wall")
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else float("inf")
+    if args.format != "auto" and args.format not in formats():
+        log.error("--format: expected 'auto' or one of %s, got %r", ", ".join(sorted(formats())),
+                  args.format)
+        return 2
     try:
         viewer = Viewer(fps=args.fps, tau_us=args.tau_ms * 1e3, surface_tau_us=args.surface_tau_ms * 1e3,
                         save=args.save, clock=clock, max_frames=args.max_frames,
@@ -88,6 +92,9 @@ def main(args) -> int:
         elif any("://" not in item for item in args.inputs):
             log.error("give one recording, or only link addresses (tcp://..., ipc://...)")
             return 2
+        elif any(endpoint_problem(address) for address in args.inputs):
+            log.error("%s", next(filter(None, map(endpoint_problem, args.inputs))))
+            return 2
         else:
             _receive(args.inputs, args.mode, viewer, deadline)
     except FormatError as exc:
@@ -95,7 +102,12 @@ def main(args) -> int:
         return 2
     except KeyboardInterrupt:
         pass
-    viewer.close()
+    try:
+        viewer.close()
+    except OSError as exc:  # --save's folder cannot be made, or the file written
+        log.error("cannot write %s: %s", args.save,
+                  f"{exc.filename}: {exc.strerror}" if exc.filename else exc)
+        return 2
     print(f"{viewer.events:,} events in {viewer.packets:,} packets, {viewer.decisions} decisions, "
           f"{viewer.gaps} packets lost; frames {viewer.pacer.drawn} drawn, {viewer.pacer.dropped} dropped"
           + (f"; wrote {args.save}" if saving and viewer.events else ""), flush=True)
