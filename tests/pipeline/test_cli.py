@@ -162,6 +162,17 @@ def test_config_error_names_the_key_and_exits_2(tmp_path):
     assert "bad.toml:4: source.replay.sped: unknown key" in done.stderr
 
 
+def test_stage_refuses_a_malformed_metrics_address_and_a_run_folder_under_a_file(tmp_path, caplog):
+    config = chain_config(tmp_path / "graph.toml", AEDAT4_SAMPLE, tmp_path / "out.npy")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for flags, message in ((["--metrics", "localhost:5"], "--metrics: expected tcp://HOST:PORT"),
+                           (["--run-dir", str(blocker / "run")], f"run folder {blocker / 'run'}: "
+                                                                 f"cannot make it (Not a directory)")):
+        assert main(["stage", "record", "-c", str(config), *flags]) == 2
+        assert message in caplog.text
+
+
 def test_replay_publishes_to_a_remote_receiver():
     address = f"tcp://127.0.0.1:{free_port()}"
     proc = subprocess.Popen(EVPIPE + ["replay", str(AEDAT4_SAMPLE), "--publish", address, "--mode", "lossless"],

@@ -9,6 +9,7 @@ import tempfile
 
 from pipeline.runtime.config import ConfigError, load
 from pipeline.runtime.graph import run_one
+from pipeline.runtime.links import endpoint_problem
 from pipeline.runtime.recovery import FolderInUse, hold, resume_path
 from sensors.readers import FormatError
 
@@ -35,8 +36,13 @@ def main(args) -> int:
         config = load(args.config)
         if args.name not in config.nodes:
             raise ConfigError(f"{args.config}: no node named {args.name!r}; nodes: {', '.join(sorted(config.nodes))}")
+        if args.metrics and endpoint_problem(args.metrics):
+            raise ConfigError(f"--metrics: {endpoint_problem(args.metrics)}")
         run_dir = args.run_dir or os.path.join(tempfile.gettempdir(), f"evpipe-{config.graph.name}")
-        os.makedirs(run_dir, exist_ok=True)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"run folder {run_dir}: cannot make it ({exc.strerror})") from None
         hold(run_dir, args.name)  # released when this process ends
         if args.fresh:
             with contextlib.suppress(FileNotFoundError):
