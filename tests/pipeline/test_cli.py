@@ -173,6 +173,11 @@ def test_stage_refuses_a_malformed_metrics_address_and_a_run_folder_under_a_file
         assert message in caplog.text
 
 
+def test_replay_checks_a_non_finite_speed_as_the_config_does(caplog):
+    assert main(["replay", str(AEDAT4_SAMPLE), "--speed", "nan"]) == 2
+    assert "source.replay.speed: expected a number >= 0 and <= 100, got nan" in caplog.text
+
+
 def test_replay_publishes_to_a_remote_receiver():
     address = f"tcp://127.0.0.1:{free_port()}"
     proc = subprocess.Popen(EVPIPE + ["replay", str(AEDAT4_SAMPLE), "--publish", address, "--mode", "lossless"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 from pipeline.cli.commands.info import add_topic_argument, reader_format
 from pipeline.runtime.config import Config, ConfigError, parse
@@ -41,10 +42,17 @@ def build(args) -> Config:
               "packet_events": args.packet_events}
     tables = [("[graph]", {"name": "replay"}), ("[source.replay]", replay),
               ("[sink.console]", {"type": "console"}), ("[[link]]", link)]
-    # JSON strings, numbers and booleans are TOML values too
-    text = "".join(f"{title}\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
+    text = "".join(f"{title}\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in table.items())
                    for title, table in tables)
     return parse(text, "<command line>")
+
+
+def toml_value(value) -> str:
+    """A string, number or boolean as TOML: JSON's spelling, but nan and inf as TOML's (--speed
+    nan reaches the config's range check, not its parser)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # nan, inf, -inf
+    return json.dumps(value)
 
 
 def main(args) -> int:
