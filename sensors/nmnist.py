@@ -42,7 +42,14 @@ def read(path: str) -> np.ndarray:
         whole = len(data) - len(data) % RECORD_BYTES
         raise FormatError(path, whole, f"truncated N-MNIST record: {len(data)} bytes is not a "
                                        f"multiple of {RECORD_BYTES}")
-    return decode(data.reshape(-1, RECORD_BYTES))
+    events = decode(data.reshape(-1, RECORD_BYTES))
+    back = np.flatnonzero(np.diff(events["t"]) < 0)
+    if len(back):  # the layout has no magic: a file of another kind reads as records out of order
+        i = int(back[0]) + 1
+        raise FormatError(path, i * RECORD_BYTES, f"record {i} has t={events['t'][i]} us, before "
+                                                  f"the previous {events['t'][i - 1]} us: not "
+                                                  f"N-MNIST records in time order")
+    return events
 
 
 def open_nmnist(path: str, width: int = 0, height: int = 0) -> Reader:

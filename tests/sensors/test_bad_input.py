@@ -162,3 +162,11 @@ def test_damaged_compressed_npz_names_the_file(recordings, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match="damaged.npz: bad .npz archive: .*invalid block type"):
         read_all(path)
+
+
+def test_random_bytes_named_bin_are_not_taken_for_n_mnist(tmp_path):
+    """N-MNIST has no magic: a .bin of another kind is refused by its records' time order."""
+    path = tmp_path / "random.bin"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 2000, np.uint8).tobytes())
+    with pytest.raises(FormatError, match="random.bin at byte .*: not N-MNIST records in time order"):
+        read_all(path)
