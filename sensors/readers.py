@@ -99,6 +99,13 @@ def formats() -> Formats:
     return Formats(_FORMATS)
 
 
+def check_not_special(path) -> None:
+    """FormatError when ``path`` is a pipe, socket or device: opening a pipe waits for a writer
+    for ever, and the readers need files they can size and map."""
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        raise FormatError(path, None, "not a regular file (a pipe, socket or device)")
+
+
 def detect_format(path) -> str:
     """The format name of ``path`` from its content; FormatError when nothing matches."""
     known = formats()
@@ -106,6 +113,7 @@ def detect_format(path) -> str:
         if os.path.isdir(path):  # a format stored as a folder (rosbag2) is detected by its files
             head = b""
         else:
+            check_not_special(path)
             with open(path, "rb") as handle:
                 head = handle.read(HEAD_BYTES)
     except OSError as exc:
@@ -120,6 +128,7 @@ def detect_format(path) -> str:
 def open_reader(path, format: str = "auto", **options) -> Reader:
     """Open ``path`` with the named format, or the detected one when ``format == "auto"``."""
     known = formats()
+    check_not_special(path)
     name = detect_format(path) if format == "auto" else format
     if name not in known:
         raise FormatError(path, None, f"unknown format {name!r}; known: {', '.join(sorted(known))}")

@@ -4,6 +4,7 @@ never a hang or another exception. Fuzz cases are bounded: a few dozen per forma
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
 
@@ -170,3 +171,11 @@ def test_random_bytes_named_bin_are_not_taken_for_n_mnist(tmp_path):
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 2000, np.uint8).tobytes())
     with pytest.raises(FormatError, match="random.bin at byte .*: not N-MNIST records in time order"):
         read_all(path)
+
+
+@pytest.mark.parametrize("format", ["auto", "nmnist"])
+def test_a_pipe_is_refused_instead_of_waiting_for_a_writer(tmp_path, format):
+    path = tmp_path / "pipe.bin"
+    os.mkfifo(path)
+    with pytest.raises(FormatError, match="pipe.bin: not a regular file"):
+        read_all(path, format)
