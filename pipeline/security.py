@@ -17,6 +17,7 @@ reads only what it holds on its own host:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections import Counter
@@ -46,7 +47,15 @@ def load_key(path: str, secret: bool) -> tuple[bytes, bytes | None]:
 
 
 def write_keys(folder: str, name: str) -> tuple[str, str]:
-    """Write ``folder``/``name``.key and .key_secret (created with mode 0600); their paths."""
+    """Write ``folder``/``name``.key and .key_secret (created with mode 0600); their paths.
+    ValueError for a name that is not a plain file name; FileExistsError, writing nothing, when
+    the pair exists already (a new one would lock out the peers holding the old one)."""
+    if not name or name in (".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        raise ValueError(f"certificate name {name!r} must be a plain file name")
+    for suffix in (".key", ".key_secret"):
+        if os.path.exists(os.path.join(folder, name + suffix)):
+            raise FileExistsError(errno.EEXIST, "exists already; remove the pair to make a new one",
+                                  os.path.join(folder, name + suffix))
     os.makedirs(folder, exist_ok=True)
     public, secret = zmq.auth.create_certificates(folder, name)
     os.chmod(secret, 0o600)

@@ -5,6 +5,7 @@ one-line errors before anything runs."""
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 
@@ -119,3 +120,14 @@ def test_a_missing_certificate_is_a_one_line_error_naming_the_file(tmp_path, key
     assert done.returncode == 2
     assert f"link[1] (pass->record): {keys / 'nobody'}.key_secret: not a readable ZeroMQ certificate" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_keys_keep_an_existing_pair_and_refuse_a_name_with_a_folder(tmp_path):
+    public, secret = write_keys(str(tmp_path), "camera")
+    kept = pathlib.Path(secret).read_bytes()
+    with pytest.raises(FileExistsError, match="exists already"):
+        write_keys(str(tmp_path), "camera")
+    assert pathlib.Path(secret).read_bytes() == kept
+    with pytest.raises(ValueError, match="must be a plain file name"):
+        write_keys(str(tmp_path / "sub"), "../outside")
+    assert not (tmp_path / "outside.key").exists()

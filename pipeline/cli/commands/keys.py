@@ -24,6 +24,10 @@ def main(args) -> int:
             public, secret = write_keys(args.folder, name)
             print(f"{public}\n{secret}")
     except OSError as exc:
-        log.error("%s: cannot write certificates (%s)", args.folder, exc.strerror)
+        log.error("%s: cannot write certificates (%s%s)", args.folder,
+                  f"{exc.filename}: " if exc.filename else "", exc.strerror)
+        return 2
+    except ValueError as exc:  # a name with a folder in it
+        log.error("%s", exc)
         return 2
     return 0
