@@ -18,6 +18,7 @@ Input: the evaluation JSON of ``evpipe eval`` (``pipeline.learn.evaluate.metrics
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -156,5 +157,25 @@ def figure(result: dict, decisions: list[dict] | None = None):
     return fig
 
 
+def check_out(out) -> str:
+    """``out`` with its folder made; PlotInputError naming it when matplotlib cannot write its
+    suffix or the folder cannot be made (checked before an evaluation, not after it)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = os.path.splitext(out)[1].lstrip(".").lower()
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in supported:
+        raise PlotInputError(f"{out}: cannot write {suffix or 'a file without a suffix'!r}; use "
+                             f"one of {', '.join(sorted(supported))}")
+    try:
+        return make_parent(out)
+    except OSError as exc:
+        raise PlotInputError(f"{out}: cannot write ({exc.filename}: {exc.strerror})") from None
+
+
 def save(result: dict, out, decisions: list[dict] | None = None) -> None:
-    figure(result, decisions).savefig(make_parent(out), dpi=110)
+    fig = figure(result, decisions)
+    try:
+        fig.savefig(check_out(out), dpi=110)
+    except OSError as exc:  # a folder of that name, a full disk
+        raise PlotInputError(f"{out}: cannot write ({exc.strerror})") from None

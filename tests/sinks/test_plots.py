@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from pipeline.ui.plots import figure, load_decisions, load_eval, save
+from pipeline.ui.plots import PlotInputError, check_out, figure, load_decisions, load_eval, save
 from tests.conftest import ROOT
 
 # the layout pipeline.learn.evaluate.metrics writes
@@ -60,3 +62,12 @@ def test_plot_command_writes_an_image_and_rejects_bad_input(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2
     assert f"{broken}: key 'confusion'" in bad.stderr
+
+
+def test_an_output_that_cannot_be_written_is_a_plot_input_error_naming_it(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for out, message in ((tmp_path / "eval.xyz", "cannot write 'xyz'; use one of"),
+                         (blocker / "eval.png", f"cannot write ({blocker}: File exists)")):
+        with pytest.raises(PlotInputError, match=re.escape(f"{out}: {message}")):
+            check_out(str(out))

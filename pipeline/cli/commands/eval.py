@@ -14,13 +14,14 @@ from pipeline.cli.commands.train import (
     add_split_arguments,
     parameters,
 )
-from pipeline.core.files import open_for_writing
+from pipeline.core.files import make_parent, open_for_writing
 from pipeline.core.model import load_model, read_training
 from pipeline.learn import cluster
 from pipeline.learn.continuous import evaluate_continuous
 from pipeline.learn.evaluate import evaluate, pooled
 from pipeline.learn.features import DatasetError, select
 from pipeline.learn.train import train
+from pipeline.ui.plots import PlotInputError, check_out
 from pipeline.ui.plots import save as save_plot
 
 NAME = "eval"
@@ -101,6 +102,15 @@ def _model_problem(path) -> str:
 
 
 def main(args) -> int:
+    try:  # the outputs first: an evaluation can take hours
+        if args.plot:
+            check_out(args.plot)
+        if args.json:
+            make_parent(args.json)
+    except (PlotInputError, OSError) as exc:
+        log.error("%s", exc if isinstance(exc, PlotInputError) else
+                  f"{args.json}: cannot write ({exc.filename}: {exc.strerror})")
+        return 2
     try:
         cluster.parse_scheduler(args.scheduler)
         if args.train_share != 1 and not args.cross_validate:
