@@ -255,3 +255,14 @@ def test_bad_training_parameters_are_refused(tmp_path, flags, message):
 def test_unknown_method_is_refused_by_train(tmp_path):
     with pytest.raises(ValueError, match="unknown training method 'nope'; known: conversion"):
         train([], tmp_path / "m.npz", FeatureSpec(), TrainParams(method="nope"))
+
+
+def test_an_unwritable_model_path_is_refused_before_training(tmp_path, caplog):
+    from pipeline.cli.main import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["train", "--data", str(NMNIST_TRAIN), "--out", str(blocker / "m.npz")]) == 2
+    assert f"{blocker / 'm.npz'}: cannot write ({blocker}: File exists)" in caplog.text
+    assert main(["train", "--data", str(NMNIST_TRAIN), "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder" in caplog.text

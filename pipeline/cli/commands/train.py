@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 
 from kernels.hots import MODES
+from pipeline.core.files import make_parent
 from pipeline.learn import cluster
 from pipeline.learn.classifier import CLASSIFIERS, TrainParams
 from pipeline.learn.features import DatasetError, FeatureSpec, select
@@ -62,6 +64,14 @@ def main(args) -> int:
         spec, params = parameters(args)
     except ValueError as exc:  # a parameter out of range, named in the message
         log.error("%s", exc)
+        return 2
+    if os.path.isdir(args.out):  # found before the training, not after it
+        log.error("%s: is a folder; --out names the model file to write", args.out)
+        return 2
+    try:
+        make_parent(args.out)
+    except OSError as exc:
+        log.error("%s: cannot write (%s: %s)", args.out, exc.filename, exc.strerror)
         return 2
     try:
         cluster.parse_scheduler(args.scheduler)
