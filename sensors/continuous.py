@@ -14,13 +14,16 @@ orders a dataset so that neighbours differ in label whenever the class counts al
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.core.events import EVENT_DTYPE, concat_records
-from sensors.readers import read_all
+from sensors.readers import FormatError, read_all
 from sensors.replay import SegmentFile
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,17 @@ def concatenate(files: list[SegmentFile], gap_us: int,
                 format: str = "auto") -> tuple[np.ndarray, list[Presented], int, int]:
     """The events of ``files`` back to back, each shifted to start ``gap_us`` after the previous
     one ended (the first at t = 0). Returns (events sorted by time, what was presented when,
-    width, height); the sensor size is the largest of the files'."""
+    width, height); the sensor size is the largest of the files'. An unreadable file is left
+    out (logged), as a replay skips it."""
     if gap_us < 0:
         raise ValueError(f"gap_us must be >= 0, got {gap_us}")
     chunks, shown, start, width, height = [], [], 0, 0, 0
     for item in files:
-        reader, events = read_all(item.path, format)
+        try:
+            reader, events = read_all(item.path, format)
+        except FormatError as exc:
+            log.error("skipping unreadable recording: %s", exc)
+            continue
         width, height = max(width, reader.width), max(height, reader.height)
         if not len(events):
             continue

@@ -8,7 +8,8 @@ import pytest
 from pipeline.learn.continuous import LEAD_FRACTIONS, as_one_packet, calibrate_live, decide, \
     evaluate_continuous, features_of, make_stream, score, spikes_of
 from pipeline.learn.evaluate import evaluate
-from sensors.replay import dataset_files
+from sensors.continuous import concatenate
+from sensors.replay import SegmentFile, dataset_files
 from tests.conftest import ROOT
 
 MODEL = ROOT / "recordings" / "model.npz"
@@ -70,3 +71,22 @@ def test_live_leads_are_scaled_to_the_output_rate_of_the_network():
         assert all(mine <= theirs / 4 for theirs, mine in zip(*offered))
     for calibration in (converted, surrogate):  # the chosen setting is the table's best
         assert max(row["right_once"] for row in calibration["table"]) >= 0.8
+
+
+def test_an_unreadable_recording_is_left_out_of_the_stream_as_a_replay_skips_it(tmp_path):
+    good = dataset_files(BUNDLED)[:2]
+    broken = tmp_path / "broken.bin"
+    broken.write_bytes(b"\x00" * 7)  # not a whole 5-byte N-MNIST record
+    _, shown, _, _ = concatenate([good[0], SegmentFile(str(broken), "1"), good[1]], 1000)
+    assert [s.path for s in shown] == [good[0].path, good[1].path]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--cross-validate", "1"], "--cross-validate K needs K >= 2 folds"),
+    (["--continuous", "--noise", "nan"], "--gap-ms and --noise must be >= 0, got 300 and nan"),
+])
+def test_eval_refuses_one_fold_and_a_nan_noise_rate(flags, message, caplog):
+    from pipeline.cli.main import main
+
+    assert main(["eval", "--model", str(MODEL), "--data", str(BUNDLED), *flags]) == 2
+    assert message in caplog.text

@@ -79,7 +79,7 @@ def _line(result: dict, keys=SHOWN) -> str:
 def continuous(args, files, runner) -> dict:
     """The live read-out on ``files`` as one stream (in this process), beside the marker mode on
     the same files (mapped over ``runner``)."""
-    if args.gap_ms < 0 or args.noise < 0:
+    if not (args.gap_ms >= 0 and args.noise >= 0):  # nan fails too
         raise DatasetError(f"--gap-ms and --noise must be >= 0, got {args.gap_ms:g} and {args.noise:g}")
     result = evaluate_continuous(args.model, files, round(args.gap_ms * 1000), args.noise,
                                  args.split_seed)
@@ -113,6 +113,10 @@ def main(args) -> int:
         return 2
     try:
         cluster.parse_scheduler(args.scheduler)
+        if args.cross_validate < 0 or args.cross_validate == 1:
+            log.error("--cross-validate K needs K >= 2 folds (0: no cross-validation), got %d",
+                      args.cross_validate)
+            return 2
         if args.train_share != 1 and not args.cross_validate:
             log.error("--train-share picks training files: it applies to --cross-validate only")
             return 2
