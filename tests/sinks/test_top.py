@@ -200,3 +200,10 @@ def test_top_names_a_bad_config(tmp_path):
     missing = top(str(tmp_path / "nothere.toml"))
     assert missing.returncode == 2
     assert "nothere.toml: cannot read" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_top_refuses_a_tcp_port_out_of_range_instead_of_waiting_for_metrics(caplog):
+    from pipeline.cli.main import main
+
+    assert main(["top", "tcp://127.0.0.1:99999", "--once", "--timeout", "30"]) == 2
+    assert "a tcp port is 1 to 65535, got 99999" in caplog.text

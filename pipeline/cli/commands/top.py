@@ -18,6 +18,7 @@ import time
 import zmq
 
 from pipeline.runtime.config import ConfigError, load
+from pipeline.runtime.links import endpoint_problem
 from pipeline.runtime.metrics import (
     END_TOPIC,
     SNAPSHOT_TOPIC,
@@ -121,6 +122,8 @@ def add_arguments(parser) -> None:
 def _address(target: str) -> str:
     """The metrics address ``target`` names: itself if it has a scheme, else its config's."""
     if "://" in target:
+        if endpoint_problem(target):
+            raise ConfigError(endpoint_problem(target))
         return target
     return metrics_address(load(target).graph)
 
