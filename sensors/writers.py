@@ -137,13 +137,20 @@ WRITERS = {".aedat4": write_aedat4, ".npz": write_npz, ".csv": write_csv, ".aeda
 REFUSED = {".npy": "a .npy file cannot hold the sensor size; write .npz (events, width, height)"}
 
 
+def writable(target: str, suffixes=tuple(WRITERS)) -> str:
+    """The suffix of ``target`` (lower case) when it is one of ``suffixes``; otherwise a
+    FormatError naming ``target`` and the suffixes that can be written."""
+    suffix = os.path.splitext(target)[1].lower()
+    if suffix not in suffixes:
+        raise FormatError(target, None, REFUSED.get(suffix) or (
+            f"cannot write {suffix or 'files without a suffix'!r}; writable: {', '.join(suffixes)}"))
+    return suffix
+
+
 def convert(source, target, format: str = "auto", **options) -> dict:
     """Read ``source`` (any readable format) and write ``target`` by its suffix; returns a summary."""
     target = os.fspath(target)
-    suffix = os.path.splitext(target)[1].lower()
-    if suffix not in WRITERS:
-        raise FormatError(target, None, REFUSED.get(suffix) or (
-            f"cannot write {suffix or 'files without a suffix'!r}; writable: {', '.join(WRITERS)}"))
+    suffix = writable(target)
     if os.path.exists(target) and os.path.exists(source) and os.path.samefile(source, target):
         # the writers truncate the target before the readers have read it all
         raise FormatError(target, None, "is the input itself; write to another path")

@@ -99,7 +99,11 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_naming_it(recordings, 
 def test_convert_to_unknown_suffix_is_an_error(recordings, tmp_path, capsys):
     assert main(["convert", str(recordings / "prophesee/NCARS_obj_004397_td.dat"),
                  str(tmp_path / "out.xyz")]) == 2
-    assert "cannot write '.xyz'" in capsys.readouterr().err
+    assert "cannot write '.xyz'; writable: .aedat4, .npz, .csv, .aedat, .mcap" in capsys.readouterr().err
+    # with --topic too, the output is what is wrong, not the input
+    assert main(["convert", str(recordings / "prophesee/NCARS_obj_004397_td.dat"),
+                 str(tmp_path / "bag"), "--topic", "/events"]) == 2
+    assert "bag: cannot write 'files without a suffix'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".aedat4"])

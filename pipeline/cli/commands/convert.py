@@ -49,7 +49,7 @@ def convert_file(format: str, topic: str, options: dict, source, target) -> dict
     """Read ``source`` and write ``target``, whose suffix picks the writer; with ``topic``, the
     topic read from a rosbag2 input and, for an .mcap target, the topic written (default
     /events, whatever the input). Returns ``sensors.writers.convert``'s summary."""
-    mcap = target.lower().endswith(".mcap")
+    mcap = writers.writable(target, SUFFIXES) == ".mcap"
     fmt = file_format(source, format, topic, required=not mcap)
     if mcap:
         from sensors.rosbag import DEFAULT_TOPIC, convert
