@@ -191,6 +191,11 @@ class Replay:
         self.skip = 0  # packets() passes over its first `skip` packets, unpaced (a resume)
         self._made = 0  # packets made so far, passed over or not
 
+    @property
+    def unreadable(self) -> bool:
+        """No file has made a packet, and some could not be read (``skipped``)."""
+        return bool(self.skipped) and not self._made
+
     def packets(self) -> Iterator[Packet]:
         """All packets, segment after segment, each stamped with its release time (``origin_ns``);
         segment ids count the segments sent: 0, 1, 2 ...
@@ -225,7 +230,7 @@ class Replay:
                                                      replace(segment, end=True)))
                 if started is not None:
                     segment_id += 1
-            if not self.loop:
+            if not self.loop or not segment_id:  # a loop over files none of which can be read ends
                 return
 
     def _segment(self, item: SegmentFile, segment: Segment) -> Iterator[Packet]:

@@ -37,7 +37,7 @@ from pipeline.core.nodetype import (
 )
 from pipeline.core.packet import Packet, origin_fields
 from pipeline.core.stage import Sink, Source, Stage
-from sensors.readers import formats
+from sensors.readers import FormatError, formats
 from sensors.replay import Replay
 
 
@@ -100,9 +100,15 @@ class ReplaySource(Source):
                              params.packet_events, params.width, params.height,
                              stopping=lambda: self.stopping)
         self.paced = params.speed > 0
+        self.path = params.path
 
     def packets(self) -> Iterator[Packet]:
-        return self.replay.packets()
+        """The replay's packets; a FormatError (the node's failure, so the run exits 1) when no
+        file could be read, each unreadable one logged by the replay."""
+        yield from self.replay.packets()
+        if self.replay.unreadable:
+            raise FormatError(self.path, None, f"no recording could be read "
+                                               f"({len(self.replay.skipped)} unreadable, each logged)")
 
     def resume_at(self, n: int) -> bool:
         self.replay.skip = n

@@ -384,11 +384,15 @@ class Worker:
 
     def _fail(self, slot: Slot, where: str, exc: BaseException) -> None:
         """Record and log a failure of a node's own code, with its traceback (without, when the
-        reader of standard output went away: ``evpipe run | head``)."""
+        reader of standard output went away: ``evpipe run | head``, or for bad input, which the
+        FormatError names)."""
         slot.failed = True
         slot.metrics.error = f"{where}: {type(exc).__name__}: {exc}"
         if isinstance(exc, BrokenPipeError) and stdout_closed():
             log.error("node %r stopped in %s: its standard output was closed", slot.name, where)
+            return
+        if isinstance(exc, FormatError):
+            log.error("node %r stopped in %s: %s", slot.name, where, exc)
             return
         trace = "".join(traceback.format_exception(exc))
         log.error("node %r failed in %s:\n%s", slot.name, where, trace)

@@ -9,8 +9,11 @@ import shutil
 import pytest
 
 from pipeline.learn.evaluate import evaluate
+from pipeline.runtime.config import load
+from pipeline.runtime.graph import run
 from sensors.replay import Replay, dataset_files
 from tests.conftest import NMNIST_TRAIN, ROOT
+from tests.pipeline.helpers import linked, write_config
 
 MODEL = ROOT / "recordings" / "model.npz"
 
@@ -68,3 +71,34 @@ def test_evaluation_attributes_every_decision_to_its_own_file(damaged_dataset):
         for record in records:
             assert (record["label"], record["segment_name"]) == good[record["segment"]]
     assert sorted({r["segment"] for r in result.finals}) == list(range(len(good)))  # one per sample at least
+
+
+def test_a_looping_replay_of_unreadable_files_fails_naming_them(damaged_dataset, tmp_path, caplog):
+    """Skipping bad files keeps a dataset going; when no file at all can be read, the replay
+    node fails (the run exits 1) in one line naming the path, even when it loops."""
+    _, _, bad = damaged_dataset
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    for digit, name in bad:
+        shutil.copy(damaged_dataset[0] / digit / name, only_bad / f"{digit}_{name}")
+    config = write_config(tmp_path / "graph.toml", f"""
+[graph]
+summary = false
+runner = "threads"
+
+[source.replay]
+type = "replay"
+path = "{only_bad}"
+loop = true
+
+[sink.record]
+type = "npy"
+path = "{tmp_path / 'out.npy'}"
+""" + linked("replay -> record"))
+    with caplog.at_level(logging.ERROR):
+        result = run(load(config))
+    assert result.exit_code == 1
+    failure = [m for m in caplog.messages if m.startswith("node 'replay' stopped in run")]
+    assert failure == [f"node 'replay' stopped in run: {only_bad}: no recording could be read "
+                       f"(2 unreadable, each logged)"], caplog.messages
+    assert not any("Traceback" in m for m in caplog.messages)
