@@ -205,3 +205,12 @@ def test_view_refuses_a_malformed_address_or_an_unknown_format_in_one_line(
 
     assert main(["view", *inputs, "--save", str(tmp_path / "v.png"), *flags]) == 2
     assert message in caplog.text and not (tmp_path / "v.png").exists()
+
+
+def test_view_of_an_unreadable_recording_exits_2_naming_it(tmp_path, caplog):
+    from pipeline.cli.main import main
+
+    cut = tmp_path / "cut.aedat4"
+    cut.write_bytes(AEDAT4_SAMPLE.read_bytes()[:300_000])
+    assert main(["view", str(cut), "--save", str(tmp_path / "v.png")]) == 2
+    assert f"{cut} at byte 300000: file ends" in caplog.text and not (tmp_path / "v.png").exists()

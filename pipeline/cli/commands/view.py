@@ -84,11 +84,14 @@ def main(args) -> int:
     try:
         if len(args.inputs) == 1 and "://" not in args.inputs[0]:
             speed = args.speed if args.speed is not None else (0.0 if saving else 1.0)
-            for packet in Replay("view", args.inputs[0], args.format, speed).packets():
+            replay = Replay("view", args.inputs[0], args.format, speed)
+            for packet in replay.packets():
                 viewer.feed(packet)
                 viewer.maybe_draw()
                 if time.monotonic() > deadline:
                     break
+            if replay.unreadable:  # each file's error is logged by the replay
+                return 2
         elif any("://" not in item for item in args.inputs):
             log.error("give one recording, or only link addresses (tcp://..., ipc://...)")
             return 2
