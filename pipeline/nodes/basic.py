@@ -17,7 +17,7 @@ from typing import Iterator, Literal
 import numpy as np
 
 from pipeline.core.events import concat_records
-from pipeline.core.files import open_for_writing
+from pipeline.core.files import make_parent, open_for_writing
 from pipeline.core.nodetype import (
     ANY,
     ARRAYS,
@@ -383,7 +383,7 @@ class NpySink(Sink):
 
     def __init__(self, name: str, params: NpyParams):
         super().__init__(name)
-        self.path = params.path
+        self.path = make_parent(params.path)  # a folder that cannot be made fails here, not at the end
         self.chunks: list[np.ndarray] = []
 
     def consume(self, packet: Packet) -> None:

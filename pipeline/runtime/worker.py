@@ -384,8 +384,8 @@ class Worker:
 
     def _fail(self, slot: Slot, where: str, exc: BaseException) -> None:
         """Record and log a failure of a node's own code, with its traceback (without, when the
-        reader of standard output went away: ``evpipe run | head``, or for bad input, which the
-        FormatError names)."""
+        reader of standard output went away: ``evpipe run | head``, or for bad input or a file that
+        cannot be read or written, which the FormatError or OSError names)."""
         slot.failed = True
         slot.metrics.error = f"{where}: {type(exc).__name__}: {exc}"
         if isinstance(exc, BrokenPipeError) and stdout_closed():
@@ -393,6 +393,9 @@ class Worker:
             return
         if isinstance(exc, FormatError):
             log.error("node %r stopped in %s: %s", slot.name, where, exc)
+            return
+        if isinstance(exc, OSError) and exc.filename:  # a file it reads or writes, named
+            log.error("node %r stopped in %s: %s: %s", slot.name, where, exc.filename, exc.strerror)
             return
         trace = "".join(traceback.format_exception(exc))
         log.error("node %r failed in %s:\n%s", slot.name, where, trace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 
@@ -75,7 +76,8 @@ def test_a_link_whose_tcp_port_is_taken_ends_the_threads_run_with_one_config_err
             run(load(path))  # ends: the workers give up on the link that never opened
 
 
-def test_a_sink_whose_file_cannot_be_created_is_one_config_error_naming_it(tmp_path):
+@pytest.mark.parametrize("sink", ["jsonl", "npy"])
+def test_a_sink_whose_file_cannot_be_created_is_one_config_error_naming_it(tmp_path, sink):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     path = write_config(tmp_path / "graph.toml", f"""
@@ -88,8 +90,8 @@ type = "replay"
 path = "{AEDAT4_SAMPLE}"
 
 [sink.record]
-type = "jsonl"
-path = "{blocker / 'out.jsonl'}"
+type = "{sink}"
+path = "{blocker / f'out.{sink}'}"
 
 [[link]]
 from = "replay"
@@ -97,6 +99,32 @@ to = "record"
 """)
     with pytest.raises(ConfigError, match=f"graph.toml: sink.record: {blocker}: File exists$"):
         run(load(path))
+
+
+def test_a_sink_that_cannot_write_at_the_end_fails_in_one_line_naming_the_file(tmp_path, caplog):
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    path = write_config(tmp_path / "graph.toml", f"""
+[graph]
+runner = "threads"
+summary = false
+
+[source.replay]
+type = "replay"
+path = "{AEDAT4_SAMPLE}"
+
+[sink.record]
+type = "npy"
+path = "{folder}"
+
+[[link]]
+from = "replay"
+to = "record"
+""")
+    with caplog.at_level(logging.ERROR):
+        assert run(load(path)).exit_code == 1
+    assert f"node 'record' stopped in finish: {folder}: Is a directory" in caplog.messages
+    assert "Traceback" not in caplog.text
 
 
 def test_an_exactly_once_link_gives_a_restarted_receiver_each_packet_once_from_its_resume_point(tmp_path):
