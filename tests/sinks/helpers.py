@@ -55,8 +55,10 @@ def demo_config(folder, **graph) -> str:
 
 
 def failing_config(path, runner: str, name: str = "evpipe") -> str:
-    """A graph named ``name`` whose npy sink cannot write its file: it fails at the first packet
-    and the graph ends with an error. Returns the config's path."""
+    """A graph named ``name`` whose npy sink cannot write its file (its path is a folder): it
+    fails at the end of the stream and the graph ends with an error. Returns the config's path."""
+    folder = path.parent / "npy_path_is_a_folder"
+    folder.mkdir(exist_ok=True)
     path.write_text(f"""
 [graph]
 name = "{name}"
@@ -68,7 +70,7 @@ path = "{AEDAT4_SAMPLE}"
 
 [sink.record]
 type = "npy"
-path = "/proc/evpipe-cannot-write-here/out.npy"
+path = "{folder}"
 
 [[link]]
 from = "replay"
