@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
 import socket
 
@@ -99,32 +98,6 @@ to = "record"
 """)
     with pytest.raises(ConfigError, match=f"graph.toml: sink.record: {blocker}: File exists$"):
         run(load(path))
-
-
-def test_a_sink_that_cannot_write_at_the_end_fails_in_one_line_naming_the_file(tmp_path, caplog):
-    folder = tmp_path / "a_folder"
-    folder.mkdir()
-    path = write_config(tmp_path / "graph.toml", f"""
-[graph]
-runner = "threads"
-summary = false
-
-[source.replay]
-type = "replay"
-path = "{AEDAT4_SAMPLE}"
-
-[sink.record]
-type = "npy"
-path = "{folder}"
-
-[[link]]
-from = "replay"
-to = "record"
-""")
-    with caplog.at_level(logging.ERROR):
-        assert run(load(path)).exit_code == 1
-    assert f"node 'record' stopped in finish: {folder}: Is a directory" in caplog.messages
-    assert "Traceback" not in caplog.text
 
 
 def test_an_exactly_once_link_gives_a_restarted_receiver_each_packet_once_from_its_resume_point(tmp_path):
