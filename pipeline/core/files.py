@@ -14,6 +14,11 @@ def make_parent(path) -> str:
     return path
 
 
+def file_problem(exc: OSError) -> str:
+    """What an OSError says, with the file it names: "PATH: Permission denied"."""
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else (exc.strerror or str(exc))
+
+
 def open_for_writing(path, mode: str = "w"):
     """``open(path, mode)`` after creating the folder that holds ``path``."""
     return open(make_parent(path), mode)

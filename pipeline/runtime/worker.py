@@ -50,6 +50,7 @@ import traceback
 
 import zmq
 
+from pipeline.core.files import file_problem
 from pipeline.core.nodetype import SINK, SOURCE
 from pipeline.core.packet import Packet, eos_packet
 from pipeline.runtime.config import Config, ConfigError, LinkSettings, NodeSettings
@@ -177,7 +178,7 @@ class Worker:
         except FormatError as exc:
             problem = str(exc)
         except OSError as exc:
-            problem = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+            problem = file_problem(exc)
         raise ConfigError(f"{self.config.path}: {settings.kind}.{name}: {problem}")
 
     # control, from any thread --------------------------------------------------------------
@@ -395,7 +396,7 @@ class Worker:
             log.error("node %r stopped in %s: %s", slot.name, where, exc)
             return
         if isinstance(exc, OSError) and exc.filename:  # a file it reads or writes, named
-            log.error("node %r stopped in %s: %s: %s", slot.name, where, exc.filename, exc.strerror)
+            log.error("node %r stopped in %s: %s", slot.name, where, file_problem(exc))
             return
         trace = "".join(traceback.format_exception(exc))
         log.error("node %r failed in %s:\n%s", slot.name, where, trace)

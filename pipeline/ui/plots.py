@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from pipeline.core.files import make_parent
+from pipeline.core.files import file_problem, make_parent
 
 SERIES_NAMES = {"snn": "SNN spike-count leader", "ann": "ANN on the prefix",
                 "early_right": "early decision made and right", "early_decided": "early decision made"}
@@ -170,7 +170,7 @@ def check_out(out) -> str:
     try:
         return make_parent(out)
     except OSError as exc:
-        raise PlotInputError(f"{out}: cannot write ({exc.filename}: {exc.strerror})") from None
+        raise PlotInputError(f"{out}: cannot write ({file_problem(exc)})") from None
 
 
 def save(result: dict, out, decisions: list[dict] | None = None) -> None:

@@ -14,7 +14,7 @@ from pipeline.cli.commands.train import (
     add_split_arguments,
     parameters,
 )
-from pipeline.core.files import make_parent, open_for_writing
+from pipeline.core.files import file_problem, make_parent, open_for_writing
 from pipeline.core.model import load_model, read_training
 from pipeline.learn import cluster
 from pipeline.learn.continuous import evaluate_continuous
@@ -109,7 +109,7 @@ def main(args) -> int:
             make_parent(args.json)
     except (PlotInputError, OSError) as exc:
         log.error("%s", exc if isinstance(exc, PlotInputError) else
-                  f"{args.json}: cannot write ({exc.filename}: {exc.strerror})")
+                  f"{args.json}: cannot write ({file_problem(exc)})")
         return 2
     try:
         cluster.parse_scheduler(args.scheduler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.core.files import file_problem
 from pipeline.security import write_keys
 
 log = logging.getLogger("evpipe")
@@ -24,8 +25,7 @@ def main(args) -> int:
             public, secret = write_keys(args.folder, name)
             print(f"{public}\n{secret}")
     except OSError as exc:
-        log.error("%s: cannot write certificates (%s%s)", args.folder,
-                  f"{exc.filename}: " if exc.filename else "", exc.strerror)
+        log.error("%s: cannot write certificates (%s)", args.folder, file_problem(exc))
         return 2
     except ValueError as exc:  # a name with a folder in it
         log.error("%s", exc)

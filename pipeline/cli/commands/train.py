@@ -9,7 +9,7 @@ import os
 import sys
 
 from kernels.hots import MODES
-from pipeline.core.files import make_parent
+from pipeline.core.files import file_problem, make_parent
 from pipeline.learn import cluster
 from pipeline.learn.classifier import CLASSIFIERS, TrainParams
 from pipeline.learn.features import DatasetError, FeatureSpec, select
@@ -71,7 +71,7 @@ def main(args) -> int:
     try:
         make_parent(args.out)
     except OSError as exc:
-        log.error("%s: cannot write (%s: %s)", args.out, exc.filename, exc.strerror)
+        log.error("%s: cannot write (%s)", args.out, file_problem(exc))
         return 2
     try:
         cluster.parse_scheduler(args.scheduler)

@@ -7,6 +7,7 @@ import time
 
 import zmq
 
+from pipeline.core.files import file_problem
 from pipeline.runtime.links import LIVE, MODES, Receiver, endpoint_problem
 from pipeline.ui.viewer import CLOCKS, SAVE_SUFFIXES, Viewer
 from sensors.readers import FormatError, formats
@@ -108,8 +109,7 @@ def main(args) -> int:
     try:
         viewer.close()
     except OSError as exc:  # --save's folder cannot be made, or the file written
-        log.error("cannot write %s: %s", args.save,
-                  f"{exc.filename}: {exc.strerror}" if exc.filename else exc)
+        log.error("cannot write %s: %s", args.save, file_problem(exc))
         return 2
     print(f"{viewer.events:,} events in {viewer.packets:,} packets, {viewer.decisions} decisions, "
           f"{viewer.gaps} packets lost; frames {viewer.pacer.drawn} drawn, {viewer.pacer.dropped} dropped"
