@@ -158,11 +158,11 @@ def test_a_fused_chain_keeps_every_event_and_every_nodes_metrics(tmp_path, runne
 
 
 def test_a_failing_node_in_a_fused_worker_fails_the_run_and_the_rest_still_ends(tmp_path):
-    """The sink of a one-process chain cannot write its file (its folder is a file): the run
-    fails naming it, and the nodes before it in the same worker end cleanly with every event."""
-    (tmp_path / "taken").write_text("a file where a folder should be")
-    config = load(chain(tmp_path, graph='cores = 1\nrunner = "processes"',
-                        out=tmp_path / "taken" / "out.npy"))
+    """The sink of a one-process chain cannot write its file at the end (its path is a folder):
+    the run fails naming it, and the nodes before it in the same worker end cleanly with every
+    event."""
+    (tmp_path / "taken").mkdir()
+    config = load(chain(tmp_path, graph='cores = 1\nrunner = "processes"', out=tmp_path / "taken"))
     result = run(config)
     assert len(config.placement.workers) == 1 and not result.ok
     assert "taken" in result.snapshots["record"]["error"]
